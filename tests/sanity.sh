@@ -3,8 +3,12 @@
 # copy the tracked files there and run it with its own pinned requirements (in venvs it caches).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=.local/sanity/ansible_collections/insa/timescaledb_backup
-rm -rf .local/sanity && mkdir -p "$dest"
+# A private copy per run, so that runs side by side do not trample each other.
+mkdir -p .local
+work=$(mktemp -d "$PWD/.local/sanity.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+dest=$work/ansible_collections/insa/timescaledb_backup
+mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
   | rsync -a --from0 --files-from=- ./ "$dest/"
 cd "$dest"

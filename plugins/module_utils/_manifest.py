@@ -1,0 +1,288 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup set and its manifest: the contract between dump, verify, upload, catalog,
+restore and prune.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+
+A backup set, one per database per run, in ``<backup_dir>/<database>/``::
+
+    <backup_id>.dump            custom-format archive  (or <backup_id>.dir/ for directory format)
+    <backup_id>.globals.sql     roles and memberships (pg_dumpall --globals-only --no-role-passwords)
+    <backup_id>.manifest.json   this module's format; written last, so its presence means "complete"
+
+``backup_id`` is UTC ``YYYYMMDDTHHMMSSZ``: it sorts by time as a string.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+MANIFEST_FORMAT = "insa.timescaledb_backup/manifest"
+MANIFEST_VERSION = 1
+ARCHIVE_SUFFIX = ".dump"
+DIRECTORY_SUFFIX = ".dir"
+GLOBALS_SUFFIX = ".globals.sql"
+MANIFEST_SUFFIX = ".manifest.json"
+PARTIAL_SUFFIX = ".partial"
+LEGACY_MD5_SUFFIX = ".md5"
+
+BACKUP_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
+# Database names as PostgreSQL allows them, minus what is unsafe in a file or blob name.
+DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
+CHUNK = 1024 * 1024
+
+
+class ManifestError(Exception):
+    """A manifest is missing, unreadable, of an unknown format, or altered."""
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def new_backup_id(now=None):
+    return (now or utcnow()).astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def backup_id_time(backup_id):
+    """The UTC datetime a backup id stands for."""
+    return datetime.datetime.strptime(validate_backup_id(backup_id), "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+
+
+def validate_backup_id(backup_id):
+    if not isinstance(backup_id, str) or not BACKUP_ID_RE.match(backup_id):
+        raise ValueError(
+            "invalid backup id %r: expected UTC time as YYYYMMDDTHHMMSSZ, e.g. 20261127T020000Z" % (backup_id,)
+        )
+    return backup_id
+
+
+def validate_database_name(name):
+    if not isinstance(name, str) or not DATABASE_RE.match(name) or ".." in name:
+        raise ValueError(
+            "invalid database name %r: use letters, digits, '_', '-' or '.', at most 63 characters" % (name,)
+        )
+    return name
+
+
+def isoformat(dt):
+    return dt.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class BackupSet:
+    """Paths of one backup set. Does no I/O."""
+
+    def __init__(self, backup_dir, database, backup_id, directory_format=False):
+        self.backup_dir = backup_dir
+        self.database = validate_database_name(database)
+        self.backup_id = validate_backup_id(backup_id)
+        self.directory_format = directory_format
+
+    @property
+    def folder(self):
+        return os.path.join(self.backup_dir, self.database)
+
+    def _path(self, suffix):
+        return os.path.join(self.folder, self.backup_id + suffix)
+
+    @property
+    def archive(self):
+        return self._path(DIRECTORY_SUFFIX if self.directory_format else ARCHIVE_SUFFIX)
+
+    @property
+    def globals_sql(self):
+        return self._path(GLOBALS_SUFFIX)
+
+    @property
+    def manifest(self):
+        return self._path(MANIFEST_SUFFIX)
+
+    @property
+    def legacy_md5(self):
+        return self.archive + LEGACY_MD5_SUFFIX
+
+    def all_paths(self):
+        """Everything that belongs to the set, in the order prune removes it (manifest last
+        would leave a set that looks complete; so the manifest goes first)."""
+        return [self.manifest, self.archive, self.globals_sql, self.legacy_md5]
+
+    @classmethod
+    def from_manifest(cls, backup_dir, manifest):
+        return cls(
+            backup_dir,
+            manifest["database"],
+            manifest["backup_id"],
+            directory_format=manifest["dump"]["format"] == "directory",
+        )
+
+
+class HashingWriter:
+    """File-like writer that hashes what passes through it (one pass over the data)."""
+
+    def __init__(self, fileobj):
+        self._f = fileobj
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self._f.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def sha256_file(path, chunk=CHUNK):
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def sha256_directory(path):
+    """Digest of a directory-format archive: sha256 over 'name sha256 size' lines, sorted.
+    Returns (digest, total size, {name: sha256})."""
+    files = {}
+    total = 0
+    for name in sorted(os.listdir(path)):
+        digest, size = sha256_file(os.path.join(path, name))
+        files[name] = digest
+        total += size
+    lines = "".join("%s %s\n" % (n, files[n]) for n in sorted(files))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest(), total, files
+
+
+def archive_digest(path):
+    """(sha256, size) of a custom-format file or a directory-format folder."""
+    if os.path.isdir(path):
+        digest, size, _files = sha256_directory(path)
+        return digest, size
+    return sha256_file(path)
+
+
+def _canonical(manifest):
+    body = dict(manifest)
+    body.pop("manifest_sha256", None)
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+
+
+def seal(manifest):
+    """Adds manifest_sha256, a digest of the rest: catches a manifest edited after the fact."""
+    manifest = dict(manifest)
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    return manifest
+
+
+def atomic_write_bytes(path, data, mode=0o600):
+    """Temp file in the target directory, mode set before content, fsync, rename, fsync dir."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=PARTIAL_SUFFIX, dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        fsync_dir(folder)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def dumps(manifest):
+    return (json.dumps(seal(manifest), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_manifest(path, manifest):
+    return atomic_write_bytes(path, dumps(manifest))
+
+
+def parse_manifest(data, source="manifest"):
+    """Parses and checks a manifest (bytes or str). Raises ManifestError with the reason."""
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise ManifestError("%s is not valid JSON: %s" % (source, e)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError("%s is not an insa.timescaledb_backup manifest" % source)
+    version = manifest.get("format_version")
+    if version != MANIFEST_VERSION:
+        raise ManifestError(
+            "%s has format_version %r; this collection reads version %d" % (source, version, MANIFEST_VERSION)
+        )
+    expected = manifest.get("manifest_sha256")
+    actual = hashlib.sha256(_canonical(manifest)).hexdigest()
+    if expected != actual:
+        raise ManifestError(
+            "%s was altered after it was written (manifest_sha256 %s, content hashes to %s)" % (source, expected, actual)
+        )
+    for key in ("backup_id", "database", "archive", "tables", "dump"):
+        if key not in manifest:
+            raise ManifestError("%s lacks %r" % (source, key))
+    return manifest
+
+
+def read_manifest(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ManifestError("cannot read manifest %s: %s" % (path, e.strerror)) from None
+    return parse_manifest(data, source=path)
+
+
+def list_local(backup_dir, database=None):
+    """Complete backup sets under backup_dir (those with a readable manifest), oldest first.
+
+    Returns a list of dicts: backup_id, database, manifest_path, manifest (or None) and
+    error (why a set is not usable). Partial files are not backups and are not listed.
+    """
+    found = []
+    if not os.path.isdir(backup_dir):
+        return found
+    dbs = [database] if database else sorted(os.listdir(backup_dir))
+    for db in dbs:
+        folder = os.path.join(backup_dir, db)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(MANIFEST_SUFFIX):
+                continue
+            backup_id = name[: -len(MANIFEST_SUFFIX)]
+            if not BACKUP_ID_RE.match(backup_id):
+                continue
+            path = os.path.join(folder, name)
+            entry = {"backup_id": backup_id, "database": db, "manifest_path": path, "manifest": None, "error": None}
+            try:
+                entry["manifest"] = read_manifest(path)
+            except ManifestError as e:
+                entry["error"] = str(e)
+            found.append(entry)
+    found.sort(key=lambda e: (e["backup_id"], e["database"]))
+    return found
