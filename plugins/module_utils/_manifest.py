@@ -240,7 +240,8 @@ def parse_manifest(data, source="manifest"):
     actual = hashlib.sha256(_canonical(manifest)).hexdigest()
     if expected != actual:
         raise ManifestError(
-            "%s was altered after it was written (manifest_sha256 %s, content hashes to %s)" % (source, expected, actual)
+            "%s was altered after it was written (manifest_sha256 %s, content hashes to %s)"
+            % (source, expected, actual)
         )
     for key in ("backup_id", "database", "archive", "tables", "dump"):
         if key not in manifest:

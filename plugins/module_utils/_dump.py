@@ -1,0 +1,388 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backing up one database: pre-flight, snapshot-consistent pg_dump, globals, manifest.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+
+Order of events (why it is safe):
+1. A lock per database folder, so two runs never write the same set; stale ``*.partial``
+   files of crashed runs are removed under that lock.
+2. One connection opens a REPEATABLE READ transaction and exports its snapshot. pg_dump
+   reads that snapshot (``--snapshot``); the row counts and time ranges are taken in the
+   same snapshot, so the manifest describes exactly what the archive holds even while
+   telemetry keeps arriving.
+3. The archive streams from pg_dump's stdout through sha256 into ``<id>.dump.partial``
+   (one pass); fsync; rename. The globals follow the same path.
+4. The manifest is written last (atomically): a set without a manifest is not a backup.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
+
+COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
+DEFAULT_LEVELS = {"zstd": 3, "lz4": 1, "gzip": 6, "none": 0}
+# How large an archive is relative to pg_database_size when nothing better is known
+# (measured on the rig: zstd:3 ≈ 0.14 of the database, uncompressed ≈ 0.6).
+SIZE_RATIO = {"zstd": 0.35, "lz4": 0.5, "gzip": 0.35, "none": 1.0}
+READ_CHUNK = 1024 * 1024
+
+
+class BackupError(Exception):
+    """A backup cannot be taken; the message says why and what to do."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on a backup folder (flock on ``.lock``)."""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, ".lock")
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            self.fd = None
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise BackupError(
+                    "another backup or prune of %s is running (lock %s held); wait for it to finish"
+                    % (os.path.dirname(self.path), self.path)
+                ) from None
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_backup_dir(backup_dir, create_db_folder=True, database=None):
+    """The backup directory must exist, belong to us and be 0700. Returns the db folder."""
+    try:
+        st = os.stat(backup_dir)
+    except OSError:
+        raise BackupError(
+            "backup directory %s does not exist: create it with mode 0700 owned by the backup user "
+            "(the backup_agent role does this)" % backup_dir
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BackupError("backup_dir %s is not a directory" % backup_dir)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o700:
+        raise BackupError(
+            "backup directory %s has mode %04o; backups hold all your data, so it must be 0700: chmod 0700 %s"
+            % (backup_dir, mode, backup_dir)
+        )
+    if st.st_uid != os.geteuid():
+        raise BackupError(
+            "backup directory %s is owned by uid %d, but backups run as uid %d: chown it to the backup user"
+            % (backup_dir, st.st_uid, os.geteuid())
+        )
+    if database is None:
+        return None
+    folder = os.path.join(backup_dir, mf.validate_database_name(database))
+    if not os.path.isdir(folder):
+        if not create_db_folder:
+            return folder
+        os.mkdir(folder, 0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def compression_arg(compression, level=None):
+    if compression not in COMPRESSIONS:
+        raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS))
+    if compression == "none":
+        return "none"
+    return "%s:%d" % (compression, DEFAULT_LEVELS[compression] if level is None else level)
+
+
+def estimate_size(folder, db_size, compression):
+    """Bytes the archive is expected to need: 1.25 × the last archive of this database, or a
+    ratio of pg_database_size when there is none yet."""
+    previous = [e for e in mf.list_local(os.path.dirname(folder), os.path.basename(folder)) if e["manifest"]]
+    if previous:
+        return int(previous[-1]["manifest"]["archive"]["size_bytes"] * 1.25) + 16 * 1024 * 1024
+    return int(db_size * SIZE_RATIO[compression]) + 16 * 1024 * 1024
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def clean_partials(folder):
+    """Removes what crashed or killed runs left behind (only under the folder lock)."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(mf.PARTIAL_SUFFIX):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def preflight(params, database, backup_dir, compression="zstd", directory_format=False):
+    """Everything that can be checked before writing: directory, connection, authentication,
+    database, versions, tools and space. Returns facts for the dump and for check mode."""
+    check_backup_dir(backup_dir)
+    conn = _pg.connect(params)
+    try:
+        if not _pg.database_exists(conn, database):
+            raise BackupError(
+                "database %r does not exist on %s:%s; existing databases: %s"
+                % (
+                    database,
+                    params.host,
+                    params.port,
+                    ", ".join(
+                        r[0]
+                        for r in _pg.rows(conn, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+                    ),
+                )
+            )
+    finally:
+        conn.close()
+    conn = _pg.connect(params, database)
+    try:
+        facts = _pg.server_facts(conn)
+    finally:
+        conn.close()
+    pg_dump, pg_dump_version = _pg.find_tool("pg_dump", facts["server_major"], params.pg_bin_dir)
+    pg_dumpall, _v = _pg.find_tool("pg_dumpall", facts["server_major"], params.pg_bin_dir)
+    if compression == "zstd" and facts["server_major"] < 16 and int(pg_dump_version.split(".")[0]) < 16:
+        raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip")
+    folder = os.path.join(backup_dir, database)
+    estimate = estimate_size(folder, facts["database_size_bytes"], compression)
+    free = free_bytes(backup_dir)
+    if free < estimate:
+        raise BackupError(
+            "not enough space in %s: %s free, the backup of %s needs about %s (database %s). "
+            "Free space, prune old backups, or move backup_dir."
+            % (backup_dir, human(free), database, human(estimate), human(facts["database_size_bytes"]))
+        )
+    facts.update(
+        pg_dump=pg_dump,
+        pg_dump_version=pg_dump_version,
+        pg_dumpall=pg_dumpall,
+        estimate_bytes=estimate,
+        free_bytes=free,
+    )
+    return facts
+
+
+def human(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+    return "%.1f TiB" % n  # pragma: no cover
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stream_to_file(proc, partial, progress=None):
+    """Copies pg_dump's stdout into partial, hashing as it goes. Returns (sha256, size)."""
+    fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        writer = mf.HashingWriter(f)
+        while True:
+            block = proc.stdout.read(READ_CHUNK)
+            if not block:
+                break
+            writer.write(block)
+            if progress:
+                progress(writer.size)
+        f.flush()
+        os.fsync(f.fileno())
+    return writer.sha256.hexdigest(), writer.size
+
+
+def dump(
+    params,
+    database,
+    backup_dir,
+    compression="zstd",
+    compression_level=None,
+    directory_format=False,
+    jobs=1,
+    host_label=None,
+    backup_id=None,
+    progress=None,
+    extra_manifest=None,
+):
+    """Takes one backup set. Returns the sealed manifest and the paths."""
+    started = mf.utcnow()
+    t0 = time.monotonic()
+    facts = preflight(params, database, backup_dir, compression, directory_format)
+    folder = check_backup_dir(backup_dir, database=database)
+    backup_id = backup_id or mf.new_backup_id(started)
+    bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
+    with FolderLock(folder):
+        stale = clean_partials(folder)
+        if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
+            raise BackupError("a backup %s of %s already exists in %s" % (backup_id, database, folder))
+        archive_partial = bset.archive + mf.PARTIAL_SUFFIX
+        try:
+            result = _dump_in_snapshot(
+                params, facts, database, archive_partial, compression, compression_level, directory_format, jobs,
+                progress,
+            )
+            globals_sql, _err = _pg.run_tool(
+                [facts["pg_dumpall"], "--globals-only", "--no-role-passwords", "--no-password",
+                 "-l", params.maintenance_db],
+                params,
+            )
+            mf.atomic_write_bytes(bset.globals_sql, globals_sql)
+            os.rename(archive_partial, bset.archive)
+            mf.fsync_dir(folder)
+        except BaseException:
+            for p in (archive_partial, bset.archive, bset.globals_sql):
+                if os.path.isdir(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                elif os.path.exists(p):
+                    os.unlink(p)
+            raise
+        finished = mf.utcnow()
+        manifest = {
+            "format": mf.MANIFEST_FORMAT,
+            "format_version": mf.MANIFEST_VERSION,
+            "backup_id": backup_id,
+            "host": host_label or socket.getfqdn(),
+            "database": database,
+            "created_by": "insa.timescaledb_backup",
+            "started_at": mf.isoformat(started),
+            "finished_at": mf.isoformat(finished),
+            "duration_seconds": round(time.monotonic() - t0, 3),
+            "server": {
+                "postgresql_version": facts["postgresql_version"],
+                "server_version_num": facts["server_version_num"],
+                "timescaledb_version": facts["timescaledb_version"],
+            },
+            "extensions": facts["extensions"],
+            "database_size_bytes": facts["database_size_bytes"],
+            "dump": {
+                "tool": "pg_dump",
+                "tool_version": facts["pg_dump_version"],
+                "format": "directory" if directory_format else "custom",
+                "compression": compression_arg(compression, compression_level),
+                "jobs": jobs if directory_format else 1,
+                "snapshot_consistent": True,
+            },
+            "archive": {
+                "file": os.path.basename(bset.archive),
+                "size_bytes": result["size"],
+                "sha256": result["sha256"],
+            },
+            "globals": {
+                "file": os.path.basename(bset.globals_sql),
+                "size_bytes": len(globals_sql),
+                "sha256": hashlib.sha256(globals_sql).hexdigest(),
+            },
+            "tables": result["facts"]["tables"],
+            "hypertables": result["facts"]["hypertables"],
+        }
+        if directory_format:
+            manifest["archive"]["files"] = result["files"]
+        if extra_manifest:
+            manifest.update(extra_manifest)
+        mf.write_manifest(bset.manifest, manifest)
+    return {"manifest": mf.read_manifest(bset.manifest), "backup_set": bset, "stale_partials_removed": stale}
+
+
+def _dump_in_snapshot(params, facts, database, partial, compression, level, directory_format, jobs, progress):
+    snap_conn = _pg.connect(params, database, autocommit=False)
+    try:
+        with snap_conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+        argv = [
+            facts["pg_dump"],
+            "--format=directory" if directory_format else "--format=custom",
+            "--compress=%s" % compression_arg(compression, level),
+            "--snapshot=%s" % snapshot,
+            "--no-password",
+            "--dbname=%s" % database,
+        ]
+        if directory_format:
+            argv += ["--jobs=%d" % max(1, int(jobs)), "--file=%s" % partial]
+        err = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            argv,
+            env=params.libpq_env(database),
+            stdout=subprocess.DEVNULL if directory_format else subprocess.PIPE,
+            stderr=err,
+        )
+        # The counts run in the exported snapshot while pg_dump streams; both read the same data.
+        facts_box = {}
+
+        def count():
+            try:
+                facts_box["facts"] = _pg.table_facts(snap_conn)
+            except Exception as e:  # noqa: BLE001 - reported below, with the dump's own status
+                facts_box["error"] = e
+
+        counter = threading.Thread(target=count, name="snapshot-counts")
+        counter.start()
+        try:
+            if directory_format:
+                proc.wait()
+                digest = size = files = None
+            else:
+                digest, size = _stream_to_file(proc, partial, progress)
+                proc.wait()
+                files = None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            counter.join()
+        err.seek(0)
+        errtext = err.read().decode("utf-8", "replace")
+        err.close()
+        if proc.returncode != 0:
+            raise BackupError(
+                "pg_dump of %s failed (exit %d): %s" % (database, proc.returncode, _pg.stderr_tail(errtext))
+            )
+        if "error" in facts_box:
+            raise BackupError("counting rows in the dump's snapshot failed: %s" % facts_box["error"])
+        if directory_format:
+            for name in os.listdir(partial):
+                _fsync_path(os.path.join(partial, name))
+            digest, size, files = mf.sha256_directory(partial)
+        return {"sha256": digest, "size": size, "files": files, "facts": facts_box["facts"], "snapshot": snapshot}
+    finally:
+        snap_conn.rollback()
+        snap_conn.close()

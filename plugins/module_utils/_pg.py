@@ -1,0 +1,378 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL access for the collection: connections, server facts and client tools.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+This is the only place that opens connections or runs pg_dump / pg_restore / psql.
+
+Secrets: the password reaches libpq through ``PGPASSWORD`` in the child's environment (or
+through a 0600 passfile, ``PGPASSFILE``), never through argv, and never appears in messages.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+try:
+    import psycopg2
+    import psycopg2.extensions
+    from psycopg2 import sql
+
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError as e:  # pragma: no cover - depends on the host
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = e
+
+# Schemas that belong to PostgreSQL or TimescaleDB, not to the user's data.
+SYSTEM_SCHEMAS = (
+    "pg_catalog",
+    "information_schema",
+    "pg_toast",
+    "_timescaledb_catalog",
+    "_timescaledb_config",
+    "_timescaledb_internal",
+    "_timescaledb_cache",
+    "_timescaledb_functions",
+    "_timescaledb_debug",
+    "timescaledb_information",
+    "timescaledb_experimental",
+    "toolkit_experimental",
+)
+
+
+class PgError(Exception):
+    """A PostgreSQL problem explained for an operator: what is wrong and what to do."""
+
+
+def postgres_common_argument_spec():
+    """Connection options shared by every module that talks to PostgreSQL.
+
+    Do not add connection options to individual modules: extend this and the
+    ``insa.timescaledb_backup.postgres`` doc fragment together.
+    """
+    return dict(
+        login_host=dict(type="str", default="127.0.0.1", aliases=["host"]),
+        port=dict(type="int", default=5432, aliases=["login_port"]),
+        login_user=dict(type="str", default="postgres", aliases=["user"]),
+        login_password=dict(type="str", no_log=True, aliases=["password"]),
+        passfile=dict(type="path"),
+        sslmode=dict(
+            type="str",
+            default="prefer",
+            choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+        ),
+        maintenance_db=dict(type="str", default="postgres"),
+        pg_bin_dir=dict(type="path"),
+    )
+
+
+CONNECTION_KEYS = tuple(postgres_common_argument_spec())
+
+
+class ConnectionParams:
+    """Where and how to connect. Built from module params or the runner's config."""
+
+    def __init__(
+        self,
+        login_host="127.0.0.1",
+        port=5432,
+        login_user="postgres",
+        login_password=None,
+        passfile=None,
+        sslmode="prefer",
+        maintenance_db="postgres",
+        pg_bin_dir=None,
+    ):
+        self.host = login_host
+        self.port = int(port)
+        self.user = login_user
+        self.password = login_password
+        self.passfile = passfile
+        self.sslmode = sslmode
+        self.maintenance_db = maintenance_db
+        self.pg_bin_dir = pg_bin_dir
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(**{k: params.get(k) for k in CONNECTION_KEYS if params.get(k) is not None})
+
+    def describe(self):
+        return "%s@%s:%s" % (self.user, self.host, self.port)
+
+    def libpq_env(self, dbname=None):
+        """Environment for a client tool: the caller's environment plus libpq settings.
+        The password goes here (PGPASSWORD), never into argv."""
+        env = dict(os.environ)
+        for key in ("PGSERVICE", "PGSERVICEFILE", "PGOPTIONS"):
+            env.pop(key, None)
+        env.update(
+            PGHOST=str(self.host),
+            PGPORT=str(self.port),
+            PGUSER=str(self.user),
+            PGSSLMODE=self.sslmode,
+            PGAPPNAME="insa.timescaledb_backup",
+            PGCONNECT_TIMEOUT="10",
+            LC_ALL="C",
+            LANG="C",
+            PGTZ="UTC",
+        )
+        env.pop("PGPASSWORD", None)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        if self.passfile:
+            env["PGPASSFILE"] = self.passfile
+        if dbname:
+            env["PGDATABASE"] = dbname
+        return env
+
+
+def require_psycopg2():
+    if not HAS_PSYCOPG2:
+        raise PgError(
+            "psycopg2 is required on the database host: apt-get install python3-psycopg2 "
+            "(or pip install psycopg2-binary in the interpreter Ansible uses)"
+        )
+
+
+def explain_connect_error(exc, params, dbname):
+    """Turns a libpq connection error into a message that says what to do."""
+    text = str(exc).strip()
+    where = "%s (database %s)" % (params.describe(), dbname)
+    low = text.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return (
+            "authentication failed for %s: check login_user/login_password (or the passfile) "
+            "and the server's pg_hba.conf" % where
+        )
+    if "does not exist" in low and "database" in low:
+        return "database %r does not exist on %s:%s: check the name (psql -l lists them)" % (
+            dbname,
+            params.host,
+            params.port,
+        )
+    if "could not connect" in low or "connection refused" in low or "timeout" in low or "could not translate" in low:
+        return (
+            "cannot reach PostgreSQL at %s:%s: is the server running and listening there? (%s)"
+            % (params.host, params.port, text.splitlines()[0])
+        )
+    return "cannot connect to %s: %s" % (where, text.splitlines()[0] if text else exc.__class__.__name__)
+
+
+def connect(params, dbname=None, autocommit=True):
+    require_psycopg2()
+    dbname = dbname or params.maintenance_db
+    kwargs = dict(
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        dbname=dbname,
+        sslmode=params.sslmode,
+        connect_timeout=10,
+        application_name="insa.timescaledb_backup",
+        options="-c TimeZone=UTC -c statement_timeout=0",
+    )
+    if params.password:
+        kwargs["password"] = params.password
+    if params.passfile:
+        kwargs["passfile"] = params.passfile
+    try:
+        conn = psycopg2.connect(**kwargs)
+    except psycopg2.OperationalError as e:
+        raise PgError(explain_connect_error(e, params, dbname)) from None
+    conn.autocommit = autocommit
+    return conn
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def scalar(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def rows(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def database_exists(conn, dbname):
+    return bool(scalar(conn, "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)))
+
+
+def server_facts(conn):
+    """Version facts of the server and the database the connection is on."""
+    num = int(scalar(conn, "SHOW server_version_num"))
+    exts = rows(
+        conn,
+        "SELECT e.extname, e.extversion, n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY e.extname",
+    )
+    extensions = [{"name": n, "version": v, "schema": s} for n, v, s in exts]
+    tsdb = next((e["version"] for e in extensions if e["name"] == "timescaledb"), None)
+    return {
+        "server_version_num": num,
+        "server_major": num // 10000,
+        "postgresql_version": scalar(conn, "SHOW server_version").split()[0],
+        "timescaledb_version": tsdb,
+        "extensions": extensions,
+        "database_size_bytes": int(scalar(conn, "SELECT pg_database_size(current_database())")),
+    }
+
+
+# --- client tools ----------------------------------------------------------------------
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def tool_version(path):
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except OSError:
+        return None
+    m = _VERSION_RE.search(out or "")
+    if not m:
+        return None
+    return int(m.group(1)), out.strip().split()[-1]
+
+
+def find_tool(name, server_major, bin_dir=None):
+    """Path of a client tool whose major version is >= the server's.
+
+    Looks in bin_dir, then /usr/lib/postgresql/<server major>/bin, then newer installed
+    majors, then PATH. Raises PgError naming the package to install.
+    """
+    candidates = []
+    if bin_dir:
+        candidates.append(os.path.join(bin_dir, name))
+    candidates.append("/usr/lib/postgresql/%d/bin/%s" % (server_major, name))
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        candidates.append(os.path.join(d, name))
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    seen = []
+    for path in candidates:
+        if path in seen or not os.access(path, os.X_OK):
+            continue
+        seen.append(path)
+        v = tool_version(path)
+        if v and v[0] >= server_major:
+            return path, v[1]
+    found = ", ".join("%s (%s)" % (p, (tool_version(p) or ("?",))[0]) for p in seen) or "none"
+    raise PgError(
+        "%s for PostgreSQL %d or newer is needed (a server of major %d refuses older dump tools); found: %s. "
+        "Install postgresql-client-%d on this host or point pg_bin_dir at its bin directory."
+        % (name, server_major, server_major, found, server_major)
+    )
+
+
+class ToolError(PgError):
+    """A client tool exited non-zero."""
+
+
+def stderr_tail(text, limit=12):
+    """The useful end of a tool's stderr, without pg_dump's harmless TimescaleDB catalog warnings."""
+    lines = [
+        ln
+        for ln in (text or "").splitlines()
+        if ln.strip()
+        and "circular foreign-key constraints" not in ln
+        and "consider using a full dump" not in ln
+        and "consider using the --disable-triggers" not in ln
+        and not ln.lstrip().startswith(("pg_dump: detail:", "pg_dump: hint:"))
+    ]
+    return "\n".join(lines[-limit:])
+
+
+def run_tool(argv, params, dbname=None, stdin=None, timeout=None):
+    """Runs a client tool with a list argv (never a shell). Returns stdout; raises ToolError."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run(
+                argv,
+                env=params.libpq_env(dbname),
+                input=stdin,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                timeout=timeout,
+                check=False,
+            )
+        except OSError as e:
+            raise ToolError("cannot run %s: %s" % (argv[0], e.strerror)) from None
+        err.seek(0)
+        errtext = err.read().decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise ToolError(
+            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext))
+        )
+    return proc.stdout, errtext
+
+
+# --- what a database holds ---------------------------------------------------------------
+
+
+def table_facts(conn):
+    """Per-table row counts and per-hypertable chunk count and time range.
+
+    Run inside the snapshot a dump reads, the numbers describe exactly what the dump holds;
+    run on a restored database, they are what verify and restore compare.
+    """
+    system = tuple(SYSTEM_SCHEMAS)
+    tables = rows(
+        conn,
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND n.nspname NOT IN %s AND n.nspname NOT LIKE 'pg\\_temp%%' AND n.nspname NOT LIKE 'pg\\_toast%%' "
+        "ORDER BY 1, 2",
+        (system,),
+    )
+    has_tsdb = bool(scalar(conn, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"))
+    hyper = {}
+    if has_tsdb:
+        for schema, name, col, ctype in rows(
+            conn,
+            "SELECT h.hypertable_schema, h.hypertable_name, d.column_name, d.column_type::text "
+            "FROM timescaledb_information.hypertables h "
+            "LEFT JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
+            "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 ORDER BY 1, 2",
+        ):
+            hyper["%s.%s" % (schema, name)] = {"time_column": col, "time_type": ctype}
+    result_tables = {}
+    result_hyper = {}
+    for schema, name in tables:
+        qname = "%s.%s" % (schema, name)
+        ident = sql.Identifier(schema, name)
+        count = int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident)))
+        result_tables[qname] = {"rows": count}
+        if qname in hyper:
+            info = hyper[qname]
+            col = sql.Identifier(info["time_column"])
+            lo, hi = rows(conn, sql.SQL("SELECT min({0})::text, max({0})::text FROM {1}").format(col, ident))[0]
+            regclass = quote_ident(schema) + "." + quote_ident(name)
+            chunks = int(scalar(conn, "SELECT count(*) FROM show_chunks(%s::regclass)", (regclass,)))
+            result_hyper[qname] = {
+                "rows": count,
+                "chunks": chunks,
+                "time_column": info["time_column"],
+                "time_type": info["time_type"],
+                "min_time": lo,
+                "max_time": hi,
+            }
+    return {"tables": result_tables, "hypertables": result_hyper}
