@@ -240,11 +240,13 @@ def dump(
     backup_id=None,
     progress=None,
     extra_manifest=None,
+    facts=None,
 ):
-    """Takes one backup set. Returns the sealed manifest and the paths."""
+    """Takes one backup set. Returns the sealed manifest and the paths. ``facts`` is the
+    result of ``preflight`` when the caller already ran it."""
     started = mf.utcnow()
     t0 = time.monotonic()
-    facts = preflight(params, database, backup_dir, compression, directory_format)
+    facts = facts or preflight(params, database, backup_dir, compression, directory_format)
     folder = check_backup_dir(backup_dir, database=database)
     backup_id = backup_id or mf.new_backup_id(started)
     bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
@@ -255,12 +257,25 @@ def dump(
         archive_partial = bset.archive + mf.PARTIAL_SUFFIX
         try:
             result = _dump_in_snapshot(
-                params, facts, database, archive_partial, compression, compression_level, directory_format, jobs,
+                params,
+                facts,
+                database,
+                archive_partial,
+                compression,
+                compression_level,
+                directory_format,
+                jobs,
                 progress,
             )
             globals_sql, _err = _pg.run_tool(
-                [facts["pg_dumpall"], "--globals-only", "--no-role-passwords", "--no-password",
-                 "-l", params.maintenance_db],
+                [
+                    facts["pg_dumpall"],
+                    "--globals-only",
+                    "--no-role-passwords",
+                    "--no-password",
+                    "-l",
+                    params.maintenance_db,
+                ],
                 params,
             )
             mf.atomic_write_bytes(bset.globals_sql, globals_sql)
@@ -289,6 +304,7 @@ def dump(
                 "server_version_num": facts["server_version_num"],
                 "timescaledb_version": facts["timescaledb_version"],
             },
+            "database_owner": facts.get("database_owner"),
             "extensions": facts["extensions"],
             "database_size_bytes": facts["database_size_bytes"],
             "dump": {

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 try:
     import psycopg2
@@ -159,9 +160,10 @@ def explain_connect_error(exc, params, dbname):
             params.port,
         )
     if "could not connect" in low or "connection refused" in low or "timeout" in low or "could not translate" in low:
-        return (
-            "cannot reach PostgreSQL at %s:%s: is the server running and listening there? (%s)"
-            % (params.host, params.port, text.splitlines()[0])
+        return "cannot reach PostgreSQL at %s:%s: is the server running and listening there? (%s)" % (
+            params.host,
+            params.port,
+            text.splitlines()[0],
         )
     return "cannot connect to %s: %s" % (where, text.splitlines()[0] if text else exc.__class__.__name__)
 
@@ -233,6 +235,9 @@ def server_facts(conn):
         "timescaledb_version": tsdb,
         "extensions": extensions,
         "database_size_bytes": int(scalar(conn, "SELECT pg_database_size(current_database())")),
+        "database_owner": scalar(
+            conn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
     }
 
 
@@ -376,3 +381,42 @@ def table_facts(conn):
                 "max_time": hi,
             }
     return {"tables": result_tables, "hypertables": result_hyper}
+
+
+def drop_database(conn, dbname):
+    """Drops a database, first ending its sessions (TimescaleDB's scheduler holds one)."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def close_database(conn, dbname):
+    """Refuses new connections to dbname and ends the existing ones (before a rename)."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(dbname)))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    for _ in range(50):
+        if not scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)):
+            return
+        time.sleep(0.1)
+    raise PgError("sessions on %s did not end; cannot rename it" % dbname)
+
+
+def open_database(conn, dbname):
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(dbname)))
+
+
+def rename_database(conn, old, new):
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def create_database(conn, dbname, owner=None):
+    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname))
+    if owner and scalar(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)):
+        query = query + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    with conn.cursor() as cur:
+        cur.execute(query)

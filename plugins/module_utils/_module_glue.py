@@ -1,0 +1,47 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every module of the collection does the same way: check Python dependencies,
+turn the core's exceptions into ``fail_json(msg=...)``, never a traceback.
+
+Private to the collection. Imports Ansible: used by modules only, never by the runner.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest, _pg
+
+# Exceptions the core raises with a message written for the operator.
+try:
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils._dump import BackupError
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils._restore import RestoreError
+except ImportError:  # pragma: no cover
+    BackupError = RestoreError = _pg.PgError
+
+OPERATOR_ERRORS = (_pg.PgError, _manifest.ManifestError, BackupError, RestoreError, ValueError)
+
+
+def require_psycopg2(module):
+    if not _pg.HAS_PSYCOPG2:
+        module.fail_json(
+            msg=missing_required_lib(
+                "psycopg2", reason="to talk to PostgreSQL (Debian: apt-get install python3-psycopg2)"
+            ),
+            exception=str(_pg.PSYCOPG2_IMPORT_ERROR),
+        )
+
+
+def connection_params(module):
+    return _pg.ConnectionParams.from_params(module.params)
+
+
+def call(module, fn, *args, **kwargs):
+    """Runs a core function; an operator-facing error becomes fail_json with its message."""
+    try:
+        return fn(*args, **kwargs)
+    except OPERATOR_ERRORS as e:
+        module.fail_json(msg=str(e))
+    except OSError as e:
+        module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))

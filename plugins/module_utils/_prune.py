@@ -1,0 +1,105 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Local rotation of backup sets.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+
+A set is kept when any rule keeps it: it is among the newest ``keep_last``, or younger than
+``keep_days``; the newest verified set is always kept; when upload is configured, a set not
+yet in Azure is kept unless ``force``; a set whose manifest cannot be read is never touched
+(it is reported). A removed set goes whole: manifest first (so nothing half-removed ever
+looks complete), then archive, globals, legacy checksum and verification record.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import os
+import shutil
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+
+def plan(entries, keep_days=None, keep_last=None, uploaded_ids=None, force=False, now=None, verified=None):
+    """Decides, without touching anything. ``entries`` as from ``_manifest.list_local`` for
+    one database; ``verified(entry) -> bool``; ``uploaded_ids`` None when upload is not
+    configured. Returns (delete, keep): lists of dicts backup_id + reason."""
+    if keep_days is None and keep_last is None:
+        raise ValueError("give keep_days and/or keep_last: prune never guesses how much to keep")
+    if (keep_days is not None and keep_days < 0) or (keep_last is not None and keep_last < 1):
+        raise ValueError("keep_days must be 0 or more and keep_last 1 or more")
+    now = now or mf.utcnow()
+    usable = [e for e in entries if e["manifest"]]
+    newest_verified = None
+    for e in reversed(usable):
+        if verified is None or verified(e):
+            newest_verified = e["backup_id"]
+            break
+    newest = [e["backup_id"] for e in usable[-keep_last:]] if keep_last else []
+    delete, keep = [], []
+    for e in entries:
+        bid = e["backup_id"]
+        if not e["manifest"]:
+            keep.append({"backup_id": bid, "reason": "manifest unreadable, left for a human: %s" % e["error"]})
+            continue
+        age = now - mf.backup_id_time(bid)
+        if bid == newest_verified:
+            keep.append({"backup_id": bid, "reason": "newest verified backup"})
+        elif bid in newest:
+            keep.append({"backup_id": bid, "reason": "among the newest %d" % keep_last})
+        elif keep_days is not None and age <= datetime.timedelta(days=keep_days):
+            keep.append({"backup_id": bid, "reason": "younger than %d days" % keep_days})
+        elif uploaded_ids is not None and bid not in uploaded_ids and not force:
+            keep.append({"backup_id": bid, "reason": "not yet uploaded to Azure"})
+        else:
+            delete.append({"backup_id": bid, "reason": "older than the retention rules", "age_days": age.days})
+    return delete, keep
+
+
+def remove_set(backup_dir, manifest):
+    bset = mf.BackupSet.from_manifest(backup_dir, manifest)
+    removed = []
+    for path in bset.all_paths() + [_verify.record_path(bset)]:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def prune(
+    backup_dir,
+    database,
+    keep_days=None,
+    keep_last=None,
+    uploaded_ids=None,
+    force=False,
+    dry_run=False,
+    now=None,
+    audit=None,
+):
+    """Applies ``plan`` to one database's folder under its lock. Returns what went and what stayed."""
+    _dump.check_backup_dir(backup_dir)
+    folder = os.path.join(backup_dir, mf.validate_database_name(database))
+    if not os.path.isdir(folder):
+        return {"deleted": [], "kept": [], "removed_paths": []}
+
+    def verified(entry):
+        return _verify.is_verified(mf.BackupSet.from_manifest(backup_dir, entry["manifest"]), entry["manifest"])
+
+    with _dump.FolderLock(folder):
+        entries = mf.list_local(backup_dir, database)
+        delete, keep = plan(entries, keep_days, keep_last, uploaded_ids, force, now, verified)
+        removed = []
+        if not dry_run:
+            by_id = {e["backup_id"]: e for e in entries}
+            for d in delete:
+                removed += remove_set(backup_dir, by_id[d["backup_id"]]["manifest"])
+                if audit:
+                    audit("prune", database=database, backup_id=d["backup_id"], reason=d["reason"])
+    return {"deleted": delete, "kept": keep, "removed_paths": removed}

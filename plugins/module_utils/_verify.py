@@ -1,0 +1,249 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Verifying a backup set at three levels, each including the ones before it.
+
+checksum  the manifest is intact and belongs to this archive; archive size and sha256 match
+          (and a legacy ``.md5`` beside the archive, as the old shell scripts wrote, matches).
+archive   ``pg_restore --list`` reads the table of contents and every table of the manifest
+          is in it; then ``pg_restore`` reads the whole archive (decompressing every block).
+restore   a real restore into a scratch database, counts and hypertable ranges compared with
+          the manifest; the scratch database is dropped afterwards, also on failure.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+The result of the last verification is kept in ``<id>.verify.json`` beside the set: prune
+and upload catch-up trust a set only once it has been verified.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import time
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _restore
+
+LEVELS = ("checksum", "archive", "restore")
+VERIFY_SUFFIX = ".verify.json"
+
+
+def record_path(backup_set):
+    return os.path.join(backup_set.folder, backup_set.backup_id + VERIFY_SUFFIX)
+
+
+def read_record(backup_set):
+    try:
+        with open(record_path(backup_set), "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def is_verified(backup_set, manifest, minimum="checksum"):
+    """True when the last verification passed at ``minimum`` or a higher level, for this
+    very archive (same sha256)."""
+    rec = read_record(backup_set)
+    return bool(
+        rec
+        and rec.get("ok")
+        and rec.get("archive_sha256") == manifest["archive"]["sha256"]
+        and LEVELS.index(rec.get("level", "checksum")) >= LEVELS.index(minimum)
+    )
+
+
+class Checks:
+    def __init__(self):
+        self.items = []
+
+    def add(self, check, ok, message, expected=None, found=None):
+        self.items.append({"check": check, "ok": bool(ok), "message": message, "expected": expected, "found": found})
+        return ok
+
+    @property
+    def ok(self):
+        return all(i["ok"] for i in self.items)
+
+    def failures(self):
+        return [i for i in self.items if not i["ok"]]
+
+
+def _legacy_md5(path):
+    """The digest of a ``<archive>.md5`` file (``md5sum`` output or a bare digest)."""
+    with open(path) as f:
+        text = f.read().strip()
+    return text.split()[0].lower() if text else ""
+
+
+def md5_file(path):
+    h = hashlib.md5()  # noqa: S324 - the legacy scripts' format, checked, not trusted for security
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(mf.CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(backup_dir, database, backup_id, checks):
+    """Returns (backup_set, manifest) or (set, None) when the manifest is unusable."""
+    bset = mf.BackupSet(backup_dir, database, backup_id)
+    if not os.path.exists(bset.manifest):
+        checks.add("manifest", False, "manifest %s is missing: this is not a complete backup" % bset.manifest)
+        return bset, None
+    try:
+        manifest = mf.read_manifest(bset.manifest)
+    except mf.ManifestError as e:
+        checks.add("manifest", False, str(e))
+        return bset, None
+    checks.add("manifest", True, "manifest intact")
+    paired = manifest["backup_id"] == backup_id and manifest["database"] == database
+    checks.add(
+        "manifest pairing",
+        paired,
+        "manifest belongs to this backup" if paired else "manifest describes another backup",
+        expected="%s/%s" % (database, backup_id),
+        found="%s/%s" % (manifest["database"], manifest["backup_id"]),
+    )
+    bset = mf.BackupSet.from_manifest(backup_dir, manifest)
+    if not os.path.exists(bset.archive):
+        checks.add("archive present", False, "archive %s is missing" % bset.archive)
+        return bset, manifest
+    digest, size = mf.archive_digest(bset.archive)
+    want_size = manifest["archive"]["size_bytes"]
+    checks.add(
+        "archive size",
+        size == want_size,
+        "archive size matches"
+        if size == want_size
+        else "archive is %d bytes, the manifest says %d (%s)"
+        % (size, want_size, "truncated" if size < want_size else "grown"),
+        expected=want_size,
+        found=size,
+    )
+    checks.add(
+        "archive sha256",
+        digest == manifest["archive"]["sha256"],
+        "archive sha256 matches"
+        if digest == manifest["archive"]["sha256"]
+        else "archive content differs from the manifest",
+        expected=manifest["archive"]["sha256"],
+        found=digest,
+    )
+    if os.path.exists(bset.globals_sql):
+        gdigest, _gsize = mf.sha256_file(bset.globals_sql)
+        want = manifest.get("globals", {}).get("sha256")
+        checks.add("globals sha256", gdigest == want, "globals file matches", expected=want, found=gdigest)
+    else:
+        checks.add("globals present", False, "globals file %s is missing" % bset.globals_sql)
+    if os.path.exists(bset.legacy_md5) and not os.path.isdir(bset.archive):
+        want = _legacy_md5(bset.legacy_md5)
+        got = md5_file(bset.archive)
+        checks.add("legacy md5", got == want, "legacy .md5 matches", expected=want, found=got)
+    return bset, manifest
+
+
+def verify_legacy(path):
+    """A backup of the old shell scripts: ``<file>`` plus ``<file>.md5``, no manifest."""
+    checks = Checks()
+    if not os.path.exists(path):
+        checks.add("archive present", False, "%s is missing" % path)
+    elif not os.path.exists(path + mf.LEGACY_MD5_SUFFIX):
+        checks.add("legacy md5", False, "%s has no .md5 beside it" % path)
+    else:
+        want = _legacy_md5(path + mf.LEGACY_MD5_SUFFIX)
+        got = md5_file(path)
+        checks.add("legacy md5", got == want, "md5 matches" if got == want else "md5 differs", expected=want, found=got)
+    return {"ok": checks.ok, "level": "checksum", "checks": checks.items, "legacy": True}
+
+
+def verify_archive(params, bset, manifest, checks, pg_restore):
+    try:
+        toc = _restore.parse_toc(_restore.list_archive(pg_restore, bset.archive, params))
+    except _pg.ToolError as e:
+        checks.add("archive toc", False, "pg_restore cannot read the table of contents: %s" % e)
+        return
+    tables = {"%s.%s" % (e["schema"], e["name"]) for e in toc if e["kind"] == "TABLE"}
+    missing = sorted(set(manifest["tables"]) - tables)
+    checks.add(
+        "archive toc",
+        not missing,
+        "every table of the manifest is in the archive"
+        if not missing
+        else "tables in the manifest but not in the archive: %s" % ", ".join(missing),
+        expected=len(manifest["tables"]),
+        found=len(manifest["tables"]) - len(missing),
+    )
+    try:
+        _pg.run_tool([pg_restore, "--file=/dev/null", bset.archive], params)
+        checks.add("archive readable", True, "pg_restore read the whole archive")
+    except _pg.ToolError as e:
+        checks.add("archive readable", False, "pg_restore cannot read the whole archive: %s" % e)
+
+
+def verify_restore(params, bset, manifest, checks, jobs=1):
+    scratch = _restore.scratch_name(manifest["database"][:20], "verify", manifest["backup_id"])
+    conn = _pg.connect(params)
+    try:
+        _pg.drop_database(conn, scratch)
+    finally:
+        conn.close()
+    try:
+        restored = _restore.restore_into(params, bset.archive, scratch, manifest, jobs=jobs, analyze=False)
+    except (_pg.PgError, _restore.RestoreError) as e:
+        checks.add("restore", False, "restore into scratch database %s failed: %s" % (scratch, e))
+        return None
+    finally:
+        conn = _pg.connect(params)
+        try:
+            _pg.drop_database(conn, scratch)
+        finally:
+            conn.close()
+    diffs = _restore.compare(manifest, restored["facts"])
+    checks.add(
+        "restore",
+        not diffs,
+        "restored %d tables; counts and hypertable ranges match the manifest" % len(restored["facts"]["tables"])
+        if not diffs
+        else "restored data differs from the manifest: %s" % _restore.describe_diffs(diffs),
+        expected=None if not diffs else [d["expected"] for d in diffs],
+        found=None if not diffs else [d["found"] for d in diffs],
+    )
+    return restored
+
+
+def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True):
+    """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration."""
+    if level not in LEVELS:
+        raise ValueError("level must be one of %s" % ", ".join(LEVELS))
+    t0 = time.monotonic()
+    checks = Checks()
+    bset, manifest = verify_checksum(backup_dir, database, backup_id, checks)
+    restored = None
+    if manifest and checks.ok and level in ("archive", "restore"):
+        major = int(manifest["server"]["server_version_num"]) // 10000
+        pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
+        verify_archive(params, bset, manifest, checks, pg_restore)
+        if checks.ok and level == "restore":
+            restored = verify_restore(params, bset, manifest, checks, jobs=jobs)
+    result = {
+        "ok": checks.ok,
+        "level": level,
+        "backup_id": backup_id,
+        "database": database,
+        "checks": checks.items,
+        "failures": checks.failures(),
+        "duration_seconds": round(time.monotonic() - t0, 3),
+    }
+    if restored:
+        result["restore_timings"] = restored["timings"]
+    if record and manifest and os.path.isdir(bset.folder):
+        rec = {
+            "ok": checks.ok,
+            "level": level,
+            "verified_at": mf.isoformat(mf.utcnow()),
+            "archive_sha256": manifest["archive"]["sha256"],
+            "failures": [f["message"] for f in checks.failures()],
+        }
+        mf.atomic_write_bytes(record_path(bset), (json.dumps(rec, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return result

@@ -1,0 +1,253 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: restore
+short_description: Restore a verified backup set, beside the live database, then swap
+version_added: 0.1.0
+description:
+  - Refuses to run without O(confirm=true).
+  - Verifies the set first (checksum and archive levels); a set that fails is never restored.
+  - Takes a safety backup of the existing target database unless O(safety_backup=false).
+  - With O(strategy=beside) (default) restores into C(<target>__restore_<id>) - C(CREATE EXTENSION timescaledb VERSION <manifest version>),
+    C(timescaledb_pre_restore()), C(pg_restore), C(timescaledb_post_restore()), C(ANALYZE) - and compares counts and hypertable
+    ranges with the manifest. Only then it swaps - ends the sessions, renames the old database to C(<target>__pre_restore_<id>)
+    and the restored one to C(<target>). A failure at any earlier step leaves the original database untouched and removes
+    the half-restored copy.
+  - With O(strategy=in_place) the target is dropped (after the safety backup) and restored directly - for hosts without room
+    for two copies.
+  - On a fresh server the roles of the backup's cluster are created first (without passwords), so ownership and grants restore intact.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.postgres
+attributes:
+  check_mode:
+    support: full
+    details: Verifies the set and reports what would happen; nothing is created, renamed or dropped.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Each run restores again.
+options:
+  confirm:
+    description: Must be V(true). A restore replaces a database; nothing happens without it.
+    type: bool
+    default: false
+  backup_dir:
+    description: Directory of backup sets.
+    type: path
+    required: true
+  database:
+    description: Database the backup was taken of (its folder in O(backup_dir)).
+    type: str
+    required: true
+  backup_id:
+    description: Set to restore, or V(latest).
+    type: str
+    default: latest
+  target:
+    description: Database to restore as; defaults to O(database).
+    type: str
+  strategy:
+    description: V(beside) restores next to the target and swaps; V(in_place) drops the target first (after the safety backup).
+    type: str
+    choices: [beside, in_place]
+    default: beside
+  safety_backup:
+    description: Back up the existing target before replacing it (into O(backup_dir)).
+    type: bool
+    default: true
+  keep_replaced:
+    description: Keep the replaced database as C(<target>__pre_restore_<id>); V(false) drops it after a successful swap.
+    type: bool
+    default: true
+  restore_roles:
+    description: Create the backup's roles that are missing on this server (without passwords) before restoring.
+    type: bool
+    default: true
+  jobs:
+    description:
+      - Parallel C(pg_restore) workers for the bulk of the data and the indexes. The TimescaleDB catalog and the schema are always
+        restored serially first (C(pg_restore -j) alone is unsafe for TimescaleDB's catalog, timescale/timescaledb#698).
+    type: int
+    default: 1
+  host_label:
+    description: Host name recorded in the safety backup's manifest.
+    type: str
+seealso:
+  - module: insa.timescaledb_backup.verify
+  - module: insa.timescaledb_backup.blob_download
+"""
+
+EXAMPLES = r"""
+- name: Restore last night's backup of iot (beside, then swap)
+  insa.timescaledb_backup.restore:
+    confirm: true
+    backup_dir: /var/backups/tsdb
+    database: iot
+    backup_id: latest
+    login_password: "{{ vault_tsdb_password }}"
+  register: restored
+
+- name: Host without room for two copies
+  insa.timescaledb_backup.restore:
+    confirm: true
+    backup_dir: /var/backups/tsdb
+    database: iot
+    backup_id: 20261127T020000Z
+    strategy: in_place
+"""
+
+RETURN = r"""
+backup_id:
+  description: The restored set.
+  returned: always
+  type: str
+target:
+  description: The database that now holds the restored data.
+  returned: always
+  type: str
+replaced_database:
+  description: Where the previous database went (null when dropped or when there was none).
+  returned: success
+  type: str
+safety_backup:
+  description: The safety backup taken before replacing (backup_id, path, manifest_path).
+  returned: success
+  type: dict
+timings:
+  description: Seconds spent in pg_restore, ANALYZE, the whole restore and the swap.
+  returned: success
+  type: dict
+differences:
+  description: Differences between the restored data and the manifest (empty on success).
+  returned: success
+  type: list
+  elements: dict
+tables:
+  description: Row counts of the restored database.
+  returned: success
+  type: dict
+warnings_roles:
+  description: Problems creating roles, other than roles that already existed.
+  returned: success
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _pg, _restore, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(
+        confirm=dict(type="bool", default=False),
+        backup_dir=dict(type="path", required=True),
+        database=dict(type="str", required=True),
+        backup_id=dict(type="str", default="latest"),
+        target=dict(type="str"),
+        strategy=dict(type="str", choices=["beside", "in_place"], default="beside"),
+        safety_backup=dict(type="bool", default=True),
+        keep_replaced=dict(type="bool", default=True),
+        restore_roles=dict(type="bool", default=True),
+        jobs=dict(type="int", default=1),
+        host_label=dict(type="str"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    if not p["confirm"]:
+        module.fail_json(
+            msg="restore replaces database %s; nothing was done. Set confirm: true to go ahead "
+            "(a safety backup is taken first unless safety_backup: false)." % (p["target"] or p["database"])
+        )
+    _module_glue.require_psycopg2(module)
+    database = _module_glue.call(module, mf.validate_database_name, p["database"])
+    target = _module_glue.call(module, mf.validate_database_name, p["target"] or database)
+    backup_id = p["backup_id"]
+    if backup_id == "latest":
+        entries = [e for e in mf.list_local(p["backup_dir"], database) if e["manifest"]]
+        entries = [e for e in entries if e["manifest"].get("purpose") != "safety-before-restore"] or entries
+        if not entries:
+            module.fail_json(msg="no complete backup of %s in %s" % (database, p["backup_dir"]))
+        backup_id = entries[-1]["backup_id"]
+    _module_glue.call(module, mf.validate_backup_id, backup_id)
+    params = _module_glue.connection_params(module)
+
+    check = _module_glue.call(module, _verify.verify, params, p["backup_dir"], database, backup_id, level="archive")
+    if not check["ok"]:
+        module.fail_json(
+            msg="backup %s of %s failed verification, nothing was restored: %s"
+            % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
+            failures=check["failures"],
+        )
+    bset, manifest = _module_glue.call(module, _restore.backup_set_for, p["backup_dir"], database, backup_id)
+    if module.check_mode:
+        conn = _module_glue.call(module, _pg.connect, params)
+        exists = _pg.database_exists(conn, target)
+        conn.close()
+        module.exit_json(
+            changed=True,
+            backup_id=backup_id,
+            target=target,
+            msg="would restore %s into %s (%s)%s"
+            % (
+                backup_id,
+                target,
+                p["strategy"],
+                ", after a safety backup of the existing database" if exists and p["safety_backup"] else "",
+            ),
+        )
+
+    audit_lines = []
+
+    def audit(action, **fields):
+        audit_lines.append(dict(action=action, **fields))
+
+    result = _module_glue.call(
+        module,
+        _restore.restore_backup,
+        params,
+        bset,
+        manifest,
+        target,
+        strategy=p["strategy"],
+        safety_backup=p["safety_backup"],
+        backup_dir=p["backup_dir"],
+        keep_replaced=p["keep_replaced"],
+        jobs=p["jobs"],
+        roles=p["restore_roles"],
+        host_label=p["host_label"],
+        audit=audit,
+    )
+    if result.get("differences"):
+        module.fail_json(
+            msg="restored %s differs from the manifest: %s" % (target, _restore.describe_diffs(result["differences"])),
+            differences=result["differences"],
+        )
+    module.exit_json(
+        changed=True,
+        backup_id=backup_id,
+        target=target,
+        strategy=p["strategy"],
+        replaced_database=result.get("replaced_database"),
+        safety_backup=result.get("safety_backup"),
+        timings=result["timings"],
+        differences=result["differences"],
+        tables=result["facts"]["tables"],
+        warnings_roles=result["warnings"],
+        audit=audit_lines,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: verify
+short_description: Prove that a backup set is intact and restorable
+version_added: 0.1.0
+description:
+  - Checks a backup set written by M(insa.timescaledb_backup.dump) at one of three levels, each including the ones before it.
+  - V(checksum) - the manifest is intact (its own digest), belongs to this archive (backup id, database), and the archive's
+    size and sha256 match it; a legacy C(.md5) beside the archive, as the old shell scripts wrote, is checked too.
+  - V(archive) - C(pg_restore --list) reads the table of contents and every table of the manifest is in it; then
+    C(pg_restore) reads the whole archive, decompressing every block.
+  - V(restore) - restores into a scratch database C(<db>__verify_<id>), compares per-table row counts and hypertable chunk
+    counts and time ranges with the manifest, and drops the scratch database afterwards, also when something fails.
+  - The result is recorded beside the set (C(<id>.verify.json)); M(insa.timescaledb_backup.prune) keeps the newest verified set.
+  - Fails when any check fails, listing each failed check with what was expected and what was found.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.postgres
+attributes:
+  check_mode:
+    support: full
+    details: Verification only reads; in check mode the result is not recorded and level V(restore) is lowered to V(archive).
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  backup_dir:
+    description: Directory of backup sets.
+    type: path
+  database:
+    description: Database whose set is verified.
+    type: str
+  backup_id:
+    description: Backup id, or V(latest) for the newest set of O(database).
+    type: str
+    default: latest
+  level:
+    description: How deep to verify.
+    type: str
+    choices: [checksum, archive, restore]
+    default: archive
+  jobs:
+    description: Parallel restore workers for O(level=restore) (catalog and schema are always restored serially first).
+    type: int
+    default: 1
+  legacy_path:
+    description:
+      - A backup of the old shell scripts (for example C(iot_20261001.sql.gz)) with its C(.md5) beside it; only its md5 is
+        checked. Mutually exclusive with O(backup_dir).
+    type: path
+seealso:
+  - module: insa.timescaledb_backup.dump
+"""
+
+EXAMPLES = r"""
+- name: Verify last night's backup by restoring it into a scratch database
+  insa.timescaledb_backup.verify:
+    backup_dir: /var/backups/tsdb
+    database: iot
+    backup_id: latest
+    level: restore
+    login_password: "{{ vault_tsdb_password }}"
+
+- name: Check an old script backup against its md5
+  insa.timescaledb_backup.verify:
+    legacy_path: /var/backups/postgres/iot_20261001.sql.gz
+"""
+
+RETURN = r"""
+ok:
+  description: Whether every check passed (the module fails otherwise).
+  returned: always
+  type: bool
+backup_id:
+  description: The verified set.
+  returned: when O(backup_dir) is used
+  type: str
+level:
+  description: The level verified.
+  returned: always
+  type: str
+checks:
+  description: Every check with its result, message, expected and found values.
+  returned: always
+  type: list
+  elements: dict
+failures:
+  description: The failed checks.
+  returned: always
+  type: list
+  elements: dict
+restore_timings:
+  description: Timings of the scratch restore.
+  returned: when O(level=restore)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+
+def latest_id(module, backup_dir, database):
+    entries = mf.list_local(backup_dir, database)
+    if not entries:
+        module.fail_json(msg="no backup of %s in %s" % (database, backup_dir))
+    return entries[-1]["backup_id"]
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(
+        backup_dir=dict(type="path"),
+        database=dict(type="str"),
+        backup_id=dict(type="str", default="latest"),
+        level=dict(type="str", choices=list(_verify.LEVELS), default="archive"),
+        jobs=dict(type="int", default=1),
+        legacy_path=dict(type="path"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[("backup_dir", "legacy_path")],
+        required_one_of=[("backup_dir", "legacy_path")],
+        required_by={"backup_dir": "database"},
+    )
+    p = module.params
+    if p["legacy_path"]:
+        result = _module_glue.call(module, _verify.verify_legacy, p["legacy_path"])
+    else:
+        _module_glue.call(module, mf.validate_database_name, p["database"])
+        backup_id = p["backup_id"]
+        if backup_id == "latest":
+            backup_id = latest_id(module, p["backup_dir"], p["database"])
+        _module_glue.call(module, mf.validate_backup_id, backup_id)
+        level = p["level"]
+        if level != "checksum":
+            _module_glue.require_psycopg2(module)
+        if module.check_mode and level == "restore":
+            level = "archive"
+        result = _module_glue.call(
+            module,
+            _verify.verify,
+            _module_glue.connection_params(module),
+            p["backup_dir"],
+            p["database"],
+            backup_id,
+            level=level,
+            jobs=p["jobs"],
+            record=not module.check_mode,
+        )
+    if not result["ok"]:
+        failures = [f for f in result["checks"] if not f["ok"]]
+        module.fail_json(
+            msg="verification failed: " + "; ".join("%s: %s" % (f["check"], f["message"]) for f in failures),
+            changed=False,
+            **{k: v for k, v in result.items() if k not in ("ok",)},
+            ok=False,
+        )
+    result.setdefault("failures", [])
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
