@@ -1,0 +1,131 @@
+"""Helpers for integration tests against the rig (make env-up): run the collection's
+modules through Ansible on the TimescaleDB container, look at the container's files, and
+query PostgreSQL directly to assert real state."""
+
+import json
+import os
+import shlex
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV_FILE = os.path.join(REPO, ".local", "env.sh")
+DOCKER = "/usr/bin/docker"
+
+
+def load_env():
+    """The variables .local/env.sh exports (tests do not depend on a sourced shell)."""
+    if not os.path.exists(ENV_FILE):
+        raise RuntimeError("%s is missing: run `make env-up` first" % ENV_FILE)
+    env = {}
+    with open(ENV_FILE) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("export ") and "=" in line:
+                key, value = line[len("export ") :].split("=", 1)
+                env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None):
+    """Runs insa.timescaledb_backup.<module> once on host; returns the module's result dict."""
+    env = dict(os.environ)
+    env.update(load_env())
+    env.update(
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    env.update(extra_env or {})
+    argv = [
+        os.path.join(REPO, ".venv", "bin", "ansible"),
+        host,
+        "-i",
+        os.path.join(REPO, "inventories", "local"),
+        "-m",
+        module if "." in module else "insa.timescaledb_backup." + module,
+        "-a",
+        json.dumps(args),
+    ]
+    if check:
+        argv.append("--check")
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    try:
+        out = json.loads(proc.stdout)
+        return out["plays"][0]["tasks"][0]["hosts"][host]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(
+            "ansible produced no result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)
+        )
+
+
+def sh(container, script, check=True):
+    """Runs a shell snippet in a container; returns stdout."""
+    proc = subprocess.run(
+        [DOCKER, "exec", container, "bash", "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError("in %s: %s\n%s" % (container, script, proc.stderr))
+    return proc.stdout
+
+
+def connect(dbname):
+    import psycopg2
+
+    env = load_env()
+    conn = psycopg2.connect(
+        host=env["PGHOST"], port=int(env["PGPORT"]), user=env["PGUSER"], password=env["PGPASSWORD"], dbname=dbname
+    )
+    conn.autocommit = True
+    return conn
+
+
+def query(dbname, sql, args=None):
+    conn = connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def databases():
+    return {r[0] for r in query("postgres", "SELECT datname FROM pg_database")}
+
+
+def table_digest(dbname):
+    """Row count and md5 of the ordered content of every user table (the real data, not a count)."""
+    tables = query(
+        dbname,
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+        "WHERE schemaname NOT LIKE '\\_timescaledb%%' AND schemaname NOT IN ('pg_catalog', 'information_schema', "
+        "'timescaledb_information', 'timescaledb_experimental') ORDER BY 1",
+    )
+    out = {}
+    for (t,) in tables:
+        count, digest = query(
+            dbname, "SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM %s x" % t
+        )[0]
+        out[t] = (count, digest)
+    return out
+
+
+def seed(dbname, devices=4, days=10, interval=300):
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+    import seed_iot
+
+    env = load_env()
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("PG")})
+    try:
+        seed_iot.main(["--dbname", dbname, "--devices", str(devices), "--days", str(days), "--interval", str(interval)])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def drop_database(dbname):
+    query("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname)
