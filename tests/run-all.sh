@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make test`: installs what the tests need, then runs every stage and prints its time.
 # Stages: setup, lint, sanity, unit, integration, molecule, build. STAGES="unit lint" runs a subset.
+# The stage functions are called through `stage NAME FUNCTION`, which shellcheck cannot see.
+# shellcheck disable=SC2317
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
 STAGES="${STAGES:-setup lint sanity unit integration molecule build}"
 declare -a summary=()
@@ -25,8 +27,8 @@ stage() {
 run_pytest() {
   pytest "$@"
   local rc=$?
-  if [ $rc -eq 5 ]; then echo "pytest collected no tests in $* — treating as failure" >&2; return 1; fi
-  return $rc
+  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests in $* — treating as failure" >&2; return 1; fi
+  return "$rc"
 }
 
 setup() {
@@ -38,7 +40,7 @@ lint() {
   ruff check . || rc=1
   ruff format --check --diff plugins tests bench >/dev/null 2>&1 || { ruff format --check plugins tests bench; rc=1; }
   ansible-lint -q || rc=1
-  return $rc
+  return "$rc"
 }
 sanity() { tests/sanity.sh; }
 unit() { run_pytest -q tests/unit; }
@@ -49,14 +51,23 @@ molecule_all() {
     s=$(basename "$(dirname "$s")")
     molecule test -s "$s" || rc=1
   done
-  return $rc
+  return "$rc"
 }
 build() {
-  rm -rf .local/build && mkdir -p .local/build &&
-    ansible-galaxy collection build --force --output-path .local/build . &&
-    ansible-galaxy collection install --force -p .local/build/installed .local/build/*.tar.gz >/dev/null &&
-    test -f .local/build/installed/ansible_collections/insa/timescaledb_backup/galaxy.yml -o \
-         -f .local/build/installed/ansible_collections/insa/timescaledb_backup/MANIFEST.json
+  # The tarball must install, and must not carry the checkout's venv, caches or the
+  # collections/ symlink (which points back at the checkout).
+  local out=.local/build tarball
+  rm -rf "$out" && mkdir -p "$out" &&
+    ansible-galaxy collection build --force --output-path "$out" . &&
+    tarball=$(ls "$out"/insa-timescaledb_backup-*.tar.gz) &&
+    if tar tzf "$tarball" | grep -E '^(\.venv|\.local|\.git|collections|tests/output)(/|$)'; then
+      echo "the tarball carries files it must not (above)" >&2; return 1
+    fi &&
+    ANSIBLE_COLLECTIONS_PATH="$PWD/$out/installed" \
+      ansible-galaxy collection install --force -p "$out/installed" "$tarball" >/dev/null &&
+    ANSIBLE_COLLECTIONS_PATH="$PWD/$out/installed" ansible-galaxy collection list insa.timescaledb_backup \
+      | grep -E '^insa\.timescaledb_backup +[0-9]' &&
+    printf 'tarball %s: %s files, %s\n' "$tarball" "$(tar tzf "$tarball" | grep -vc '/$')" "$(du -h "$tarball" | cut -f1)"
 }
 
 t_all=$SECONDS

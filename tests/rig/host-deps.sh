@@ -2,7 +2,7 @@
 # Installs the host packages the rig needs (bookworm only; trixie packages go into the image).
 source "$(dirname "$0")/lib.sh"
 
-want=(docker.io debootstrap prometheus rsync)
+want=(docker.io debootstrap prometheus rsync shellcheck)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

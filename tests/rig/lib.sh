@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the settings are used by the scripts that source this file
 # Shared settings of the test rig. Sourced by every script in tests/rig/.
 set -euo pipefail
 

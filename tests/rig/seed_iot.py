@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Seed a database with the IoT platform's schema and synthetic telemetry.
 
 The schema is the user's: ``devices`` (a regular table), the hypertables ``esp_telemetry``
@@ -112,8 +111,9 @@ def parse_args(argv):
     p.add_argument("--days", type=int, default=30, help="days of esp_telemetry history (default 30)")
     p.add_argument("--diag-days", type=int, default=90, help="days of diagnostic_results (default 90)")
     p.add_argument("--interval", type=int, default=60, help="seconds between readings (default 60)")
-    p.add_argument("--rows", type=int, default=None,
-                   help="target esp_telemetry rows; sets --interval from --days and --devices")
+    p.add_argument(
+        "--rows", type=int, default=None, help="target esp_telemetry rows; sets --interval from --days and --devices"
+    )
     p.add_argument("--end", default=None, help="end of the series, ISO timestamp (default: now, truncated to the hour)")
     p.add_argument("--no-space-partition", action="store_true", help="keep diagnostic_results time-only")
     a = p.parse_args(argv)
@@ -149,7 +149,9 @@ def main(argv=None):
         cur.execute("SELECT coalesce(%s::timestamptz, date_trunc('hour', now()))", (a.end,))
         end = cur.fetchone()[0]
         params = {
-            "devices": a.devices, "interval": a.interval, "end": end,
+            "devices": a.devices,
+            "interval": a.interval,
+            "end": end,
             "start": end - datetime.timedelta(days=a.days),
             "start_diag": end - datetime.timedelta(days=a.diag_days),
         }
@@ -165,9 +167,11 @@ def main(argv=None):
         cur.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         size = cur.fetchone()[0]
     conn.close()
-    print("seeded %s: %d esp_telemetry rows (%d devices, %d days, every %ds, %d chunks), "
-          "%d diagnostic_results rows; database size %s"
-          % (a.dbname or "PGDATABASE", tel, a.devices, a.days, a.interval, chunks, diag, size))
+    print(
+        "seeded %s: %d esp_telemetry rows (%d devices, %d days, every %ds, %d chunks), "
+        "%d diagnostic_results rows; database size %s"
+        % (a.dbname or "PGDATABASE", tel, a.devices, a.days, a.interval, chunks, diag, size)
+    )
     return 0
 
 

@@ -29,7 +29,7 @@ case "$action" in
     log "TimescaleDB host $name: PostgreSQL on 127.0.0.1:$port"
     ;;
   stop)
-    "$DOCKER" rm -f "$name" >/dev/null 2>&1 && log "removed $name" || true
+    if "$DOCKER" rm -f "$name" >/dev/null 2>&1; then log "removed $name"; fi
     ;;
   *) die "usage: $0 start|stop [NAME] [PORT]" ;;
 esac
