@@ -154,7 +154,7 @@ def verify_legacy(path):
         want = _legacy_md5(path + mf.LEGACY_MD5_SUFFIX)
         got = md5_file(path)
         checks.add("legacy md5", got == want, "md5 matches" if got == want else "md5 differs", expected=want, found=got)
-    return {"ok": checks.ok, "level": "checksum", "checks": checks.items, "legacy": True}
+    return {"ok": checks.ok, "level": "checksum", "checks": checks.items, "failures": checks.failures(), "legacy": True}
 
 
 def verify_archive(params, bset, manifest, checks, pg_restore):

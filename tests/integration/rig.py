@@ -54,9 +54,8 @@ def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None)
         out = json.loads(proc.stdout)
         return out["plays"][0]["tasks"][0]["hosts"][host]
     except (ValueError, KeyError, IndexError):
-        raise AssertionError(
-            "ansible produced no result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)
-        )
+        msg = "ansible produced no result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)
+        raise AssertionError(msg) from None
 
 
 def sh(container, script, check=True):

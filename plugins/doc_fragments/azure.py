@@ -1,0 +1,105 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment:
+    # Azure Blob Storage options shared by every module of the collection that talks to a
+    # storage account. Keep in step with azure_common_argument_spec() in module_utils/_azure.py:
+    # do not add Azure connection options to individual modules - extend this fragment.
+    DOCUMENTATION = r"""
+options:
+  auth_mode:
+    description:
+      - How to authenticate to the storage account. Chosen explicitly; never guessed from what
+        happens to be set. Credentials of the other modes are ignored.
+      - V(connection_string) uses O(connection_string) (endpoint and key or SAS in one string).
+      - V(account_key) uses O(account_name) and O(account_key) (Shared Key).
+      - V(sas) uses O(sas_token) with O(account_url) (or the default endpoint of O(account_name)).
+      - V(entra) uses Microsoft Entra ID - a service principal when O(client_secret) is given,
+        otherwise C(DefaultAzureCredential) of azure-identity (environment variables, workload identity,
+        managed identity - O(client_id) selects a user-assigned one -, Azure CLI...). The identity
+        needs C(Storage Blob Data Contributor) (upload, download, tiering) or C(Storage Blob Data Reader)
+        (catalog, download).
+      - Required unless a module says otherwise. Within a mode, an option given to the module wins
+        over its environment variable.
+    type: str
+    choices: [connection_string, account_key, sas, entra]
+  account_name:
+    description:
+      - Storage account name. Falls back to E(AZURE_STORAGE_ACCOUNT).
+      - Without O(account_url), the endpoint is C(https://<account_name>.blob.core.windows.net).
+    type: str
+  account_url:
+    description:
+      - Blob service endpoint, for sovereign clouds (for example C(https://acct.blob.core.usgovcloudapi.net)),
+        private endpoints or Azurite (C(http://127.0.0.1:10000/devstoreaccount1)). Falls back to
+        E(AZURE_STORAGE_BLOB_ENDPOINT).
+      - Never put a SAS token in it; use O(sas_token). Not used with O(auth_mode=connection_string),
+        whose string carries the endpoint.
+    type: str
+  account_key:
+    description: Storage account key for O(auth_mode=account_key). Falls back to E(AZURE_STORAGE_KEY).
+    type: str
+  sas_token:
+    description:
+      - Shared access signature for O(auth_mode=sas), with or without the leading C(?). Falls back to
+        E(AZURE_STORAGE_SAS_TOKEN).
+      - Needs permissions C(r), C(a), C(c), C(w), C(l) on the container (and C(t) for index tags); never shown
+        in URLs the modules return.
+    type: str
+  connection_string:
+    description: Connection string for O(auth_mode=connection_string). Falls back to E(AZURE_STORAGE_CONNECTION_STRING).
+    type: str
+  tenant_id:
+    description: Entra tenant of the service principal (O(auth_mode=entra)). Falls back to E(AZURE_TENANT_ID).
+    type: str
+  client_id:
+    description:
+      - Application (client) id of the service principal, or of a user-assigned managed identity when
+        O(client_secret) is not given (O(auth_mode=entra)). Falls back to E(AZURE_CLIENT_ID).
+    type: str
+  client_secret:
+    description: Secret of the service principal (O(auth_mode=entra)). Falls back to E(AZURE_CLIENT_SECRET).
+    type: str
+  authority_host:
+    description: Entra authority for sovereign clouds, for example C(login.microsoftonline.us).
+    type: str
+  container:
+    description:
+      - Blob container holding the backups. Falls back to E(AZURE_STORAGE_CONTAINER).
+      - It is not created unless O(create_container=true).
+    type: str
+  prefix:
+    description:
+      - First part of every blob name; blobs are named
+        C(<prefix>/<host>/<database>/<YYYY>/<MM>/<backup_id>.<ext>) with ext C(dump), C(globals.sql),
+        C(manifest.json) (or C(dir/<file>) for a directory-format archive).
+      - Letters, digits, C(_), C(-), C(.) and C(=) in segments separated by C(/); an empty string means no prefix.
+    type: str
+    default: timescaledb
+  create_container:
+    description: Create O(container) when it does not exist (else the module fails and says so).
+    type: bool
+    default: false
+  max_retries:
+    description: Retries of a failed request (connection errors, timeouts, HTTP 408/429/5xx) before the module fails.
+    type: int
+    default: 5
+  retry_backoff:
+    description: Seconds before the first retry; the wait grows exponentially (backoff + 2, + 4, + 8 ... seconds).
+    type: int
+    default: 4
+  timeout:
+    description: Connection and read timeout of one request, in seconds.
+    type: int
+    default: 60
+requirements:
+  - azure-storage-blob (12.x) and, for O(auth_mode=entra), azure-identity on the host running the module
+notes:
+  - Secrets (O(account_key), O(sas_token), O(connection_string), O(client_secret)) are never returned, logged
+    or put in messages; returned URLs never carry a SAS token.
+"""
