@@ -302,12 +302,11 @@ def parse_blob_name(name, prefix):
             return None
         backup_id, kind, part = leaf[: -len(mf.DIRECTORY_SUFFIX)], KIND_ARCHIVE_PART, parts[5]
     else:
-        for suffix, kind in _SUFFIX_KINDS:
-            if leaf.endswith(suffix):
-                backup_id = leaf[: -len(suffix)]
-                break
-        else:
+        known = [(suffix, kind) for suffix, kind in _SUFFIX_KINDS if leaf.endswith(suffix)]
+        if not known:
             return None
+        suffix, kind = known[0]
+        backup_id = leaf[: -len(suffix)]
     if not mf.BACKUP_ID_RE.match(backup_id) or (year, month) != (backup_id[:4], backup_id[4:6]):
         return None
     return {"host": host, "database": database, "backup_id": backup_id, "kind": kind, "part": part}

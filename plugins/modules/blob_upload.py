@@ -209,13 +209,16 @@ def main():
         required_if=[("catch_up", True, ("backup_dir",)), ("catch_up", False, ("manifest_path",))],
     )
     if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT),
-                         exception=_azure.AZURE_STORAGE_IMPORT_ERROR)
+        module.fail_json(
+            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+        )
     p = module.params
     if p["catch_up"] and p["manifest_path"]:
-        module.fail_json(msg="give manifest_path (one set) or catch_up: true with backup_dir (all pending sets), not both")
-    redact = _azure.redactor_for(p)
-    store = _azure.module_call(module, redact, _azure.open_store, p)
+        module.fail_json(
+            msg="give manifest_path (one set) or catch_up: true with backup_dir (all pending sets), not both"
+        )
+    store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
+    redact = store.redact
     options = dict(
         host=p["host_label"],
         access_tier=p["access_tier"],

@@ -1,0 +1,202 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: backup_info
+short_description: Catalog of backup sets, local and in Azure Blob Storage
+version_added: 0.1.0
+description:
+  - Lists the backup sets of a host under O(backup_dir) (local) and in Azure (one listing of
+    C(<prefix>/<host>/), with blob metadata - no blob content is read unless asked), merged by database
+    and backup id, oldest first.
+  - Marks the local sets not yet uploaded completely (RV(not_uploaded)) - what
+    M(insa.timescaledb_backup.blob_upload) with O(insa.timescaledb_backup.blob_upload#module:catch_up=true)
+    would upload.
+  - Selects one set - by O(backup_id), the latest, or the latest at or before O(as_of) - and returns its manifest.
+  - Read-only; never reports a change.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.azure
+attributes:
+  check_mode:
+    support: full
+    details: Reads only, in check mode as in a normal run.
+  diff_mode:
+    support: N/A
+    details: Changes nothing.
+  idempotent:
+    support: full
+    details: Read-only; always C(changed=false).
+options:
+  backup_dir:
+    description: Local directory of backup sets. Without it, only Azure is listed.
+    type: path
+  database:
+    description: Only this database.
+    type: str
+  host_label:
+    description: Host part of the blob names to list. Defaults to this host's FQDN.
+    type: str
+  remote:
+    description: List Azure too. With V(false), no Azure option is needed.
+    type: bool
+    default: true
+  read_manifests:
+    description: Read the manifest blob of every complete remote set (one request each). The selected set's manifest is always read.
+    type: bool
+    default: false
+  backup_id:
+    description: Select this set, or V(latest) (the default).
+    type: str
+  as_of:
+    description: Select the latest set taken at or before this time (ISO 8601, without a zone UTC; or a backup id).
+    type: str
+notes:
+  - Sets whose manifest blob is in the Archive tier are listed from their blob metadata; their manifest
+    cannot be read until rehydrated.
+seealso:
+  - module: insa.timescaledb_backup.blob_upload
+  - module: insa.timescaledb_backup.blob_download
+"""
+
+EXAMPLES = r"""
+- name: What is on this host and in Azure, and what is not uploaded yet
+  insa.timescaledb_backup.backup_info:
+    backup_dir: /var/backups/tsdb
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-backups
+  register: catalog
+
+- name: Alert when backups are waiting for upload
+  ansible.builtin.debug:
+    msg: "Not in Azure yet: {{ catalog.not_uploaded | map(attribute='backup_id') | list }}"
+  when: catalog.not_uploaded | length > 0
+
+- name: The set a restore as of an incident would take
+  insa.timescaledb_backup.backup_info:
+    database: iot
+    host_label: db01.example.com
+    as_of: "2026-11-20T06:00:00Z"
+    auth_mode: account_key
+    account_name: insabackups
+    account_key: "{{ vault_storage_key }}"
+    container: tsdb-backups
+  register: pick
+
+- name: Local sets only
+  insa.timescaledb_backup.backup_info:
+    backup_dir: /var/backups/tsdb
+    remote: false
+"""
+
+RETURN = r"""
+backups:
+  description:
+    - Every set, oldest first - backup_id, database, host, local (manifest_path, usable, error or null),
+      remote (complete, blobs with tier and sha256, bytes, url, archived, manifest if read; or null),
+      uploaded (the manifest is in Azure), complete (usable somewhere).
+  returned: always
+  type: list
+  elements: dict
+not_uploaded:
+  description: Local usable sets that are not complete in Azure, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"backup_id": "20261126T020000Z", "database": "iot"}]
+selected:
+  description: The selected set (same keys as in RV(backups)) with its C(manifest), or null when none matches.
+  returned: always
+  type: dict
+counts:
+  description: Number of sets local, remote (complete), not uploaded.
+  returned: always
+  type: dict
+  sample: {"local": 7, "remote": 30, "not_uploaded": 1}
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+
+def catalog(module, store):
+    p = module.params
+    if p["database"]:
+        mf.validate_database_name(p["database"])
+    local = mf.list_local(p["backup_dir"], p["database"]) if p["backup_dir"] else []
+    remote = []
+    if store is not None:
+        remote = store.list_remote(p["host_label"] or socket.getfqdn(), p["database"])
+        if p["read_manifests"]:
+            store.with_manifests(remote)
+    backups = _azure.merge_catalog(local, remote)
+    selected = _azure.select_backup(backups, backup_id=p["backup_id"], as_of=p["as_of"])
+    if selected is not None:
+        selected = dict(selected)
+        local_entry = [
+            e for e in local if (e["database"], e["backup_id"]) == (selected["database"], selected["backup_id"])
+        ]
+        if local_entry and local_entry[0]["manifest"]:
+            selected["manifest"] = local_entry[0]["manifest"]
+        elif selected["remote"] is not None:
+            selected["manifest"] = store.with_manifests([dict(selected["remote"])])[0].get("manifest")
+    not_uploaded = [
+        {"backup_id": b["backup_id"], "database": b["database"], "manifest_path": b["local"]["manifest_path"]}
+        for b in backups
+        if b["local"] and b["local"]["usable"] and not b["uploaded"]
+    ]
+    return {
+        "changed": False,
+        "backups": backups,
+        "not_uploaded": not_uploaded if store is not None else [],
+        "selected": selected,
+        "counts": {
+            "local": len(local),
+            "remote": len([r for r in remote if r["complete"]]),
+            "not_uploaded": len(not_uploaded) if store is not None else None,
+        },
+    }
+
+
+def main():
+    argument_spec = _azure.azure_common_argument_spec()
+    argument_spec.update(
+        backup_dir=dict(type="path"),
+        database=dict(type="str"),
+        host_label=dict(type="str"),
+        remote=dict(type="bool", default=True),
+        read_manifests=dict(type="bool", default=False),
+        backup_id=dict(type="str"),
+        as_of=dict(type="str"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[("backup_id", "as_of")],
+    )
+    p = module.params
+    store = None
+    redact = _azure.redactor_for(p)
+    if p["remote"]:
+        if not _azure.HAS_AZURE_STORAGE:
+            module.fail_json(
+                msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+            )
+        store = _azure.module_call(module, redact, _azure.open_store, p)
+        redact = store.redact
+        _azure.module_call(module, redact, store.ensure_container, create=False)
+    module.exit_json(**_azure.module_call(module, redact, catalog, module, store))
+
+
+if __name__ == "__main__":
+    main()

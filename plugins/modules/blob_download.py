@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: blob_download
+short_description: Download a backup set from Azure Blob Storage, verified
+version_added: 0.1.0
+description:
+  - Finds a complete backup set (one whose manifest blob exists) of O(database) from O(host_label) by
+    O(backup_id), the latest, or the latest at or before O(before), and writes it into
+    O(dest)/<database>/ in the local layout, ready for M(insa.timescaledb_backup.verify) and
+    M(insa.timescaledb_backup.restore).
+  - Every file streams into a temporary file in the target directory, is fsynced, checked against the
+    sha256 in the manifest and only then renamed into place; the manifest is written last. A failed or
+    interrupted download leaves nothing that looks like a backup.
+  - A set whose blobs are in the Archive tier cannot be read. Without O(rehydrate) the module fails and says
+    so; with O(rehydrate=true) it starts the rehydration of the archived blobs and returns
+    RV(rehydration=pending) - run it again once Azure has finished (hours with O(rehydrate_priority=Standard)).
+  - Never overwrites a local file. If the same set is already there (same manifest), nothing is done.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.azure
+attributes:
+  check_mode:
+    support: full
+    details: Selects the set and reports what would be downloaded or rehydrated; writes nothing, changes no tier.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: A set already present locally with the same manifest is left alone (C(changed=false)).
+options:
+  dest:
+    description: Backup directory to write into (the set lands in C(<dest>/<database>/)). Created if missing.
+    type: path
+    required: true
+  database:
+    description: Database whose backup to fetch.
+    type: str
+    required: true
+  host_label:
+    description: Host part of the blob names (the host the backup was taken on). Defaults to this host's FQDN.
+    type: str
+  backup_id:
+    description:
+      - Id of the set to fetch, or V(latest) (the default when O(before) is not given either).
+    type: str
+  before:
+    description:
+      - Fetch the latest set taken at or before this time. ISO 8601 (V(2026-11-27T02:00:00Z); without a zone, UTC)
+        or a backup id.
+    type: str
+  rehydrate:
+    description: When the set is in the Archive tier, start its rehydration instead of failing.
+    type: bool
+    default: false
+  rehydrate_priority:
+    description: Rehydration priority; V(High) is faster and costs more.
+    type: str
+    choices: [Standard, High]
+    default: Standard
+  rehydrate_tier:
+    description: Tier the rehydrated blobs move to. V(Hot) has no early deletion period.
+    type: str
+    choices: [Hot, Cool, Cold]
+    default: Hot
+notes:
+  - Tested against Azurite, which rehydrates at once; Azure takes hours.
+seealso:
+  - module: insa.timescaledb_backup.blob_upload
+  - module: insa.timescaledb_backup.backup_info
+  - module: insa.timescaledb_backup.restore
+"""
+
+EXAMPLES = r"""
+- name: Fetch the latest backup of iot taken on db01
+  insa.timescaledb_backup.blob_download:
+    dest: /var/restore
+    database: iot
+    host_label: db01.example.com
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-backups
+  register: fetched
+
+- name: Fetch the backup as of the night before the incident, rehydrating it if needed
+  insa.timescaledb_backup.blob_download:
+    dest: /var/restore
+    database: iot
+    host_label: db01.example.com
+    before: "2026-11-20T06:00:00Z"
+    rehydrate: true
+    rehydrate_priority: High
+    auth_mode: account_key
+    account_name: insabackups
+    account_key: "{{ vault_storage_key }}"
+    container: tsdb-backups
+  register: fetched
+
+- name: Say when rehydration is still running
+  ansible.builtin.debug:
+    msg: "{{ fetched.msg }}"
+  when: fetched.rehydration == 'pending'
+"""
+
+RETURN = r"""
+backup_id:
+  description: The selected set.
+  returned: success
+  type: str
+  sample: 20261127T020000Z
+url:
+  description: URL of the archive blob (without any SAS token).
+  returned: success
+  type: str
+manifest_path:
+  description: Local manifest of the set.
+  returned: when the set could be read
+  type: str
+archive_path:
+  description: Local archive (file or directory).
+  returned: when the set could be read
+  type: str
+files:
+  description: Files written, the manifest last.
+  returned: success
+  type: list
+  elements: str
+bytes:
+  description: Size of the set in Azure (downloaded, or that would be).
+  returned: success
+  type: int
+duration:
+  description: Seconds the download took.
+  returned: when downloaded
+  type: float
+throughput_mib_s:
+  description: MiB per second of the download.
+  returned: when downloaded
+  type: float
+rehydration:
+  description: V(pending) when rehydration was started or is still running; null otherwise.
+  returned: success
+  type: str
+archived_blobs:
+  description: URLs of the set's blobs in the Archive tier.
+  returned: when the set is archived
+  type: list
+  elements: str
+msg:
+  description: What to do next, when rehydration is pending.
+  returned: when rehydration is pending
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+
+
+def main():
+    argument_spec = _azure.azure_common_argument_spec()
+    argument_spec.update(
+        dest=dict(type="path", required=True),
+        database=dict(type="str", required=True),
+        host_label=dict(type="str"),
+        backup_id=dict(type="str"),
+        before=dict(type="str"),
+        rehydrate=dict(type="bool", default=False),
+        rehydrate_priority=dict(type="str", choices=["Standard", "High"], default="Standard"),
+        rehydrate_tier=dict(type="str", choices=["Hot", "Cool", "Cold"], default="Hot"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[("backup_id", "before")],
+    )
+    if not _azure.HAS_AZURE_STORAGE:
+        module.fail_json(
+            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+        )
+    p = module.params
+    store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
+    result = _azure.module_call(
+        module,
+        store.redact,
+        store.download_backup,
+        p["dest"],
+        p["database"],
+        host=p["host_label"],
+        backup_id=p["backup_id"],
+        before=p["before"],
+        rehydrate=p["rehydrate"],
+        rehydrate_priority=p["rehydrate_priority"],
+        rehydrate_tier=p["rehydrate_tier"],
+        check_mode=module.check_mode,
+    )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: lifecycle_policy
+short_description: Tier backup blobs to Cool / Cold / Archive by age; by default never delete
+version_added: 0.1.0
+description:
+  - Rules per prefix - tier to Cool, Cold and Archive after N days since the blob was last modified, and
+    optionally delete. By default Cool after 30 days, Archive after 365, never delete - history is kept forever.
+  - Day ordering is validated (cool < cold < archive < delete). Steps that move or delete a blob before the
+    end of a tier's minimum billing period (Cool 30, Cold 90, Archive 180 days) give a warning about the early
+    deletion charge.
+  - O(mode=management_policy) manages the storage account's lifecycle management policy through Azure Resource
+    Manager (azure-mgmt-storage). Only the rules named here are changed; other rules of the account's policy
+    are kept unless O(purge_rules=true). Azure then applies the policy once a day.
+  - O(mode=data_plane) is the fallback for accounts where only a SAS token or data-plane roles are available -
+    it lists the blobs under each rule's prefix and sets the tier each blob's age calls for, now. It only ever
+    moves blobs to a colder tier, skips blobs being rehydrated and refuses O(rules[].delete_after_days). Run it
+    regularly (for example from the backup timer).
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.azure
+attributes:
+  check_mode:
+    support: full
+    details: Reads the current policy (or the blobs) and reports the change; writes nothing.
+  diff_mode:
+    support: full
+    details: O(mode=management_policy) returns the policy's rules before and after.
+  idempotent:
+    support: full
+    details: Rules already in place, or blobs already in their tier, give C(changed=false).
+options:
+  mode:
+    description: Where to apply the rules.
+    type: str
+    choices: [management_policy, data_plane]
+    default: management_policy
+  state:
+    description:
+      - V(present) puts the rules in place; V(absent) removes the rules named in O(rules) from the policy
+        (the whole policy when no rule is left). V(absent) needs O(mode=management_policy).
+    type: str
+    choices: [present, absent]
+    default: present
+  rules:
+    description:
+      - Lifecycle rules. Without it, one rule for O(container) and O(prefix) with the defaults below.
+      - A rule matches block blobs under C(<container>/<prefix>/) - so under every host and database of the prefix.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Rule name (letters and digits). Defaults to one derived from container and prefix.
+        type: str
+      prefix:
+        description: Blob name prefix within O(container); defaults to O(prefix).
+        type: str
+      cool_after_days:
+        description: Days after the last modification to move blobs to Cool. V(null) skips Cool.
+        type: int
+        default: 30
+      cold_after_days:
+        description: Days after the last modification to move blobs to Cold.
+        type: int
+      archive_after_days:
+        description: Days after the last modification to move blobs to Archive. V(null) never archives.
+        type: int
+        default: 365
+      archive_after_tier_change_days:
+        description:
+          - Do not archive a blob again before this many days after its last tier change - a blob rehydrated
+            for a restore is not sent straight back to Archive. V(null) drops the condition.
+        type: int
+        default: 7
+      delete_after_days:
+        description:
+          - Days after the last modification to delete blobs. Unset - the default - keeps them forever.
+          - Management policy only.
+        type: int
+      enabled:
+        description: Whether the rule is active.
+        type: bool
+        default: true
+  purge_rules:
+    description: Remove the policy's rules that are not in O(rules) (other teams' rules too).
+    type: bool
+    default: false
+  subscription_id:
+    description: Subscription of the storage account (O(mode=management_policy)). Falls back to E(AZURE_SUBSCRIPTION_ID).
+    type: str
+  resource_group:
+    description: Resource group of the storage account (O(mode=management_policy)).
+    type: str
+  arm_endpoint:
+    description:
+      - Azure Resource Manager endpoint, for sovereign clouds (for example C(https://management.usgovcloudapi.net)).
+      - Plain C(http) is accepted for a loopback address only (the integration tests' test double).
+    type: str
+    default: https://management.azure.com
+  arm_access_token:
+    description:
+      - A bearer token for Azure Resource Manager obtained elsewhere (for example
+        C(az account get-access-token --query accessToken -o tsv)), used instead of the O(auth_mode=entra) credential.
+      - With O(mode=management_policy), either this or O(auth_mode=entra) is needed - Resource Manager accepts
+        Entra tokens only.
+    type: str
+notes:
+  - There is no emulator for Azure Resource Manager. The integration tests run O(mode=management_policy) against a
+    small local HTTP test double of the management-policy endpoint (C(tests/integration/azure/arm_double.py)) that
+    records and checks the request bodies; O(mode=data_plane) is tested against Azurite.
+  - O(account_name) names the storage account for O(mode=management_policy).
+seealso:
+  - module: insa.timescaledb_backup.blob_upload
+  - name: Lifecycle management policy
+    description: Azure documentation of lifecycle management.
+    link: https://learn.microsoft.com/azure/storage/blobs/lifecycle-management-overview
+"""
+
+EXAMPLES = r"""
+- name: Default policy - Cool after 30 days, Archive after 365, never delete
+  insa.timescaledb_backup.lifecycle_policy:
+    auth_mode: entra
+    subscription_id: 00000000-0000-0000-0000-000000000000
+    resource_group: rg-backups
+    account_name: insabackups
+    container: tsdb-backups
+
+- name: Two prefixes, Cold step, with a diff
+  insa.timescaledb_backup.lifecycle_policy:
+    auth_mode: entra
+    subscription_id: 00000000-0000-0000-0000-000000000000
+    resource_group: rg-backups
+    account_name: insabackups
+    container: tsdb-backups
+    rules:
+      - name: tsdbprod
+        prefix: timescaledb
+        cool_after_days: 30
+        cold_after_days: 120
+        archive_after_days: 365
+      - name: tsdbdrill
+        prefix: drill
+        archive_after_days:
+        cool_after_days: 7
+        delete_after_days: 60
+  diff: true
+
+- name: Same rules from the data plane (SAS only)
+  insa.timescaledb_backup.lifecycle_policy:
+    mode: data_plane
+    auth_mode: sas
+    account_url: https://insabackups.blob.core.windows.net
+    sas_token: "{{ vault_backup_sas }}"
+    container: tsdb-backups
+"""
+
+RETURN = r"""
+rules:
+  description: The rules of the policy after the run (or as they would be, in check mode), in Azure's REST shape.
+  returned: O(mode=management_policy)
+  type: list
+  elements: dict
+  sample:
+    - name: tsdbbackuptsdbbackupstimescaledb
+      enabled: true
+      type: Lifecycle
+      definition:
+        filters: {blobTypes: [blockBlob], prefixMatch: [tsdb-backups/timescaledb/]}
+        actions:
+          baseBlob:
+            tierToCool: {daysAfterModificationGreaterThan: 30}
+            tierToArchive: {daysAfterModificationGreaterThan: 365, daysAfterLastTierChangeGreaterThan: 7}
+changes:
+  description: Blobs whose tier was (or would be) changed, with name, url, from, to and rule.
+  returned: O(mode=data_plane)
+  type: list
+  elements: dict
+examined:
+  description: Blobs looked at.
+  returned: O(mode=data_plane)
+  type: int
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle
+
+
+def management_policy(module, redact, rules):
+    p = module.params
+    config = dict(p)
+    if p["arm_access_token"]:
+        config["auth_mode"] = "entra"
+    elif p["auth_mode"] != "entra":
+        module.fail_json(
+            msg="mode=management_policy needs auth_mode: entra or arm_access_token (Azure Resource Manager accepts "
+            "Entra tokens only); with a SAS token or account key use mode: data_plane"
+        )
+    settings = _azure.module_call(module, redact, _azure.resolve_settings, config)
+    if p["arm_access_token"]:
+        credential = _lifecycle.StaticTokenCredential(p["arm_access_token"])
+    else:
+        credential = _azure.module_call(module, redact, _azure.entra_credential, settings)
+    manager = _azure.module_call(
+        module,
+        redact,
+        _lifecycle.PolicyManager,
+        credential,
+        p["subscription_id"] or os.environ.get("AZURE_SUBSCRIPTION_ID"),
+        p["resource_group"],
+        settings["account_name"],
+        arm_endpoint=p["arm_endpoint"],
+        max_retries=p["max_retries"],
+        timeout=p["timeout"],
+        redact=redact,
+    )
+    result = _azure.module_call(
+        module,
+        redact,
+        _lifecycle.apply_management_policy,
+        manager,
+        rules,
+        state=p["state"],
+        purge=p["purge_rules"],
+        check_mode=module.check_mode,
+    )
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    return result
+
+
+def data_plane(module, redact, settings_list):
+    p = module.params
+    if p["state"] == "absent":
+        module.fail_json(msg="state: absent applies to mode: management_policy; the data plane keeps no rules")
+    store = _azure.module_call(module, redact, _azure.open_store, p)
+    _azure.module_call(module, store.redact, store.ensure_container, create=False)
+    return _azure.module_call(
+        module, store.redact, _lifecycle.apply_data_plane, store, settings_list, check_mode=module.check_mode
+    )
+
+
+def main():
+    argument_spec = _azure.azure_common_argument_spec()
+    argument_spec.update(
+        mode=dict(type="str", choices=["management_policy", "data_plane"], default="management_policy"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        rules=dict(type="list", elements="dict", options=_lifecycle.rule_argument_spec()),
+        purge_rules=dict(type="bool", default=False),
+        subscription_id=dict(type="str"),
+        resource_group=dict(type="str"),
+        arm_endpoint=dict(type="str", default=_lifecycle.DEFAULT_ARM_ENDPOINT),
+        arm_access_token=dict(type="str", no_log=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    needed = _azure.HAS_AZURE_STORAGE if p["mode"] == "data_plane" else _lifecycle.HAS_AZURE_MGMT_STORAGE
+    if not needed:
+        if p["mode"] == "data_plane":
+            module.fail_json(
+                msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+            )
+        module.fail_json(
+            msg=missing_required_lib(_lifecycle.AZURE_MGMT_STORAGE_REQUIREMENT),
+            exception=_lifecycle.AZURE_MGMT_STORAGE_IMPORT_ERROR,
+        )
+    secrets = [p.get(k) for k in _azure.SECRET_KEYS] + [p["arm_access_token"]]
+    redact = _azure.Redactor(secrets)
+    container = p["container"] or os.environ.get(_azure.ENV_FALLBACK["container"])
+    if not container:
+        module.fail_json(msg="container is required (or set AZURE_STORAGE_CONTAINER)")
+    prefix = _azure.module_call(module, redact, _azure.validate_prefix, p["prefix"])
+    rules, settings_list, warnings = _azure.module_call(
+        module, redact, _lifecycle.prepare_rules, p["rules"], container, prefix
+    )
+    for warning in warnings:
+        module.warn(warning)
+    if p["mode"] == "management_policy":
+        result = management_policy(module, redact, rules)
+    else:
+        result = data_plane(module, redact, settings_list)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
