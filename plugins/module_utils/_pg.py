@@ -260,18 +260,19 @@ def tool_version(path):
 def find_tool(name, server_major, bin_dir=None):
     """Path of a client tool whose major version is >= the server's.
 
-    Looks in bin_dir, then /usr/lib/postgresql/<server major>/bin, then newer installed
-    majors, then PATH. Raises PgError naming the package to install.
+    Looks only in bin_dir when given; otherwise in /usr/lib/postgresql/<server major>/bin,
+    then the other installed majors, then PATH. Raises PgError naming the package to install.
     """
-    candidates = []
     if bin_dir:
-        candidates.append(os.path.join(bin_dir, name))
-    candidates.append("/usr/lib/postgresql/%d/bin/%s" % (server_major, name))
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        candidates.append(os.path.join(d, name))
-    on_path = shutil.which(name)
-    if on_path:
-        candidates.append(on_path)
+        # An explicit directory is the operator's choice: no silent fallback elsewhere.
+        candidates = [os.path.join(bin_dir, name)]
+    else:
+        candidates = ["/usr/lib/postgresql/%d/bin/%s" % (server_major, name)]
+        for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+            candidates.append(os.path.join(d, name))
+        on_path = shutil.which(name)
+        if on_path:
+            candidates.append(on_path)
     seen = []
     for path in candidates:
         if path in seen or not os.access(path, os.X_OK):

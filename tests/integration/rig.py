@@ -128,3 +128,13 @@ def seed(dbname, devices=4, days=10, interval=300):
 
 def drop_database(dbname):
     query("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname)
+
+
+def write_file(container, path, content, mode="0644"):
+    subprocess.run(
+        [DOCKER, "exec", "-i", container, "bash", "-c", "cat > %s && chmod %s %s" % (path, mode, path)],
+        input=content,
+        text=True,
+        check=True,
+        timeout=60,
+    )
