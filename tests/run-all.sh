@@ -40,6 +40,7 @@ lint() {
   ruff check . || rc=1
   ruff format --check --diff plugins tests bench >/dev/null 2>&1 || { ruff format --check plugins tests bench; rc=1; }
   ansible-lint -q || rc=1
+  python tests/lint/check_argument_specs.py || rc=1
   antsibull-changelog lint || rc=1
   antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml || rc=1
   return "$rc"

@@ -1,0 +1,191 @@
+"""blob_upload against Azurite: check mode sends nothing, the real run uploads a complete set
+with its metadata, a re-run sends nothing (asserted on the service side), the three
+Azurite-testable auth modes, and the runner's plain-dict entry point."""
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+import azure_helpers as h
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+
+def test_check_mode_then_upload_then_nothing_resent(service, container, cs_args, tmp_path):
+    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z", size=3 * h.MIB + 17)
+    args = dict(cs_args, manifest_path=bset.manifest, block_size_mb=1)
+
+    checked = h.run_module("blob_upload", args, check=True)
+    assert checked["changed"] is True and checked["container_created"] is True
+    assert [b["status"] for b in checked["blobs"]] == ["would_upload"] * 3
+    assert not service.get_container_client(container).exists(), "check mode created the container"
+
+    done = h.run_module("blob_upload", args)
+    assert done["changed"] is True, done
+    folder = "timescaledb/%s/iot/2026/11/20261127T020000Z" % h.HOST
+    assert [b["name"] for b in done["blobs"]] == [folder + ".dump", folder + ".globals.sql", folder + ".manifest.json"]
+    assert [b["status"] for b in done["blobs"]] == ["uploaded"] * 3
+    assert h.blob_names(service, container) == sorted(b["name"] for b in done["blobs"])
+    assert done["bytes"] == sum(os.path.getsize(p) for p in (bset.archive, bset.globals_sql, bset.manifest))
+    assert done["url"].endswith("/%s/%s.dump" % (container, folder)) and "?" not in done["url"]
+    assert done["duration"] > 0 and done["throughput_mib_s"] > 0
+
+    manifest = json.load(open(bset.manifest))
+    archive = service.get_blob_client(container, folder + ".dump")
+    props = archive.get_blob_properties()
+    assert props.size == manifest["archive"]["size_bytes"]
+    assert props.metadata["sha256"] == manifest["archive"]["sha256"]
+    assert props.metadata["backup_id"] == "20261127T020000Z"
+    assert props.metadata["database"] == "iot" and props.metadata["host"] == h.HOST
+    assert props.metadata["pg_version"] == "17.6" and props.metadata["tsdb_version"] == "2.19.3"
+    assert props.metadata["kind"] == "archive"
+    assert hashlib.sha256(archive.download_blob().readall()).hexdigest() == manifest["archive"]["sha256"]
+    # Blocks of 1 MiB: the archive was sent in four blocks.
+    committed, uncommitted = archive.get_block_list("all")
+    assert len(committed) == 4 and not uncommitted
+    manifest_blob = service.get_blob_client(container, folder + ".manifest.json")
+    assert manifest_blob.download_blob().readall() == open(bset.manifest, "rb").read()
+    # The manifest went last: it was committed no earlier than the archive.
+    assert manifest_blob.get_blob_properties().last_modified >= props.last_modified
+
+    before = h.blob_state(service, container)
+    again = h.run_module("blob_upload", args)
+    assert again["changed"] is False and again["bytes"] == 0
+    assert [b["status"] for b in again["blobs"]] == ["skipped"] * 3
+    assert h.blob_state(service, container) == before, "a re-run rewrote a blob"
+
+
+def test_account_key_and_sas_modes(azure_env, service, container, tmp_path):
+    service.create_container(container)
+    endpoint = azure_env["AZURE_STORAGE_BLOB_ENDPOINT"]
+    key_set = h.make_backup_set(str(tmp_path / "a"), "iot", "20261120T020000Z")
+    by_key = h.run_module("blob_upload", {
+        "auth_mode": "account_key", "account_name": azure_env["AZURE_STORAGE_ACCOUNT"],
+        "account_key": azure_env["AZURE_STORAGE_KEY"], "account_url": endpoint, "container": container,
+        "manifest_path": key_set.manifest,
+    })
+    assert by_key["changed"] is True, by_key
+    assert all(b["status"] == "uploaded" for b in by_key["blobs"])
+
+    sas = generate_container_sas(
+        azure_env["AZURE_STORAGE_ACCOUNT"], container, account_key=azure_env["AZURE_STORAGE_KEY"],
+        permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
+        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
+    )
+    sas_set = h.make_backup_set(str(tmp_path / "b"), "iot", "20261121T020000Z")
+    sas_args = {"auth_mode": "sas", "sas_token": "?" + sas, "account_url": endpoint, "container": container,
+                "manifest_path": sas_set.manifest}
+    by_sas = h.run_module("blob_upload", sas_args)
+    assert by_sas["changed"] is True, by_sas
+    for blob in by_sas["blobs"]:
+        assert "sig=" not in blob["url"] and "?" not in blob["url"]
+    before = h.blob_state(service, container)
+    assert h.run_module("blob_upload", sas_args)["changed"] is False
+    assert h.blob_state(service, container) == before
+    assert len(before) == 6
+
+
+def test_settings_from_the_environment(azure_env, service, container, tmp_path):
+    """Parameters win over environment variables; the environment fills what is not given."""
+    service.create_container(container)
+    bset = h.make_backup_set(str(tmp_path), "iot", "20261122T020000Z")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+           "AZURE_STORAGE_CONTAINER": container}
+    result = h.run_module("blob_upload", {"auth_mode": "connection_string", "manifest_path": bset.manifest},
+                          env=env, secrets=[azure_env["AZURE_STORAGE_KEY"]])
+    assert result["changed"] is True, result
+    assert len(h.blob_names(service, container)) == 3
+
+
+RUNNER = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+config = json.loads(sys.argv[2])
+t0 = time.monotonic()
+result = _azure.open_store(config, environ={}).upload_backup_set(sys.argv[3], block_size_mb=1, max_concurrency=4)
+print(json.dumps({"seconds": time.monotonic() - t0, "bytes": result["bytes"], "changed": result["changed"],
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+"""
+
+
+def test_round_trip_200mb_small_blocks(azure_env, service, container, cs_args, tmp_path):
+    """~200 MiB through 1 MiB blocks: uploaded by the runner's entry point (plain dict, no
+    Ansible) with bounded memory, re-upload sends nothing, download through the module equals."""
+    size = 200 * h.MIB + 12345
+    t0 = time.monotonic()
+    bset = h.make_backup_set(str(tmp_path / "src"), "iot", "20261127T020000Z", size=size)
+    original = json.load(open(bset.manifest))["archive"]["sha256"]
+    generated = time.monotonic() - t0
+
+    config = {"auth_mode": "connection_string", "connection_string": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+              "container": container, "create_container": True}
+    proc = subprocess.run(
+        [h.PYTHON, "-c", RUNNER, os.path.join(h.REPO, "collections"), json.dumps(config), bset.manifest],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    runner = json.loads(proc.stdout)
+    assert runner["changed"] is True and runner["bytes"] > size
+    # Memory follows blocks in flight (1 MiB x 4), not the 200 MiB archive.
+    assert runner["maxrss_mb"] < 150, runner
+    archive_name = "timescaledb/%s/iot/2026/11/20261127T020000Z.dump" % h.HOST
+    props = service.get_blob_client(container, archive_name).get_blob_properties()
+    assert props.size == size and props.metadata["sha256"] == original
+    committed, _ = service.get_blob_client(container, archive_name).get_block_list("committed")
+    assert len(committed) == 201
+
+    before = h.blob_state(service, container)
+    again = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest, block_size_mb=1))
+    assert again["changed"] is False and again["bytes"] == 0
+    assert h.blob_state(service, container) == before
+
+    dest = str(tmp_path / "restore")
+    t1 = time.monotonic()
+    down = h.run_module("blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST))
+    download_seconds = time.monotonic() - t1
+    assert down["changed"] is True and down["backup_id"] == "20261127T020000Z", down
+    got = os.path.join(dest, "iot", "20261127T020000Z.dump")
+    assert down["files"][-1].endswith(".manifest.json")
+    digest = hashlib.sha256()
+    with open(got, "rb") as f:
+        for block in iter(lambda: f.read(4 * h.MIB), b""):
+            digest.update(block)
+    assert digest.hexdigest() == original and os.path.getsize(got) == size
+    assert not [n for n in os.listdir(os.path.join(dest, "iot")) if n.endswith(".partial")]
+    print("\nround trip %d bytes: generated %.1fs, upload %.1fs (%.0f MB RSS), module download %.1fs"
+          % (size, generated, runner["seconds"], runner["maxrss_mb"], download_seconds))
+
+
+def test_directory_format_round_trip(service, container, cs_args, tmp_path):
+    bset = h.make_backup_set(str(tmp_path / "src"), "iot", "20261127T030000Z", size=2 * h.MIB,
+                             directory_format=True)
+    up = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest))
+    assert up["changed"] is True, up
+    names = h.blob_names(service, container)
+    folder = "timescaledb/%s/iot/2026/11/20261127T030000Z" % h.HOST
+    assert names == sorted([folder + ".dir/3001.dat.zst", folder + ".dir/3002.dat.zst", folder + ".dir/toc.dat",
+                            folder + ".globals.sql", folder + ".manifest.json"])
+    dest = str(tmp_path / "restore")
+    down = h.run_module("blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST))
+    assert down["changed"] is True, down
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+    fetched = mf.read_manifest(os.path.join(dest, "iot", "20261127T030000Z.manifest.json"))
+    digest, _size, _files = mf.sha256_directory(os.path.join(dest, "iot", "20261127T030000Z.dir"))
+    assert digest == fetched["archive"]["sha256"]
+
+
+def test_service_client_for_the_runner_from_a_plain_dict(azure_env, container):
+    """open_store() takes a partial dict: defaults from the argument spec, then the environment."""
+    store = h._azure.open_store(
+        {"auth_mode": "account_key", "container": container},
+        environ={"AZURE_STORAGE_ACCOUNT": azure_env["AZURE_STORAGE_ACCOUNT"],
+                 "AZURE_STORAGE_KEY": azure_env["AZURE_STORAGE_KEY"],
+                 "AZURE_STORAGE_BLOB_ENDPOINT": azure_env["AZURE_STORAGE_BLOB_ENDPOINT"]},
+    )
+    assert store.prefix == "timescaledb" and store.settings["max_retries"] == 5
+    assert isinstance(store.client, BlobServiceClient)
+    assert store.ensure_container(create=True)["created"] is True
+    assert store.ensure_container(create=False)["exists"] is True
