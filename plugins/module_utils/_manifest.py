@@ -60,7 +60,7 @@ def backup_id_time(backup_id):
 
 
 def validate_backup_id(backup_id):
-    if not isinstance(backup_id, str) or not BACKUP_ID_RE.match(backup_id):
+    if not isinstance(backup_id, str) or not BACKUP_ID_RE.fullmatch(backup_id):
         raise ValueError(
             "invalid backup id %r: expected UTC time as YYYYMMDDTHHMMSSZ, e.g. 20261127T020000Z" % (backup_id,)
         )
@@ -68,7 +68,7 @@ def validate_backup_id(backup_id):
 
 
 def validate_database_name(name):
-    if not isinstance(name, str) or not DATABASE_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not DATABASE_RE.fullmatch(name) or ".." in name:
         raise ValueError(
             "invalid database name %r: use letters, digits, '_', '-' or '.', at most 63 characters" % (name,)
         )
@@ -276,7 +276,7 @@ def list_local(backup_dir, database=None):
             if not name.endswith(MANIFEST_SUFFIX):
                 continue
             backup_id = name[: -len(MANIFEST_SUFFIX)]
-            if not BACKUP_ID_RE.match(backup_id):
+            if not BACKUP_ID_RE.fullmatch(backup_id):
                 continue
             path = os.path.join(folder, name)
             entry = {"backup_id": backup_id, "database": db, "manifest_path": path, "manifest": None, "error": None}
