@@ -18,6 +18,8 @@ AZURITE_PORT="${AZURITE_PORT:-10000}"
 TSDB_CONTAINER="${TSDB_CONTAINER:-insa-tsdb-local}"
 TSDB_PORT="${TSDB_PORT:-15432}"
 AZURE_STORAGE_CONTAINER="${AZURE_STORAGE_CONTAINER:-tsdb-backups}"
+# Where rig containers find the runtime wheels (see wheelhouse.sh).
+RIG_WHEELHOUSE=/opt/tsdb-wheelhouse
 # Azurite's documented development account (public, not a secret).
 AZURITE_ACCOUNT="devstoreaccount1"
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

@@ -26,6 +26,8 @@ case "$action" in
     # The password travels on stdin, never in argv.
     printf "ALTER ROLE postgres PASSWORD '%s';\n" "$(cat "$pwfile")" \
       | "$DOCKER" exec -i -u postgres "$name" psql -q -p "$port" -v ON_ERROR_STOP=1 >/dev/null
+    # Runtime wheels for the backup agent's venv: hosts install offline from here.
+    "$DOCKER" cp "$("$RIG_DIR/wheelhouse.sh")/." "$name:$RIG_WHEELHOUSE"
     log "TimescaleDB host $name: PostgreSQL on 127.0.0.1:$port"
     ;;
   stop)
