@@ -647,7 +647,11 @@ class BlobStore:
             return {"exists": True, "created": False}
         create = self.settings["create_container"] if create is None else create
         try:
-            exists = self.container_client.exists()
+            # Listing (permission l) works with a container SAS; Get Container Properties does not.
+            next(iter(self.container_client.list_blobs(results_per_page=1).by_page()), None)
+            exists = True
+        except ResourceNotFoundError:
+            exists = False
         except AzureError as e:
             raise self.explain(e, "check the container") from None
         if exists:
@@ -701,72 +705,45 @@ class BlobStore:
     # -- upload
 
     def _set_items(self, bset, manifest, host):
-        """What a set consists of, in upload order (manifest last). Each item: kind, path,
-        name, expected sha256/size (None: computed while uploading)."""
+        """What a set consists of, in upload order (manifest last). Each item: kind, part, path,
+        name, expected sha256 and size (size None: not recorded)."""
+
+        def item(kind, path, suffix, sha256, size, part=None):
+            name = blob_name(self.prefix, host, bset.database, bset.backup_id, suffix, part)
+            return {"kind": kind, "part": part, "path": path, "name": name, "sha256": sha256, "size": size}
+
         archive = manifest.get("archive") or {}
         items = []
         if bset.directory_format:
             files = archive.get("files") or {}
             if not files:
                 raise mf.ManifestError("%s lists no files for its directory-format archive" % bset.manifest)
-            if os.path.isdir(bset.archive):
-                extra = sorted(set(os.listdir(bset.archive)) - set(files))
-                if extra:
-                    raise IntegrityError(
-                        "%s holds files the manifest does not list: %s" % (bset.archive, ", ".join(extra[:5]))
-                    )
-            for part in sorted(files):
-                items.append(
-                    {
-                        "kind": KIND_ARCHIVE_PART,
-                        "part": part,
-                        "path": os.path.join(bset.archive, part),
-                        "name": blob_name(self.prefix, host, bset.database, bset.backup_id, mf.DIRECTORY_SUFFIX, part),
-                        "sha256": files[part],
-                        "size": None,
-                    }
+            extra = sorted(set(os.listdir(bset.archive)) - set(files)) if os.path.isdir(bset.archive) else []
+            if extra:
+                raise IntegrityError(
+                    "%s holds files the manifest does not list: %s" % (bset.archive, ", ".join(extra[:5]))
                 )
+            for part in sorted(files):
+                path = os.path.join(bset.archive, part)
+                items.append(item(KIND_ARCHIVE_PART, path, mf.DIRECTORY_SUFFIX, files[part], None, part))
         else:
             if not archive.get("sha256"):
                 raise mf.ManifestError("%s lacks archive.sha256" % bset.manifest)
             items.append(
-                {
-                    "kind": KIND_ARCHIVE,
-                    "part": None,
-                    "path": bset.archive,
-                    "name": blob_name(self.prefix, host, bset.database, bset.backup_id, mf.ARCHIVE_SUFFIX),
-                    "sha256": archive["sha256"],
-                    "size": archive.get("size_bytes"),
-                }
+                item(KIND_ARCHIVE, bset.archive, mf.ARCHIVE_SUFFIX, archive["sha256"], archive.get("size_bytes"))
             )
-        globals_info = manifest.get("globals")
-        if globals_info or os.path.exists(bset.globals_sql):
+        roles = manifest.get("globals") or {}
+        if roles or os.path.exists(bset.globals_sql):
             items.append(
-                {
-                    "kind": KIND_GLOBALS,
-                    "part": None,
-                    "path": bset.globals_sql,
-                    "name": blob_name(self.prefix, host, bset.database, bset.backup_id, mf.GLOBALS_SUFFIX),
-                    "sha256": (globals_info or {}).get("sha256"),
-                    "size": (globals_info or {}).get("size_bytes"),
-                }
+                item(KIND_GLOBALS, bset.globals_sql, mf.GLOBALS_SUFFIX, roles.get("sha256"), roles.get("size_bytes"))
             )
+        for entry in items:
+            if not os.path.isfile(entry["path"]):
+                raise IntegrityError("%s is missing: the backup set %s is incomplete" % (entry["path"], bset.backup_id))
+            if entry["sha256"] is None:
+                entry["sha256"] = mf.sha256_file(entry["path"])[0]
         digest, size = mf.sha256_file(bset.manifest)
-        items.append(
-            {
-                "kind": KIND_MANIFEST,
-                "part": None,
-                "path": bset.manifest,
-                "name": blob_name(self.prefix, host, bset.database, bset.backup_id, mf.MANIFEST_SUFFIX),
-                "sha256": digest,
-                "size": size,
-            }
-        )
-        for item in items:
-            if not os.path.isfile(item["path"]):
-                raise IntegrityError("%s is missing: the backup set %s is incomplete" % (item["path"], bset.backup_id))
-            if item["sha256"] is None:
-                item["sha256"] = mf.sha256_file(item["path"])[0]
+        items.append(item(KIND_MANIFEST, bset.manifest, mf.MANIFEST_SUFFIX, digest, size))
         return items
 
     @staticmethod
@@ -1074,7 +1051,7 @@ class BlobStore:
 
     # -- catch-up
 
-    def pending_uploads(self, backup_dir, database=None, host=None):
+    def pending_uploads(self, backup_dir, database=None, host=None, look_remote=True):
         """Local sets with a readable manifest whose manifest blob is not in Azure, oldest first;
         and the local sets that cannot be uploaded (unreadable manifest) with the reason."""
         local = mf.list_local(backup_dir, database)
@@ -1084,47 +1061,37 @@ class BlobStore:
             for e in local
             if e["manifest"] is None
         ]
-        hosts = sorted({host or e["manifest"].get("host") or socket.getfqdn() for e in usable})
+
+        def key(entry):
+            return (host or entry["manifest"].get("host") or socket.getfqdn(), entry["database"], entry["backup_id"])
+
         done = set()
-        for h in hosts:
-            for entry in self.list_remote(h, database):
-                if entry["complete"]:
-                    done.add((entry["host"], entry["database"], entry["backup_id"]))
-        pending = [
-            e
-            for e in usable
-            if (host or e["manifest"].get("host") or socket.getfqdn(), e["database"], e["backup_id"]) not in done
-        ]
-        return pending, unusable
+        for h in sorted({key(e)[0] for e in usable}) if look_remote else []:
+            done.update(
+                (r["host"], r["database"], r["backup_id"]) for r in self.list_remote(h, database) if r["complete"]
+            )
+        return [e for e in usable if key(e) not in done], unusable
 
     def catch_up(self, backup_dir, database=None, host=None, check_mode=False, **upload_options):
         """Uploads every verified local set not yet in Azure, oldest first. A set that is damaged
         or conflicts is reported and skipped; an unreachable or refusing service stops the run.
-        Returns a result with 'failed' (non-empty means the run should fail)."""
+        Returns a result with 'failures' (non-empty means the run should fail)."""
         timer = _Timer()
         container = self.ensure_container(check_mode=check_mode)
-        if container["exists"]:
-            pending, unusable = self.pending_uploads(backup_dir, database, host)
-        else:
-            local = mf.list_local(backup_dir, database)
-            pending = [e for e in local if e["manifest"] is not None]
-            unusable = [
-                {"backup_id": e["backup_id"], "database": e["database"], "error": e["error"]}
-                for e in local
-                if e["manifest"] is None
-            ]
-        sets, failed, warnings = [], [], []
+        pending, unusable = self.pending_uploads(backup_dir, database, host, look_remote=container["exists"])
+        sets, failures, warnings = [], [], []
         stopped = None
         for entry in pending:
             try:
                 result = self.upload_backup_set(
                     entry["manifest_path"], host=host, check_mode=check_mode, **upload_options
                 )
-            except (ConflictError, IntegrityError, BlobNameError, mf.ManifestError) as e:
-                failed.append({"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)})
-                continue
-            except AzureTierError as e:
-                failed.append({"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)})
+            except (AzureTierError, mf.ManifestError) as e:
+                failures.append(
+                    {"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)}
+                )
+                if isinstance(e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError)):
+                    continue  # this set only
                 stopped = self.redact(e)
                 break
             warnings.extend(result.pop("warnings", []))
@@ -1136,7 +1103,7 @@ class BlobStore:
             "container_created": container["created"],
             "uploaded": [s["backup_id"] for s in sets if s["changed"]],
             "sets": sets,
-            "failed": failed,
+            "failures": failures,
             "unusable": unusable,
             "stopped": stopped,
             "bytes": sent,

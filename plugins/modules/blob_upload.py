@@ -49,9 +49,9 @@ options:
     description:
       - Upload every local backup set under O(backup_dir) (optionally only of O(database)) that is not yet
         complete in Azure, oldest first.
-      - A damaged set (sha256 differs from its manifest) or a conflicting one is reported in RV(failed) and
+      - A damaged set (sha256 differs from its manifest) or a conflicting one is reported in RV(failures) and
         the others are still uploaded; an unreachable or refusing service stops the run. Either way the module fails
-        when RV(failed) is not empty.
+        when RV(failures) is not empty.
     type: bool
     default: false
   backup_dir:
@@ -174,7 +174,7 @@ sets:
   returned: when O(catch_up=true)
   type: list
   elements: dict
-failed:
+failures:
   description: Sets that could not be uploaded, with the reason.
   returned: when O(catch_up=true)
   type: list
@@ -233,9 +233,9 @@ def main():
         result = _azure.module_call(module, redact, store.upload_backup_set, p["manifest_path"], **options)
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    if result.get("failed"):
-        failures = "; ".join("%s/%s: %s" % (f["database"], f["backup_id"], f["error"]) for f in result["failed"])
-        module.fail_json(msg="%d backup set(s) not uploaded: %s" % (len(result["failed"]), failures), **result)
+    if result.get("failures"):
+        failures = "; ".join("%s/%s: %s" % (f["database"], f["backup_id"], f["error"]) for f in result["failures"])
+        module.fail_json(msg="%d backup set(s) not uploaded: %s" % (len(result["failures"]), failures), **result)
     module.exit_json(**result)
 
 

@@ -20,8 +20,12 @@ from azure.storage.blob import BlobServiceClient  # noqa: E402
 @pytest.fixture(scope="session")
 def azure_env():
     env = h.rig.load_env()
-    for key in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY",
-                "AZURE_STORAGE_BLOB_ENDPOINT"):
+    for key in (
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_BLOB_ENDPOINT",
+    ):
         assert env.get(key), "%s missing from %s: run `make env-up`" % (key, h.rig.ENV_FILE)
     return env
 
@@ -52,5 +56,3 @@ def cs_args(azure_env, container):
         "max_retries": 1,
         "retry_backoff": 0,
     }
-
-

@@ -61,22 +61,35 @@ def test_account_key_and_sas_modes(azure_env, service, container, tmp_path):
     service.create_container(container)
     endpoint = azure_env["AZURE_STORAGE_BLOB_ENDPOINT"]
     key_set = h.make_backup_set(str(tmp_path / "a"), "iot", "20261120T020000Z")
-    by_key = h.run_module("blob_upload", {
-        "auth_mode": "account_key", "account_name": azure_env["AZURE_STORAGE_ACCOUNT"],
-        "account_key": azure_env["AZURE_STORAGE_KEY"], "account_url": endpoint, "container": container,
-        "manifest_path": key_set.manifest,
-    })
+    by_key = h.run_module(
+        "blob_upload",
+        {
+            "auth_mode": "account_key",
+            "account_name": azure_env["AZURE_STORAGE_ACCOUNT"],
+            "account_key": azure_env["AZURE_STORAGE_KEY"],
+            "account_url": endpoint,
+            "container": container,
+            "manifest_path": key_set.manifest,
+        },
+    )
     assert by_key["changed"] is True, by_key
     assert all(b["status"] == "uploaded" for b in by_key["blobs"])
 
     sas = generate_container_sas(
-        azure_env["AZURE_STORAGE_ACCOUNT"], container, account_key=azure_env["AZURE_STORAGE_KEY"],
+        azure_env["AZURE_STORAGE_ACCOUNT"],
+        container,
+        account_key=azure_env["AZURE_STORAGE_KEY"],
         permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
         expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
     )
     sas_set = h.make_backup_set(str(tmp_path / "b"), "iot", "20261121T020000Z")
-    sas_args = {"auth_mode": "sas", "sas_token": "?" + sas, "account_url": endpoint, "container": container,
-                "manifest_path": sas_set.manifest}
+    sas_args = {
+        "auth_mode": "sas",
+        "sas_token": "?" + sas,
+        "account_url": endpoint,
+        "container": container,
+        "manifest_path": sas_set.manifest,
+    }
     by_sas = h.run_module("blob_upload", sas_args)
     assert by_sas["changed"] is True, by_sas
     for blob in by_sas["blobs"]:
@@ -91,10 +104,16 @@ def test_settings_from_the_environment(azure_env, service, container, tmp_path):
     """Parameters win over environment variables; the environment fills what is not given."""
     service.create_container(container)
     bset = h.make_backup_set(str(tmp_path), "iot", "20261122T020000Z")
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
-           "AZURE_STORAGE_CONTAINER": container}
-    result = h.run_module("blob_upload", {"auth_mode": "connection_string", "manifest_path": bset.manifest},
-                          env=env, secrets=[azure_env["AZURE_STORAGE_KEY"]])
+    env = {
+        "AZURE_STORAGE_CONNECTION_STRING": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+        "AZURE_STORAGE_CONTAINER": container,
+    }
+    result = h.run_module(
+        "blob_upload",
+        {"auth_mode": "connection_string", "manifest_path": bset.manifest},
+        env=env,
+        secrets=[azure_env["AZURE_STORAGE_KEY"]],
+    )
     assert result["changed"] is True, result
     assert len(h.blob_names(service, container)) == 3
 
@@ -120,11 +139,18 @@ def test_round_trip_200mb_small_blocks(azure_env, service, container, cs_args, t
     original = json.load(open(bset.manifest))["archive"]["sha256"]
     generated = time.monotonic() - t0
 
-    config = {"auth_mode": "connection_string", "connection_string": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
-              "container": container, "create_container": True}
+    config = {
+        "auth_mode": "connection_string",
+        "connection_string": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+        "container": container,
+        "create_container": True,
+    }
     proc = subprocess.run(
         [h.PYTHON, "-c", RUNNER, os.path.join(h.REPO, "collections"), json.dumps(config), bset.manifest],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     runner = json.loads(proc.stdout)
     assert runner["changed"] is True and runner["bytes"] > size
@@ -154,19 +180,27 @@ def test_round_trip_200mb_small_blocks(azure_env, service, container, cs_args, t
             digest.update(block)
     assert digest.hexdigest() == original and os.path.getsize(got) == size
     assert not [n for n in os.listdir(os.path.join(dest, "iot")) if n.endswith(".partial")]
-    print("\nround trip %d bytes: generated %.1fs, upload %.1fs (%.0f MB RSS), module download %.1fs"
-          % (size, generated, runner["seconds"], runner["maxrss_mb"], download_seconds))
+    print(
+        "\nround trip %d bytes: generated %.1fs, upload %.1fs (%.0f MB RSS), module download %.1fs"
+        % (size, generated, runner["seconds"], runner["maxrss_mb"], download_seconds)
+    )
 
 
 def test_directory_format_round_trip(service, container, cs_args, tmp_path):
-    bset = h.make_backup_set(str(tmp_path / "src"), "iot", "20261127T030000Z", size=2 * h.MIB,
-                             directory_format=True)
+    bset = h.make_backup_set(str(tmp_path / "src"), "iot", "20261127T030000Z", size=2 * h.MIB, directory_format=True)
     up = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest))
     assert up["changed"] is True, up
     names = h.blob_names(service, container)
     folder = "timescaledb/%s/iot/2026/11/20261127T030000Z" % h.HOST
-    assert names == sorted([folder + ".dir/3001.dat.zst", folder + ".dir/3002.dat.zst", folder + ".dir/toc.dat",
-                            folder + ".globals.sql", folder + ".manifest.json"])
+    assert names == sorted(
+        [
+            folder + ".dir/3001.dat.zst",
+            folder + ".dir/3002.dat.zst",
+            folder + ".dir/toc.dat",
+            folder + ".globals.sql",
+            folder + ".manifest.json",
+        ]
+    )
     dest = str(tmp_path / "restore")
     down = h.run_module("blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST))
     assert down["changed"] is True, down
@@ -181,9 +215,11 @@ def test_service_client_for_the_runner_from_a_plain_dict(azure_env, container):
     """open_store() takes a partial dict: defaults from the argument spec, then the environment."""
     store = h._azure.open_store(
         {"auth_mode": "account_key", "container": container},
-        environ={"AZURE_STORAGE_ACCOUNT": azure_env["AZURE_STORAGE_ACCOUNT"],
-                 "AZURE_STORAGE_KEY": azure_env["AZURE_STORAGE_KEY"],
-                 "AZURE_STORAGE_BLOB_ENDPOINT": azure_env["AZURE_STORAGE_BLOB_ENDPOINT"]},
+        environ={
+            "AZURE_STORAGE_ACCOUNT": azure_env["AZURE_STORAGE_ACCOUNT"],
+            "AZURE_STORAGE_KEY": azure_env["AZURE_STORAGE_KEY"],
+            "AZURE_STORAGE_BLOB_ENDPOINT": azure_env["AZURE_STORAGE_BLOB_ENDPOINT"],
+        },
     )
     assert store.prefix == "timescaledb" and store.settings["max_retries"] == 5
     assert isinstance(store.client, BlobServiceClient)
