@@ -1,0 +1,374 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The scheduled runner: what ``tsdb-backup.service`` executes on each database host.
+
+Private to the collection. No Ansible imports: the backup_agent role installs the collection
+on the host and a small script imports this module. It calls the same functions as the
+modules (dump -> verify -> upload with catch-up -> prune -> metrics), not a second copy.
+
+Configuration comes from the environment (systemd ``EnvironmentFile=`` agent.env and the 0600
+credentials.env written by the role)::
+
+    PGHOST PGPORT PGUSER PGPASSWORD PGPASSFILE PGSSLMODE       libpq settings
+    TSDB_BACKUP_DATABASES       comma-separated databases to back up (required)
+    TSDB_BACKUP_DIR             backup directory (mode 0700, owned by the runner's user)
+    TSDB_BACKUP_STATE_DIR       lock, metrics state
+    TSDB_BACKUP_HOST_LABEL      host name in manifests and blob names (default: FQDN)
+    TSDB_BACKUP_COMPRESSION     zstd (default) | lz4 | gzip | none
+    TSDB_BACKUP_VERIFY_LEVEL    checksum | archive (default) | restore
+    TSDB_BACKUP_KEEP_DAYS / TSDB_BACKUP_KEEP_LAST   local rotation (default 7 / 3)
+    TSDB_BACKUP_UPLOAD          true (default) | false
+    TSDB_BACKUP_AZURE_AUTH_MODE, TSDB_BACKUP_AZURE_PREFIX, AZURE_STORAGE_*   Azure settings
+    TSDB_BACKUP_METRICS_DIR     node_exporter textfile directory (optional)
+    TSDB_BACKUP_NOTIFY_CONFIG   JSON file for notifications (optional)
+    TSDB_BACKUP_LOG_FORMAT      text (default) | json
+
+Exit status: 0 all databases backed up; 1 any failed; 2 bad configuration; 75 another run
+holds the lock (runs never overlap).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _pg, _prune, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _bool(value, default):
+    if value in (None, ""):
+        return default
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError("expected true or false, got %r" % value)
+
+
+def load_config(environ=None):
+    env = os.environ if environ is None else environ
+    databases = [d.strip() for d in env.get("TSDB_BACKUP_DATABASES", "").split(",") if d.strip()]
+    if not databases:
+        raise ConfigError("TSDB_BACKUP_DATABASES is empty: list the databases to back up (comma-separated)")
+    for d in databases:
+        mf.validate_database_name(d)
+    try:
+        config = {
+            "databases": databases,
+            "backup_dir": env.get("TSDB_BACKUP_DIR", "/var/backups/tsdb"),
+            "state_dir": env.get("TSDB_BACKUP_STATE_DIR", "/var/lib/tsdb-backup"),
+            "host_label": env.get("TSDB_BACKUP_HOST_LABEL") or socket.getfqdn(),
+            "compression": env.get("TSDB_BACKUP_COMPRESSION", "zstd"),
+            "verify_level": env.get("TSDB_BACKUP_VERIFY_LEVEL", "archive"),
+            "keep_days": int(env.get("TSDB_BACKUP_KEEP_DAYS", "7")),
+            "keep_last": int(env.get("TSDB_BACKUP_KEEP_LAST", "3")),
+            "upload": _bool(env.get("TSDB_BACKUP_UPLOAD"), True),
+            "metrics_dir": env.get("TSDB_BACKUP_METRICS_DIR") or None,
+            "notify_config": env.get("TSDB_BACKUP_NOTIFY_CONFIG") or None,
+            "log_format": env.get("TSDB_BACKUP_LOG_FORMAT", "text"),
+            "azure": {
+                "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
+                "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX") or None,
+                "create_container": _bool(env.get("TSDB_BACKUP_AZURE_CREATE_CONTAINER"), False),
+            },
+        }
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if config["compression"] not in _dump.COMPRESSIONS:
+        raise ConfigError("TSDB_BACKUP_COMPRESSION must be one of %s" % ", ".join(_dump.COMPRESSIONS))
+    if config["verify_level"] not in _verify.LEVELS:
+        raise ConfigError("TSDB_BACKUP_VERIFY_LEVEL must be one of %s" % ", ".join(_verify.LEVELS))
+    # libpq reads PG* itself for the tools; psycopg2 gets them explicitly.
+    config["pg"] = _pg.ConnectionParams(
+        login_host=env.get("PGHOST", "127.0.0.1"),
+        port=int(env.get("PGPORT", "5432")),
+        login_user=env.get("PGUSER", "postgres"),
+        login_password=env.get("PGPASSWORD") or None,
+        passfile=env.get("PGPASSFILE") or None,
+        sslmode=env.get("PGSSLMODE", "prefer"),
+    )
+    return config
+
+
+class RunLock:
+    """One run at a time per host (flock on <state_dir>/runner.lock, released by the kernel
+    if the process dies)."""
+
+    def __init__(self, state_dir):
+        self.path = os.path.join(state_dir, "runner.lock")
+        self.fd = None
+
+    def acquire(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            self.fd = None
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, ("%d\n" % os.getpid()).encode())
+        return True
+
+    def release(self):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _optional(name):
+    """Observability modules are optional at import time: a missing one must never stop a backup."""
+    try:
+        return __import__("ansible_collections.insa.timescaledb_backup.plugins.module_utils." + name, fromlist=["x"])
+    except ImportError:
+        return None
+
+
+def get_logger(fmt):
+    log_mod = _optional("_log")
+    if log_mod is not None:
+        return log_mod.get_logger("tsdb-backup", fmt=fmt)
+    logger = logging.getLogger("tsdb-backup")
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+def progress_callback(logger, label, total=None):
+    log_mod = _optional("_log")
+    if log_mod is None:
+        return None
+    return log_mod.Progress(logger, label, total_bytes=total)
+
+
+def audit_callback(logger):
+    log_mod = _optional("_log")
+
+    def audit(action, **fields):
+        if log_mod is not None:
+            log_mod.audit(logger, action, **fields)
+        else:
+            logger.warning("AUDIT action=%s %s", action, " ".join("%s=%s" % kv for kv in sorted(fields.items())))
+
+    return audit
+
+
+def open_store(config):
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+
+    return _azure, _azure.open_store({k: v for k, v in config["azure"].items() if v is not None})
+
+
+def backup_database(config, database, logger, store=None, azure=None):
+    """dump -> verify -> upload (catch-up) -> prune for one database. Returns a result dict
+    (also for failures: 'error' says which step failed and why)."""
+    r = {"database": database, "success": False, "error": None}
+    step = "dump"
+    t0 = time.monotonic()
+    try:
+        previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
+        estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
+        progress = progress_callback(logger, "dump %s" % database, estimate)
+        logger.info("dump %s: starting", database)
+        dumped = _dump.dump(
+            config["pg"],
+            database,
+            config["backup_dir"],
+            compression=config["compression"],
+            host_label=config["host_label"],
+            progress=progress,
+        )
+        if progress is not None and hasattr(progress, "finish"):
+            progress.finish()
+        m = dumped["manifest"]
+        r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
+        logger.info(
+            "dump %s: backup %s, %s, %.1f s",
+            database,
+            m["backup_id"],
+            _dump.human(m["archive"]["size_bytes"]),
+            m["duration_seconds"],
+        )
+
+        step = "verify"
+        ver = _verify.verify(config["pg"], config["backup_dir"], database, m["backup_id"], level=config["verify_level"])
+        r["verify_ok"] = ver["ok"]
+        if not ver["ok"]:
+            raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
+        logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
+
+        uploaded_ids = None
+        if config["upload"]:
+            step = "upload"
+            t_up = time.monotonic()
+            # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
+            up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
+            r.update(
+                upload_bytes=up["bytes"],
+                upload_duration_seconds=round(time.monotonic() - t_up, 3),
+                uploaded=up["uploaded"],
+            )
+            logger.info("upload %s: %d set(s) sent, %s", database, len(up["uploaded"]), _dump.human(up["bytes"]))
+            pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
+            r["pending_uploads"] = len(pending)
+            if up["failures"]:
+                raise RuntimeError("; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]))
+            uploaded_ids = {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
+
+        step = "prune"
+        pr = _prune.prune(
+            config["backup_dir"],
+            database,
+            keep_days=config["keep_days"],
+            keep_last=config["keep_last"],
+            uploaded_ids=uploaded_ids,
+            audit=audit_callback(logger),
+        )
+        r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
+        r["success"] = True
+    except Exception as e:  # noqa: BLE001 - every failure is reported per database; the run goes on
+        message = str(e)
+        if azure is not None and isinstance(e, azure.AzureTierError) and hasattr(store, "redact"):
+            message = store.redact(e)
+        r["error"] = "%s failed: %s" % (step, message)
+        logger.error("%s %s: %s", step, database, message)
+    r["duration_seconds"] = round(time.monotonic() - t0, 3)
+    return r
+
+
+def run_backup(config, logger):
+    store = azure = None
+    results = []
+    if config["upload"]:
+        try:
+            azure, store = open_store(config)
+        except Exception as e:  # noqa: BLE001 - configuration problems fail every database clearly
+            results = [
+                {"database": d, "success": False, "error": "upload configuration: %s" % e} for d in config["databases"]
+            ]
+            return results
+    for database in config["databases"]:
+        results.append(backup_database(config, database, logger, store, azure))
+    return results
+
+
+def report(config, run_type, results, logger):
+    metrics = _optional("_metrics")
+    if config["metrics_dir"] and metrics is not None:
+        try:
+            metrics.write_run_metrics(
+                config["metrics_dir"], config["state_dir"], config["host_label"], run_type, results
+            )
+        except Exception as e:  # noqa: BLE001 - metrics must not turn a good backup into a failed run
+            logger.error("writing metrics failed: %s", e)
+    notify = _optional("_notify")
+    if config["notify_config"] and notify is not None:
+        try:
+            with open(config["notify_config"]) as f:
+                ncfg = json.load(f)
+            ok = all(r["success"] for r in results)
+            notify.notify(
+                ncfg,
+                {
+                    "host": config["host_label"],
+                    "run_type": run_type,
+                    "success": ok,
+                    "summary": summary_lines(results),
+                    "errors": [r["error"] for r in results if r.get("error")],
+                    "when": mf.isoformat(mf.utcnow()),
+                },
+                logger=logger,
+            )
+        except Exception as e:  # noqa: BLE001
+            logger.error("sending notifications failed: %s", e)
+
+
+def summary_lines(results):
+    lines = []
+    for r in results:
+        if r["success"]:
+            lines.append(
+                "%s: ok, backup %s (%s), %.1f s"
+                % (
+                    r["database"],
+                    r.get("backup_id", "-"),
+                    _dump.human(r.get("archive_size_bytes") or 0),
+                    r.get("duration_seconds") or 0,
+                )
+            )
+        else:
+            lines.append("%s: FAILED, %s" % (r["database"], r["error"]))
+    return "\n".join(lines)
+
+
+def run_drill(config, logger):
+    results = []
+    for database in config["databases"]:
+        r = {"database": database, "success": False, "error": None}
+        entries = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
+        if not entries:
+            r["error"] = "no local backup to drill"
+        else:
+            bid = entries[-1]["backup_id"]
+            ver = _verify.verify(config["pg"], config["backup_dir"], database, bid, level="restore")
+            r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver["duration_seconds"])
+            if not ver["ok"]:
+                r["error"] = "; ".join(f["message"] for f in ver["failures"])
+        (logger.info if r["success"] else logger.error)("drill %s: %s", database, r["error"] or "restored and matched")
+        results.append(r)
+    return results
+
+
+def main(argv=None, environ=None):
+    parser = argparse.ArgumentParser(prog="tsdb-backup", description="TimescaleDB backup agent (scheduled runs)")
+    parser.add_argument(
+        "command", choices=["run", "drill"], help="run: dump, verify, upload, prune; drill: restore test"
+    )
+    parser.add_argument("--database", action="append", help="only this database (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(environ)
+    except (ConfigError, ValueError) as e:
+        sys.stderr.write("tsdb-backup: configuration error: %s\n" % e)
+        return EXIT_CONFIG
+    if args.database:
+        config["databases"] = args.database
+    logger = get_logger(config["log_format"])
+    lock = RunLock(config["state_dir"])
+    if not lock.acquire():
+        logger.error("another tsdb-backup run holds %s; not starting a second one", lock.path)
+        return EXIT_LOCKED
+    try:
+        results = run_backup(config, logger) if args.command == "run" else run_drill(config, logger)
+        report(config, "backup" if args.command == "run" else "drill", results, logger)
+    finally:
+        lock.release()
+    for line in summary_lines(results).splitlines():
+        logger.info("summary: %s", line)
+    return EXIT_OK if all(r["success"] for r in results) else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
