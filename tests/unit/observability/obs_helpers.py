@@ -77,10 +77,11 @@ _PROMQL_KEYWORDS = {
 
 
 def promql_metric_names(expr):
-    """The metric names a PromQL expression (or Grafana query) reads: identifiers that are not
-    functions, keywords, label names in matchers or grouping clauses, durations or strings."""
+    """The metric names a PromQL expression (or Grafana variable query) reads: identifiers that
+    are not functions, keywords, label names in matchers or grouping clauses, durations or strings."""
     expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # strings
     expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\blabel_values\(\s*([^,()]*)(?:,[^()]*)?\)", r"\1", expr)  # Grafana: label_values(metric, label)
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # range and subquery durations
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
     expr = re.sub(r"\$\{?\w+\}?", " ", expr)  # Grafana variables
