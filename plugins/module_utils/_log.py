@@ -190,8 +190,10 @@ def get_logger(name=DEFAULT_NAME, fmt="text", stream=None, level=logging.INFO):
         handler = _Handler(stream)
         logger.addHandler(handler)
     else:
-        handler._follow_stderr = stream is None
-        handler.setStream(stream or sys.stderr)
+        # Not setStream(): it flushes the old stream, which may be closed by now.
+        with handler.lock:
+            handler._follow_stderr = stream is None
+            handler.stream = stream or sys.stderr
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logger.setLevel(level)
     logger.propagate = False

@@ -319,9 +319,7 @@ def notify(config, event, logger=None):
             if r["ok"]:
                 logger.info("notification sent", extra={"fields": {"channel": r["channel"], "title": message["title"]}})
             else:
-                logger.warning(
-                    "notification failed", extra={"fields": {"channel": r["channel"], "error": r["error"]}}
-                )
+                logger.warning("notification failed", extra={"fields": {"channel": r["channel"], "error": r["error"]}})
     return results
 
 

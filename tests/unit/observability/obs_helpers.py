@@ -218,7 +218,8 @@ class MailSink:
                 "rcpt_tos": list(envelope.rcpt_tos),
                 "content": envelope.original_content or envelope.content,
                 "tls": session.ssl is not None,
-                "login": getattr(session, "login_data", None),
+                "authenticated": bool(session.authenticated),
+                "login": getattr(session.auth_data, "login", None),
             }
         )
         return "250 OK"
