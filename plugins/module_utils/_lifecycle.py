@@ -53,15 +53,10 @@ STEPS = (
 # Days a blob is billed in a tier at least (moving or deleting it earlier costs the rest).
 EARLY_DELETION_DAYS = {"Cool": 30, "Cold": 90, "Archive": 180}
 TIER_RANK = {"Hot": 0, "Cool": 1, "Cold": 2, "Archive": 3}
-RULE_DEFAULTS = {
-    "cool_after_days": 30,
-    "cold_after_days": None,
-    "archive_after_days": 365,
-    "delete_after_days": None,
-    # A blob rehydrated for a restore is not archived again before this many days.
-    "archive_after_tier_change_days": 7,
-    "enabled": True,
-}
+# The steps of a rule that names none: history is kept forever.
+DEFAULT_STEPS = {"cool_after_days": 30, "archive_after_days": 365}
+# A blob rehydrated for a restore is not archived again before this many days.
+DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS = 7
 MAX_DAYS = 99999
 RULE_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,256}$")
 
@@ -75,11 +70,11 @@ def rule_argument_spec():
     return dict(
         name=dict(type="str"),
         prefix=dict(type="str"),
-        cool_after_days=dict(type="int", default=RULE_DEFAULTS["cool_after_days"]),
+        cool_after_days=dict(type="int"),
         cold_after_days=dict(type="int"),
-        archive_after_days=dict(type="int", default=RULE_DEFAULTS["archive_after_days"]),
+        archive_after_days=dict(type="int"),
         delete_after_days=dict(type="int"),
-        archive_after_tier_change_days=dict(type="int", default=RULE_DEFAULTS["archive_after_tier_change_days"]),
+        archive_after_tier_change_days=dict(type="int", default=DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS),
         enabled=dict(type="bool", default=True),
     )
 
@@ -89,11 +84,16 @@ def default_rule_name(container, prefix):
 
 
 def normalize_rule(rule, container, default_prefix):
-    """A rule as plain settings: missing keys take RULE_DEFAULTS (an explicit None turns a step
-    off), the prefix is validated, the name defaults to one derived from container and prefix."""
-    out = {}
-    for key, default in RULE_DEFAULTS.items():
-        out[key] = rule.get(key, default)
+    """A rule as plain settings. A rule that names no step gets DEFAULT_STEPS (Cool after 30
+    days, Archive after 365, never delete); the prefix defaults to default_prefix, the name to
+    one derived from container and prefix."""
+    out = {key: rule.get(key) for key, _action, _tier in STEPS}
+    if all(value is None for value in out.values()):
+        out.update(DEFAULT_STEPS)
+    out["archive_after_tier_change_days"] = rule.get(
+        "archive_after_tier_change_days", DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS
+    )
+    out["enabled"] = rule.get("enabled", True) is not False
     prefix = rule.get("prefix")
     out["prefix"] = _azure.validate_prefix(default_prefix if prefix is None else prefix)
     out["container"] = _azure.validate_container_name(container)
@@ -148,7 +148,7 @@ def build_rule(rule):
         if rule.get(key) is None:
             continue
         condition = {"daysAfterModificationGreaterThan": rule[key]}
-        if tier == "Archive" and rule.get("archive_after_tier_change_days") is not None:
+        if tier == "Archive" and rule.get("archive_after_tier_change_days"):
             condition["daysAfterLastTierChangeGreaterThan"] = rule["archive_after_tier_change_days"]
         base_blob[action] = condition
     prefix_match = rule["container"] + "/" + (rule["prefix"] + "/" if rule["prefix"] else "")
@@ -269,7 +269,7 @@ class PolicyManager:
         arm_endpoint=None,
         max_retries=5,
         timeout=60,
-        redact=None,
+        redactor=None,
     ):
         if not HAS_AZURE_MGMT_STORAGE:
             raise LifecycleError("the Python library %s is not installed" % AZURE_MGMT_STORAGE_REQUIREMENT)
@@ -284,7 +284,7 @@ class PolicyManager:
         self.options = arm_call_options(self.arm_endpoint)
         self.resource_group = resource_group
         self.account_name = account_name
-        self.redact = redact or _azure.Redactor()
+        self.redact = redactor or _azure.Redactor()
         self.client = StorageManagementClient(
             credential,
             subscription_id,

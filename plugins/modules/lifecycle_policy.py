@@ -64,20 +64,22 @@ options:
         description: Blob name prefix within O(container); defaults to O(prefix).
         type: str
       cool_after_days:
-        description: Days after the last modification to move blobs to Cool. V(null) skips Cool.
+        description:
+          - Days after the last modification to move blobs to Cool.
+          - A rule that sets none of O(rules[].cool_after_days), O(rules[].cold_after_days),
+            O(rules[].archive_after_days) and O(rules[].delete_after_days) gets the defaults - Cool after 30 days,
+            Archive after 365, never delete. A rule that sets any of them gets only those.
         type: int
-        default: 30
       cold_after_days:
         description: Days after the last modification to move blobs to Cold.
         type: int
       archive_after_days:
-        description: Days after the last modification to move blobs to Archive. V(null) never archives.
+        description: Days after the last modification to move blobs to Archive.
         type: int
-        default: 365
       archive_after_tier_change_days:
         description:
           - Do not archive a blob again before this many days after its last tier change - a blob rehydrated
-            for a restore is not sent straight back to Archive. V(null) drops the condition.
+            for a restore is not sent straight back to Archive. V(0) drops the condition.
         type: int
         default: 7
       delete_after_days:
@@ -148,7 +150,6 @@ EXAMPLES = r"""
         archive_after_days: 365
       - name: tsdbdrill
         prefix: drill
-        archive_after_days:
         cool_after_days: 7
         delete_after_days: 60
   diff: true
@@ -221,7 +222,7 @@ def management_policy(module, redact, rules):
         arm_endpoint=p["arm_endpoint"],
         max_retries=p["max_retries"],
         timeout=p["timeout"],
-        redact=redact,
+        redactor=redact,
     )
     result = _azure.module_call(
         module,

@@ -15,7 +15,7 @@ import rig  # noqa: E402
 
 REPO = rig.REPO
 sys.path.insert(0, os.path.join(REPO, "collections"))
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle  # noqa: E402, F401
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
 
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
@@ -84,7 +84,10 @@ def run_module(module, args, check=False, diff=False, env=None, secrets=(), time
         check=False,
     )
     hidden = [args.get(k) for k in _azure.SECRET_KEYS] + [args.get("arm_access_token")] + list(secrets)
-    return parse_result(proc, hidden)
+    result = parse_result(proc, hidden)
+    if result.get("failed"):
+        print("%s failed: %s" % (module, result.get("msg")))  # shown by pytest when the test fails
+    return result
 
 
 def assert_clean_failure(result, *fragments):
@@ -228,8 +231,14 @@ class PrivateAzurite:
                 time.sleep(0.1)
         raise AssertionError("private Azurite did not listen on 127.0.0.1:%d" % self.port)
 
-    def kill(self):
+    def stop(self):
+        """SIGTERM to our PID (Azurite then saves its metadata; a SIGKILL can lose the container
+        created a moment before), SIGKILL if it lingers."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
         self.proc = None

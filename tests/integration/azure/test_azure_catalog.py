@@ -4,14 +4,15 @@ import json
 import os
 
 import azure_helpers as h
+import pytest
 
 DAYS = ["20261122T020000Z", "20261123T020000Z", "20261124T020000Z", "20261125T020000Z", "20261126T020000Z"]
 
 
-def test_catch_up_after_a_five_day_outage(service, container, cs_args, tmp_path):
+def test_catch_up_after_a_five_day_outage(azure_env, service, container, cs_args, tmp_path):
     backup_dir = str(tmp_path)
     uploaded_before = h.make_backup_set(backup_dir, "iot", "20261121T020000Z")
-    assert h.run_module("blob_upload", dict(cs_args, manifest_path=uploaded_before.manifest))["changed"] is True
+    assert h.store_for(azure_env, container).upload_backup_set(uploaded_before.manifest)["changed"] is True
     # Five nights without Azure; the sets were taken and verified locally. Made newest first, so
     # the order of upload cannot come from the order of creation on disk.
     for backup_id in reversed(DAYS):
@@ -77,10 +78,8 @@ def test_catalog_and_download_selection(azure_env, service, container, cs_args, 
     fetched = json.load(open(os.path.join(dest, "iot", DAYS[1] + ".manifest.json")))
     assert fetched == local
 
-    none = h.run_module(
-        "blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST, before="2026-11-01T00:00:00Z")
-    )
-    h.assert_clean_failure(none, "no complete backup of iot", "available: " + ", ".join(DAYS[:3]))
+    with pytest.raises(h._azure.NotFoundError, match="no complete backup of iot .* available: " + ", ".join(DAYS[:3])):
+        store.download_backup(dest, "iot", host=h.HOST, before="2026-11-01T00:00:00Z")
 
 
 def test_archive_tier_download_needs_rehydration(azure_env, service, container, cs_args, tmp_path):

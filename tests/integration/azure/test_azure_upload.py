@@ -202,7 +202,7 @@ def test_directory_format_round_trip(service, container, cs_args, tmp_path):
         ]
     )
     dest = str(tmp_path / "restore")
-    down = h.run_module("blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST))
+    down = h.store_for(h.rig.load_env(), container).download_backup(dest, "iot", host=h.HOST)
     assert down["changed"] is True, down
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
