@@ -1,6 +1,7 @@
 """Helpers of the Azure tier's integration tests: run modules through Ansible, build backup
 sets, look at Azurite's state, run a private Azurite."""
 
+import base64
 import hashlib
 import json
 import os
@@ -189,15 +190,16 @@ class PrivateAzurite:
     """A second Azurite on its own loopback port and data folder, started and stopped by PID -
     the shared one on :10000 is never touched."""
 
-    def __init__(self, location, port=None, extra_args=()):
+    def __init__(self, location, port=None, extra_args=(), scheme="http"):
         self.location = location
         self.port = port or free_port()
         self.extra_args = list(extra_args)
+        self.scheme = scheme
         self.proc = None
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d/devstoreaccount1" % self.port
+        return "%s://127.0.0.1:%d/devstoreaccount1" % (self.scheme, self.port)
 
     def start(self, timeout=30):
         os.makedirs(self.location, exist_ok=True)
@@ -242,3 +244,73 @@ class PrivateAzurite:
                 self.proc.kill()
                 self.proc.wait(timeout=15)
         self.proc = None
+
+
+def self_signed_certificate(folder):
+    """A certificate for 127.0.0.1 (Azurite's HTTPS, which its OAuth needs). Returns (cert, key)."""
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def fake_jwt(audience="https://storage.azure.com", lifetime=3600):
+    """A well-formed, unsigned Entra-style access token: Azurite's `--oauth basic` checks the
+    issuer, audience and lifetime, not the signature."""
+    now = int(time.time())
+    claims = {
+        "aud": audience,
+        "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000001/",
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + lifetime,
+        "oid": "it-identity",
+        "tid": "it-tenant",
+    }
+
+    def b64(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return "%s.%s.%s" % (b64({"alg": "RS256", "typ": "JWT"}), b64(claims), "c2lnbmF0dXJl")
+
+
+def fake_az_cli(folder, token):
+    """An `az` on PATH that answers `az account get-access-token` like the Azure CLI (and logs
+    its calls): DefaultAzureCredential's AzureCliCredential gets a token without any network."""
+    bindir = os.path.join(folder, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    answer = json.dumps(
+        {
+            "accessToken": token,
+            "expires_on": int(time.time()) + 3600,
+            "tokenType": "Bearer",
+            "subscription": "sub-0001",
+            "tenant": "it-tenant",
+        }
+    )
+    path = os.path.join(bindir, "az")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho \"$@\" >> %s/az.calls\ncat <<'JSON'\n%s\nJSON\n" % (folder, answer))
+    os.chmod(path, 0o700)
+    return bindir

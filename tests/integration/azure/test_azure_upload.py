@@ -225,3 +225,43 @@ def test_service_client_for_the_runner_from_a_plain_dict(azure_env, container):
     assert isinstance(store.client, BlobServiceClient)
     assert store.ensure_container(create=True)["created"] is True
     assert store.ensure_container(create=False)["exists"] is True
+
+
+def test_entra_through_default_azure_credential(service, tmp_path):
+    """auth_mode=entra as far as Azurite allows: HTTPS with `--oauth basic` accepts any
+    well-formed token. DefaultAzureCredential is limited to its Azure CLI credential
+    (AZURE_TOKEN_CREDENTIALS, so nothing probes a metadata endpoint) and an `az` stub hands out
+    the token - the module's real credential chain, bearer tokens over TLS, no network."""
+    folder = str(tmp_path)
+    cert, key = h.self_signed_certificate(folder)
+    private = h.PrivateAzurite(
+        os.path.join(folder, "azurite"), scheme="https", extra_args=["--cert", cert, "--key", key, "--oauth", "basic"]
+    ).start()
+    try:
+        bset = h.make_backup_set(os.path.join(folder, "backups"), "iot", "20261127T020000Z", size=h.MIB)
+        args = {"auth_mode": "entra", "account_url": private.endpoint, "container": "entra", "max_retries": 0}
+        upload = dict(args, manifest_path=bset.manifest, create_container=True)
+        env = {
+            "PATH": h.fake_az_cli(folder, h.fake_jwt()) + os.pathsep + os.environ["PATH"],
+            "AZURE_TOKEN_CREDENTIALS": "AzureCliCredential",
+            "REQUESTS_CA_BUNDLE": cert,
+        }
+        done = h.run_module("blob_upload", upload, env=env)
+        assert done["changed"] is True and [b["status"] for b in done["blobs"]] == ["uploaded"] * 3, done
+        assert "get-access-token" in open(os.path.join(folder, "az.calls")).read()
+        assert done["url"].startswith("https://127.0.0.1:%d/devstoreaccount1/entra/" % private.port)
+
+        down = h.run_module(
+            "blob_download",
+            dict(args, dest=os.path.join(folder, "restore"), database="iot", host_label=h.HOST),
+            env=env,
+        )
+        assert down["changed"] is True, down
+        assert h.mf.sha256_file(down["archive_path"]) == h.mf.sha256_file(bset.archive)
+
+        env["PATH"] = h.fake_az_cli(os.path.join(folder, "other"), h.fake_jwt(audience="https://vault.azure.net"))
+        env["PATH"] += os.pathsep + os.environ["PATH"]
+        refused = h.run_module("blob_upload", dict(upload, create_container=False), env=env)
+        h.assert_clean_failure(refused, "refused the credentials of auth_mode=entra", "Storage Blob Data")
+    finally:
+        private.stop()
