@@ -225,15 +225,15 @@ def webhook_payload(message, fmt="slack"):
 def send_webhook(url, payload, timeout=DEFAULT_TIMEOUT, secrets=()):
     """POSTs ``payload`` as JSON. Returns ``(ok, status, error)``; never raises for delivery."""
     secrets = list(secrets) + config_secrets({"webhook_url": url})
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        return False, None, "webhook_url must be an http:// or https:// URL"
     body = json.dumps(payload).encode("utf-8")
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked: http(s) only
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above: http(s) only
         url,
         data=body,
         method="POST",
         headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "insa.timescaledb_backup"},
     )
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        return False, None, "webhook_url must be an http:// or https:// URL"
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - checked above
             response.read(65536)

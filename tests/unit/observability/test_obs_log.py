@@ -44,7 +44,7 @@ def test_json_format_parses():
 
 def test_get_logger_is_idempotent_and_reconfigures():
     stream = io.StringIO()
-    for _ in range(3):
+    for _attempt in range(3):
         log = logger_to(stream, name="t-idem")
     assert len([h for h in log.handlers if isinstance(h, _log._Handler)]) == 1
     assert log.propagate is False

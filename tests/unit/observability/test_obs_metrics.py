@@ -35,7 +35,7 @@ def test_promtool_accepts_every_file(dirs):
     assert files == ["tsdb_backup_%s.prom" % t for t in sorted(_metrics.RUN_TYPES + ("status",))]
     for name in files:
         with open(os.path.join(textfile, name), "rb") as f:
-            proc = subprocess.run([PROMTOOL, "check", "metrics"], stdin=f, capture_output=True, timeout=30)
+            proc = subprocess.run([PROMTOOL, "check", "metrics"], stdin=f, capture_output=True, timeout=30, check=False)
         assert proc.returncode == 0 and not proc.stdout and not proc.stderr, (name, proc)
 
 
@@ -56,7 +56,7 @@ def test_metric_names_units_labels_and_values(dirs):
     assert series(samples, "tsdb_backup_chunks_held_back", **labels) == 0
     assert series(samples, "tsdb_backup_host_last_run_success", run_type="backup", host=HOST) == 1
     assert all(t == "gauge" and doc for doc, t in meta.values())
-    status, _ = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))
+    status = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))[0]
     assert series(status, "tsdb_backup_pending_uploads", host=HOST, database="iot") == 0
     assert (
         series(status, "tsdb_backup_oldest_unarchived_chunk_age_seconds", host=HOST, database="iot", hypertable="")
@@ -68,7 +68,7 @@ def test_metric_names_units_labels_and_values(dirs):
         )
         == 30 * 86400
     )
-    assert set(_metrics.metric_names()) == {n for n, _ in samples} | {n for n, _ in status}
+    assert set(_metrics.metric_names()) == {key[0] for key in samples} | {key[0] for key in status}
 
 
 def test_last_success_survives_failed_runs_and_restarts(dirs):
@@ -79,7 +79,7 @@ def test_last_success_survives_failed_runs_and_restarts(dirs):
     # The next night fails (state reread from disk: nothing is kept in memory between calls).
     failed = {"database": "iot", "success": False, "duration_seconds": 3.0, "error": "pg_dump: connection refused"}
     _metrics.write_run_metrics(textfile, state, HOST, "backup", [failed], now=when.timestamp() + 86400)
-    samples, _ = parse_prom(path)
+    samples = parse_prom(path)[0]
     labels = {"run_type": "backup", "host": HOST, "database": "iot"}
     assert series(samples, "tsdb_backup_last_run_success", **labels) == 0
     assert series(samples, "tsdb_backup_last_run_timestamp_seconds", **labels) == when.timestamp() + 86400
@@ -89,9 +89,9 @@ def test_last_success_survives_failed_runs_and_restarts(dirs):
     assert series(samples, "tsdb_backup_duration_seconds", **labels) == 3
     # Another run type does not touch it.
     _metrics.write_run_metrics(textfile, state, HOST, "drill", [{"database": "iot", "success": False}], now=NOW + 5)
-    samples, _ = parse_prom(path)
+    samples = parse_prom(path)[0]
     assert series(samples, "tsdb_backup_last_success_timestamp_seconds", **labels) == when.timestamp()
-    drill, _ = parse_prom(os.path.join(textfile, "tsdb_backup_drill.prom"))
+    drill = parse_prom(os.path.join(textfile, "tsdb_backup_drill.prom"))[0]
     assert series(drill, "tsdb_backup_last_success_timestamp_seconds", run_type="drill", host=HOST, database="iot") == 0
 
 
@@ -101,13 +101,13 @@ def test_databases_not_in_a_run_keep_their_series_until_forgotten(dirs):
     two = [{"database": "iot", "success": True}, {"database": "old", "success": True, "pending_uploads": 1}]
     _metrics.write_run_metrics(textfile, state, HOST, "backup", two, now=NOW)
     _metrics.write_run_metrics(textfile, state, HOST, "backup", [{"database": "iot", "success": True}], now=NOW + 60)
-    samples, _ = parse_prom(path)
+    samples = parse_prom(path)[0]
     old = {"run_type": "backup", "host": HOST, "database": "old"}
     assert series(samples, "tsdb_backup_last_success_timestamp_seconds", **old) == NOW  # ages: "backup missing"
     _metrics.write_run_metrics(textfile, state, HOST, "backup", [], now=NOW + 120, forget=["old"])
-    samples, _ = parse_prom(path)
+    samples = parse_prom(path)[0]
     assert not [k for k in samples if ("database", "old") in k[1]]
-    status, _ = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))
+    status = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))[0]
     assert not [k for k in status if ("database", "old") in k[1]]
 
 
@@ -121,7 +121,7 @@ def test_status_shows_the_latest_observation_whatever_the_run_type(dirs):
     )
     # A run that did not look (no pending_uploads key) changes nothing.
     _metrics.write_run_metrics(textfile, state, HOST, "drill", [{"database": "iot", "success": True}], now=NOW + 7200)
-    status, _ = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))
+    status = parse_prom(os.path.join(textfile, "tsdb_backup_status.prom"))[0]
     assert series(status, "tsdb_backup_pending_uploads", host=HOST, database="iot") == 0
 
 
@@ -142,7 +142,7 @@ def test_no_duplicate_series_across_files_and_consistent_help(dirs):
 def test_run_error_marks_the_host_run_failed(dirs):
     textfile, state = dirs
     _metrics.write_run_metrics(textfile, state, HOST, "upload", [], now=NOW, run_error="cannot read credentials")
-    samples, _ = parse_prom(os.path.join(textfile, "tsdb_backup_upload.prom"))
+    samples = parse_prom(os.path.join(textfile, "tsdb_backup_upload.prom"))[0]
     assert series(samples, "tsdb_backup_host_last_run_success", run_type="upload", host=HOST) == 0
     assert series(samples, "tsdb_backup_host_last_run_timestamp_seconds", run_type="upload", host=HOST) == NOW
 

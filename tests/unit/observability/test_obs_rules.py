@@ -25,7 +25,7 @@ def alerts():
 
 
 def promtool(*args, cwd=REPO):
-    proc = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    proc = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
