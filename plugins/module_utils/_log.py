@@ -158,7 +158,8 @@ class JsonFormatter(logging.Formatter):
             doc[k + "_" if k in doc or k in _BASE_KEYS else k] = v
         if record.exc_info:
             doc["exc"] = scrub_text(self.formatException(record.exc_info))
-        return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
+        # ASCII: valid JSON whatever the encoding of stderr (a C locale escapes, never breaks, it).
+        return json.dumps(doc, default=str, separators=(",", ":"))
 
 
 class _Handler(logging.StreamHandler):
