@@ -166,11 +166,6 @@ HYPERTABLE_METRICS = (
     ),
 )
 
-RESULT_KEYS = frozenset(
-    ["database", "success", "error", "hypertables"]
-    + [m[2] for m in RUN_METRICS + STATUS_METRICS + HYPERTABLE_METRICS]
-    + ["chunks_held_back"]
-) - {"last_run_timestamp", "last_success_timestamp"}
 HYPERTABLE_KEYS = frozenset(["hypertable"] + [m[2] for m in HYPERTABLE_METRICS])
 
 
@@ -229,12 +224,11 @@ def _check_result(result, index):
     where = "results[%d] (%s)" % (index, database)
     if not isinstance(result.get("success"), bool):
         raise ValueError("%s: success must be true or false" % where)
-    unknown = sorted(set(result) - RESULT_KEYS)
-    if unknown:
-        raise ValueError("%s: unknown keys %s" % (where, ", ".join(unknown)))
+    # Other keys (backup_id, uploaded, pruned, ... of the runner's per-database results) are
+    # not metrics: ignored, so the runner can pass its results as they are.
     clean = {"database": database, "success": result["success"]}
     for key, value in result.items():
-        if key in ("database", "success", "error", "hypertables") or value is None:
+        if key not in _KINDS or key in ("success", "last_run_timestamp", "last_success_timestamp") or value is None:
             continue
         clean[key] = _value(key, value, _KINDS[key], where)
     tables = result.get("hypertables")
@@ -245,11 +239,10 @@ def _check_result(result, index):
         for t in tables:
             if not isinstance(t, dict) or not isinstance(t.get("hypertable"), str) or not t["hypertable"]:
                 raise ValueError("%s: every hypertables item needs a hypertable name" % where)
-            extra = sorted(set(t) - HYPERTABLE_KEYS)
-            if extra:
-                raise ValueError("%s: hypertable %s: unknown keys %s" % (where, t["hypertable"], ", ".join(extra)))
             clean["hypertables"][t["hypertable"]] = dict(
-                (k, _value(k, v, _KINDS[k], where)) for k, v in t.items() if k != "hypertable" and v is not None
+                (k, _value(k, v, _KINDS[k], where))
+                for k, v in t.items()
+                if k in HYPERTABLE_KEYS and k != "hypertable" and v is not None
             )
     return clean
 

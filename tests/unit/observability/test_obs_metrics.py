@@ -190,7 +190,7 @@ def test_damaged_state_is_kept_aside(dirs):
     [
         ({"run_type": "nightly"}, "run_type 'nightly'"),
         ({"results": [{"database": "iot"}]}, "success must be true or false"),
-        ({"results": [{"database": "iot", "success": True, "size": 1}]}, "unknown keys size"),
+        ({"results": [{"database": "iot", "success": True, "hypertables": [{"age": 1}]}]}, "hypertable name"),
         ({"results": [{"database": "iot", "success": True, "duration_seconds": -1}]}, "must not be negative"),
         ({"results": [{"database": "iot", "success": True, "verify_ok": 1}]}, "verify_ok must be true or false"),
         ({"results": [{"database": "iot", "success": True}] * 2}, "more than once"),
@@ -212,3 +212,15 @@ def test_missing_prometheus_client_is_a_clear_error(dirs, monkeypatch):
     monkeypatch.setattr(_metrics, "PROMETHEUS_CLIENT_IMPORT_ERROR", "ModuleNotFoundError: prometheus_client")
     with pytest.raises(_metrics.MetricsError, match="prometheus-client==0.26.0"):
         _metrics.write_run_metrics(*dirs, HOST, "backup", [{"database": "iot", "success": True}])
+
+
+def test_other_result_keys_are_ignored(dirs):
+    """The runner passes its per-database results as they are (backup_id, uploaded, pruned...)."""
+    textfile, state = dirs
+    result = dict(FULL_RESULT, backup_id="20270115T020000Z", uploaded=["20270115T020000Z"], pruned=[], step=None)
+    result["hypertables"] = [dict(result["hypertables"][0], chunks=3)]
+    _metrics.write_run_metrics(textfile, state, HOST, "backup", [result], now=NOW)
+    samples = parse_prom(os.path.join(textfile, "tsdb_backup_backup.prom"))[0]
+    assert series(samples, "tsdb_backup_archive_size_bytes", run_type="backup", host=HOST, database="iot") == 123456789
+    with open(os.path.join(state, _metrics.STATE_FILE)) as f:
+        assert "backup_id" not in f.read()
