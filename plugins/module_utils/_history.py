@@ -52,6 +52,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _ma
 
 try:
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - pa.compute
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 except ImportError:
@@ -78,6 +79,9 @@ HISTORY_DIR = "history"
 DEFAULT_GRACE = datetime.timedelta(hours=2)
 DEFAULT_ZSTD_LEVEL = 3
 ROW_GROUP_ROWS = 131072
+# Float columns with more distinct values than this share of rows are written with
+# BYTE_STREAM_SPLIT rather than a dictionary.
+BSS_DISTINCT_RATIO = 0.25
 READ_BATCH_ROWS = 65536
 LOCK_TIMEOUT_SECONDS = 30
 
@@ -465,14 +469,29 @@ def arrow_schema(columns, info=None):
     return pa.schema(fields, metadata=metadata)
 
 
-def parquet_options(level=DEFAULT_ZSTD_LEVEL):
-    return {
+def parquet_options(level=DEFAULT_ZSTD_LEVEL, sample=None):
+    """Writer settings: zstd, statistics, dictionaries. With a sample (the first row group),
+    float columns whose values rarely repeat (full-precision sensor noise) use
+    BYTE_STREAM_SPLIT instead of a dictionary: measured 0.59x the size of gzip CSV against
+    1.02x with dictionaries; quantized readings keep dictionaries (0.46x). See docs/HISTORY.md."""
+    options = {
         "compression": "zstd",
         "compression_level": level,
         "use_dictionary": True,
         "write_statistics": True,
         "version": "2.6",
     }
+    if sample is not None and sample.num_rows:
+        split = []
+        for field, column in zip(sample.schema, sample.columns):
+            if pa.types.is_floating(field.type):
+                distinct = pa.compute.count_distinct(column).as_py()
+                if distinct > BSS_DISTINCT_RATIO * sample.num_rows:
+                    split.append(field.name)
+        if split:
+            options["use_dictionary"] = [n for n in sample.schema.names if n not in split]
+            options["use_byte_stream_split"] = split
+    return options
 
 
 def _csv_read_options(columns):
@@ -494,11 +513,20 @@ def _csv_read_options(columns):
 
 
 def export_parquet(
-    conn, query, params, columns, path, info=None, level=DEFAULT_ZSTD_LEVEL, row_group_rows=ROW_GROUP_ROWS
+    conn,
+    query,
+    params,
+    columns,
+    path,
+    info=None,
+    level=DEFAULT_ZSTD_LEVEL,
+    row_group_rows=ROW_GROUP_ROWS,
+    writer_options=None,
 ):
     """Streams COPY (query) TO STDOUT (CSV) through a pipe into pyarrow's CSV reader and a
     ParquetWriter: memory stays at about one row group whatever the slice size. Runs in the
-    connection's current transaction. Returns the number of rows written."""
+    connection's current transaction. Returns the number of rows written. writer_options
+    replace parquet_options(level) (the benchmark compares settings with it)."""
     require_pyarrow()
     schema = arrow_schema(columns, info)
     with conn.cursor() as cur:
@@ -519,7 +547,8 @@ def export_parquet(
     try:
         with os.fdopen(read_fd, "rb") as source:
             read_options, parse_options, convert_options = _csv_read_options(columns)
-            with pq.ParquetWriter(path, schema, **parquet_options(level)) as writer:
+            writer = None
+            try:
                 pending, pending_rows = [], 0
                 try:
                     reader = pacsv.open_csv(
@@ -533,12 +562,21 @@ def export_parquet(
                     pending.append(_to_schema(batch, schema))
                     pending_rows += batch.num_rows
                     if pending_rows >= row_group_rows:
-                        writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=pending_rows)
+                        table = pa.Table.from_batches(pending, schema)
+                        if writer is None:
+                            writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
+                        writer.write_table(table, row_group_size=pending_rows)
                         rows += pending_rows
                         pending, pending_rows = [], 0
-                if pending:
-                    writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=pending_rows)
+                table = pa.Table.from_batches(pending, schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
+                if pending_rows:
+                    writer.write_table(table, row_group_size=pending_rows)
                     rows += pending_rows
+            finally:
+                if writer is not None:
+                    writer.close()
     finally:
         producer.join()
     if errors:
@@ -1363,7 +1401,6 @@ def enforce_retention(
         "held_back": [],
         "hypertables": {},
         "warnings": [],
-        "check_mode": bool(check_mode),
     }
     work = _Work(work_dir)
     conn = open_connection(params, database)
@@ -1486,7 +1523,6 @@ def restore_range(
         "rows_inserted": 0,
         "rows_present": 0,
         "table_created": False,
-        "check_mode": bool(check_mode),
     }
     store.ensure_container(create=False)
     # Months that can hold a range overlapping [start, end): ranges start at most one month-ish

@@ -1,0 +1,257 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: chunk_archive
+short_description: Archive every closed TimescaleDB chunk to Azure Blob Storage exactly once, as Parquet
+version_added: 0.1.0
+description:
+  - For each hypertable, exports every closed time slice (its chunks - one, or one per space partition - whose
+    range ended more than O(grace_minutes) before O(reference_time)) that has no verified archive matching it,
+    as one Parquet object (zstd) with a manifest.
+  - 'Blob names: C(<prefix>/history/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.parquet) and
+    C(.v<N>.manifest.json) beside it (UTC times such as C(20260105T000000Z)).'
+  - The manifest records the hypertable, the chunks, the time range, the columns with their PostgreSQL and Parquet
+    types, the row count, a content hash computed by PostgreSQL (order independent, so it is recomputed cheaply on
+    the live chunk), and the sha256 and size of the object.
+  - Rows are streamed (C(COPY) through pyarrow into Parquet row groups); memory stays at about one row group.
+  - Every object is verified before its manifest is uploaded - read back from Azure, sha256 checked, decoded and
+    loaded into a temporary table where PostgreSQL recomputes the count and content hash. A visible manifest
+    therefore means a verified archive; an object without a manifest is a failed attempt and is never trusted.
+  - Re-running archives nothing new (RV(changed=false), RV(bytes=0)). When a closed slice's live count or content
+    hash differs from its newest archive (late-arriving rows), it is archived again as a new version; older
+    versions are kept. Rows that arrive for a range whose chunks were already dropped start a new generation
+    holding only the rows the archive lacks.
+  - Blobs are never overwritten.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.postgres
+  - insa.timescaledb_backup.azure
+attributes:
+  check_mode:
+    support: full
+    details: Compares the live slices with the archive and reports in RV(archived) what would be archived (with
+      RV(archived[].status=would_archive)); exports and sends nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: A slice whose newest verified archive matches its live count and content hash is skipped; a second
+      run reports C(changed=false) and sends zero bytes.
+options:
+  database:
+    description: Database whose hypertables are archived.
+    type: str
+    required: true
+  hypertables:
+    description:
+      - Hypertables to archive, as C(table) (schema C(public)) or C(schema.table).
+      - Default is every hypertable of the database - history is kept for all of them unless you say otherwise.
+    type: list
+    elements: str
+  grace_minutes:
+    description:
+      - A slice is closed when its range ended more than this many minutes before O(reference_time). Rows arriving
+        later are still caught, as a new version.
+    type: int
+    default: 120
+  reference_time:
+    description:
+      - The time taken as "now", as ISO 8601 (C(2026-11-27T02:00:00Z)). Default is the clock. For replays and tests.
+    type: str
+  verify:
+    description:
+      - Read each object back and compare its decoded rows with the database before the manifest is written.
+      - Turning it off leaves only the sha256 check at upload; not recommended.
+    type: bool
+    default: true
+  reverify:
+    description:
+      - Also download the newest object of every already archived, still live slice and check its sha256; a damaged
+        or missing one is archived again as a new version.
+      - Use it when M(insa.timescaledb_backup.chunk_retention) reports C(archive_damaged).
+    type: bool
+    default: false
+  work_dir:
+    description:
+      - Directory for the temporary Parquet file of one slice (removed afterwards). Default is the system's temporary
+        directory.
+    type: path
+  compression_level:
+    description: zstd level of the Parquet pages (1-22).
+    type: int
+    default: 3
+  access_tier:
+    description: Access tier of the Parquet objects at upload (manifests keep the account's default tier).
+    type: str
+    choices: [Hot, Cool, Cold, Archive]
+  tags:
+    description: Blob index tags on every uploaded blob (at most 10).
+    type: dict
+  block_size_mb:
+    description: Size of one uploaded block in MiB.
+    type: int
+    default: 8
+  max_concurrency:
+    description: Blocks in flight at once.
+    type: int
+    default: 4
+requirements:
+  - pyarrow (pinned in the collection's C(requirements/runtime.txt))
+notes:
+  - Run it on the database host with the interpreter of the collection's virtual environment, which has pyarrow and
+    the Azure SDK (C(ansible_python_interpreter=/opt/tsdb-backup/venv/bin/python)).
+  - Integer-time hypertables are not supported.
+  - Hypertable and schema names must be plain identifiers (letters, digits, C(_)); they become part of blob names.
+  - Database names must be unique within one O(prefix) - use a prefix per server when names repeat across servers.
+seealso:
+  - module: insa.timescaledb_backup.chunk_retention
+  - module: insa.timescaledb_backup.history_restore
+"""
+
+EXAMPLES = r"""
+- name: Archive every closed chunk of the telemetry database
+  insa.timescaledb_backup.chunk_archive:
+    database: iot
+    login_user: postgres
+    login_password: "{{ vault_tsdb_password }}"
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-history
+  register: archive
+
+- name: Only the two IoT hypertables, to Azurite, with one hour of grace
+  insa.timescaledb_backup.chunk_archive:
+    database: iot
+    hypertables: [esp_telemetry, diagnostic_results]
+    grace_minutes: 60
+    auth_mode: connection_string
+    connection_string: "{{ azurite_connection_string }}"
+    container: tsdb-history
+    create_container: true
+  vars:
+    ansible_python_interpreter: /opt/tsdb-backup/venv/bin/python
+"""
+
+RETURN = r"""
+archived:
+  description:
+    - One entry per slice archived (or, in check mode, that would be) with hypertable, range_start, range_end, chunks,
+      reason (V(new), V(changed), V(new_generation), V(replaces_damaged), V(retry)), version, generation, rows,
+      content_hash, bytes, object and manifest (URLs without SAS), sha256, verified, status.
+  returned: success
+  type: list
+  elements: dict
+failures:
+  description: Slices that could not be archived, with the error; the others were still archived.
+  returned: always
+  type: list
+  elements: dict
+stopped:
+  description: Why the run stopped early (Azure unreachable or refusing), or null.
+  returned: always
+  type: str
+bytes:
+  description: Bytes sent to Azure (0 when everything was already archived).
+  returned: always
+  type: int
+hypertables:
+  description:
+    - Per hypertable - slices, closed, open, archived, unchanged and oldest_unarchived (start of the oldest closed
+      slice left without a verified archive, or null).
+  returned: always
+  type: dict
+oldest_unarchived:
+  description: Start of the oldest closed slice of any hypertable left without a verified archive, or null.
+  returned: always
+  type: str
+reference_time:
+  description: The time taken as "now".
+  returned: always
+  type: str
+  sample: "2026-11-27T02:00:00Z"
+"""
+
+import datetime
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(_azure.azure_common_argument_spec())
+    argument_spec.update(
+        database=dict(type="str", required=True),
+        hypertables=dict(type="list", elements="str"),
+        grace_minutes=dict(type="int", default=120),
+        reference_time=dict(type="str"),
+        verify=dict(type="bool", default=True),
+        reverify=dict(type="bool", default=False),
+        work_dir=dict(type="path"),
+        compression_level=dict(type="int", default=_history.DEFAULT_ZSTD_LEVEL),
+        access_tier=dict(type="str", choices=list(_azure.TIERS)),
+        tags=dict(type="dict"),
+        block_size_mb=dict(type="int", default=_azure.DEFAULT_BLOCK_SIZE_MB),
+        max_concurrency=dict(type="int", default=_azure.DEFAULT_CONCURRENCY),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _module_glue.require_psycopg2(module)
+    if not _azure.HAS_AZURE_STORAGE:
+        module.fail_json(
+            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+        )
+    if not _history.HAS_PYARROW:
+        module.fail_json(
+            msg=missing_required_lib(_history.PYARROW_REQUIREMENT, reason="to write the Parquet archive"),
+            exception=_history.PYARROW_IMPORT_ERROR,
+        )
+    p = module.params
+    if p["grace_minutes"] < 0:
+        module.fail_json(msg="grace_minutes must be 0 or more")
+    redact = _azure.redactor_for(p)
+    store = _history.module_call(module, redact, _azure.open_store, p)
+    result = _history.module_call(
+        module,
+        store.redact,
+        _history.archive_history,
+        _module_glue.connection_params(module),
+        p["database"],
+        store,
+        hypertables=p["hypertables"],
+        now=p["reference_time"],
+        grace=datetime.timedelta(minutes=p["grace_minutes"]),
+        check_mode=module.check_mode,
+        verify=p["verify"],
+        reverify=p["reverify"],
+        work_dir=p["work_dir"],
+        access_tier=p["access_tier"],
+        tags=p["tags"],
+        block_size_mb=p["block_size_mb"],
+        max_concurrency=p["max_concurrency"],
+        compression_level=p["compression_level"],
+    )
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    for item in result["archived"]:
+        if item.get("warning"):
+            module.warn(item.pop("warning"))
+    if result["stopped"]:
+        module.fail_json(msg="archive stopped: %s" % result["stopped"], **result)
+    if result["failures"]:
+        failures = "; ".join(
+            "%s %s: %s" % (f["hypertable"], f["range_start"], f["error"]) for f in result["failures"][:5]
+        )
+        module.fail_json(msg="%d slice(s) not archived: %s" % (len(result["failures"]), failures), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

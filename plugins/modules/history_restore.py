@@ -1,0 +1,193 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: history_restore
+short_description: Load a time range of a hypertable from the Azure history archive into a database
+version_added: 0.1.0
+description:
+  - Loads the archived rows of O(hypertable) with O(start) <= time < O(end), written by
+    M(insa.timescaledb_backup.chunk_archive), into O(database) - the live database (for example to bring back a
+    range that retention dropped) or a separate analysis database.
+  - Rows already present in the target are skipped, compared as whole rows and with their multiplicity, so a
+    partial earlier load or rows still live are not duplicated.
+  - Each object is checked before use - its sha256 against the manifest, then the rows it decodes to are counted
+    and hashed by PostgreSQL and compared with the manifest. After loading a range, every archived row of the window
+    must be present in the target, or that range's load is rolled back and the module fails.
+  - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
+    O(version) loads one exact version instead.
+author:
+  - INSA platform team
+extends_documentation_fragment:
+  - insa.timescaledb_backup.postgres
+  - insa.timescaledb_backup.azure
+attributes:
+  check_mode:
+    support: full
+    details: Downloads and checks the objects and counts the rows that would be inserted; the target is not changed.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: Rows already present are skipped; a second run inserts nothing and reports C(changed=false).
+options:
+  database:
+    description: Target database (the live one or an analysis database). It must exist.
+    type: str
+    required: true
+  hypertable:
+    description: Archived hypertable, as C(table) (schema C(public)) or C(schema.table).
+    type: str
+    required: true
+  source_database:
+    description: Database the archive was taken from (the C(<database>) of the blob names). Default is O(database).
+    type: str
+  target_table:
+    description: Table to load into, as C(table) or C(schema.table). Default is O(hypertable).
+    type: str
+  create_table:
+    description:
+      - Create O(target_table) from the archived columns when it does not exist (a hypertable when the target
+        database has the timescaledb extension). Without it, a missing table fails the module.
+    type: bool
+    default: false
+  start:
+    description: Start of the window (included), ISO 8601 such as C(2026-01-01T00:00:00Z).
+    type: str
+    required: true
+  end:
+    description: End of the window (excluded), ISO 8601.
+    type: str
+    required: true
+  version:
+    description: Load exactly this archived version of each range instead of the newest of each generation.
+    type: int
+  work_dir:
+    description: Directory for downloaded objects (removed afterwards). Default is the system's temporary directory.
+    type: path
+requirements:
+  - pyarrow (pinned in the collection's C(requirements/runtime.txt))
+notes:
+  - Run it on the database host with the interpreter of the collection's virtual environment.
+  - Loading into the live database a range that retention dropped re-creates its chunks; the next
+    M(insa.timescaledb_backup.chunk_archive) run sees they are covered and archives nothing new for them.
+seealso:
+  - module: insa.timescaledb_backup.chunk_archive
+  - module: insa.timescaledb_backup.chunk_retention
+"""
+
+EXAMPLES = r"""
+- name: Bring January's telemetry into an analysis database
+  insa.timescaledb_backup.history_restore:
+    database: iot_analysis
+    source_database: iot
+    hypertable: esp_telemetry
+    start: "2026-01-01T00:00:00Z"
+    end: "2026-02-01T00:00:00Z"
+    create_table: true
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-history
+
+- name: Put back one dropped day into the live database
+  insa.timescaledb_backup.history_restore:
+    database: iot
+    hypertable: esp_telemetry
+    start: "2026-03-14T00:00:00Z"
+    end: "2026-03-15T00:00:00Z"
+    auth_mode: connection_string
+    connection_string: "{{ azurite_connection_string }}"
+    container: tsdb-history
+"""
+
+RETURN = r"""
+ranges:
+  description:
+    - One entry per archived range overlapping the window - range_start, range_end, versions (version, generation,
+      rows), rows_archived, rows_in_window, rows_inserted, rows_present, verified.
+  returned: success
+  type: list
+  elements: dict
+rows_archived:
+  description: Archived rows inside the window (what the target must hold afterwards).
+  returned: success
+  type: int
+rows_inserted:
+  description: Rows inserted (in check mode - that would be).
+  returned: success
+  type: int
+rows_present:
+  description: Archived rows of the window the target already had (skipped).
+  returned: success
+  type: int
+table_created:
+  description: Whether O(target_table) was (or would be) created.
+  returned: success
+  type: bool
+target_table:
+  description: The table loaded into.
+  returned: success
+  type: str
+  sample: public.esp_telemetry
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(_azure.azure_common_argument_spec())
+    argument_spec.update(
+        database=dict(type="str", required=True),
+        hypertable=dict(type="str", required=True),
+        source_database=dict(type="str"),
+        target_table=dict(type="str"),
+        create_table=dict(type="bool", default=False),
+        start=dict(type="str", required=True),
+        end=dict(type="str", required=True),
+        version=dict(type="int"),
+        work_dir=dict(type="path"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _module_glue.require_psycopg2(module)
+    if not _azure.HAS_AZURE_STORAGE:
+        module.fail_json(
+            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+        )
+    if not _history.HAS_PYARROW:
+        module.fail_json(
+            msg=missing_required_lib(_history.PYARROW_REQUIREMENT, reason="to read the Parquet archive"),
+            exception=_history.PYARROW_IMPORT_ERROR,
+        )
+    p = module.params
+    redact = _azure.redactor_for(p)
+    store = _history.module_call(module, redact, _azure.open_store, p)
+    result = _history.module_call(
+        module,
+        store.redact,
+        _history.restore_range,
+        _module_glue.connection_params(module),
+        p["database"],
+        store,
+        p["hypertable"],
+        p["start"],
+        p["end"],
+        source_database=p["source_database"],
+        target_table=p["target_table"],
+        version=p["version"],
+        create_table=p["create_table"],
+        check_mode=module.check_mode,
+        work_dir=p["work_dir"],
+    )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
