@@ -157,8 +157,12 @@ def build_message(event, secrets=()):
         shown.append("... %d more" % (len(errors) - MAX_ERRORS))
     fields = event.get("fields") or {}
     fields = _log.scrub_fields(fields, secrets) if isinstance(fields, dict) else {}
-    lines = ["%s: %s" % (title, clean(event.get("summary")) or status), "host: %s" % host, "run: %s" % run_type]
-    lines.append("when: %s" % when)
+    summary = clean(event.get("summary")).strip()
+    if "\n" in summary:  # e.g. one line per database: the title alone first, then the lines
+        lines = [title] + summary.splitlines()
+    else:
+        lines = ["%s: %s" % (title, summary or status)]
+    lines += ["host: %s" % host, "run: %s" % run_type, "when: %s" % when]
     lines += ["%s: %s" % (k, v) for k, v in sorted(fields.items())]
     if shown:
         lines.append("errors:")

@@ -314,3 +314,13 @@ def test_main_refuses_bad_arguments(tmp_path, capsys):
     assert _notify.main(["--config", config, "--unit", "--help-me"]) == 2
     assert _notify.main(["--unit", "x.service"]) == 2
     assert "ftp://x/y" not in capsys.readouterr().err
+
+
+def test_a_multi_line_summary_follows_the_title(http_receiver):
+    event = dict(failure_event(), summary="iot: FAILED, dump failed: boom\nfleet: ok, backup 20270115T020000Z")
+    (result,) = _notify.notify({"webhook_url": http_receiver.url + "/h", "webhook_format": "generic"}, event)
+    assert result["ok"]
+    text = http_receiver.requests[0]["json"]["text"]
+    assert text.startswith(
+        "tsdb-backup backup FAILED on db1.example\niot: FAILED, dump failed: boom\nfleet: ok, backup 20270115T020000Z\n"
+    )
