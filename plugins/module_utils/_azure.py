@@ -59,15 +59,6 @@ else:
     HAS_AZURE_STORAGE = True
     AZURE_STORAGE_IMPORT_ERROR = None
 
-try:
-    from azure.identity import ClientSecretCredential, DefaultAzureCredential
-except ImportError:
-    HAS_AZURE_IDENTITY = False
-    AZURE_IDENTITY_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_AZURE_IDENTITY = True
-    AZURE_IDENTITY_IMPORT_ERROR = None
-
 AZURE_STORAGE_REQUIREMENT = "azure-storage-blob"
 AZURE_IDENTITY_REQUIREMENT = "azure-identity"
 
@@ -391,9 +382,14 @@ def redactor_for(settings):
 def entra_credential(settings):
     """A service principal when client_secret is given, otherwise DefaultAzureCredential
     (environment, workload identity, managed identity - client_id selects a user-assigned one -,
-    Azure CLI...)."""
-    if not HAS_AZURE_IDENTITY:
-        raise ConfigError("auth_mode=entra needs the Python library %s" % AZURE_IDENTITY_REQUIREMENT)
+    Azure CLI...). azure-identity is imported here: the other modes do not pay for it."""
+    try:
+        from azure.identity import ClientSecretCredential, DefaultAzureCredential
+    except ImportError:
+        raise ConfigError(
+            "auth_mode=entra needs the Python library %s (pip install %s)"
+            % (AZURE_IDENTITY_REQUIREMENT, AZURE_IDENTITY_REQUIREMENT)
+        ) from None
     kwargs = {}
     if settings.get("authority_host"):
         kwargs["authority"] = settings["authority_host"]

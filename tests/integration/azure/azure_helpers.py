@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,6 +90,65 @@ def run_module(module, args, check=False, diff=False, env=None, secrets=(), time
     if result.get("failed"):
         print("%s failed: %s" % (module, result.get("msg")))  # shown by pytest when the test fails
     return result
+
+
+def run_tasks(tasks, env=None, secrets=(), timeout=300):
+    """Runs several module calls in one ansible-playbook (one start-up instead of several) when
+    no assertion has to happen between them. tasks: (module, args[, {"check": bool, "diff": bool}]).
+    Every task runs, failing or not; returns the results in order."""
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {"ansible_python_interpreter": PYTHON},
+            "tasks": [],
+        }
+    ]
+    for number, task in enumerate(tasks):
+        module, args = task[0], task[1]
+        options = task[2] if len(task) > 2 else {}
+        play[0]["tasks"].append(
+            {
+                "name": "task %d" % number,
+                "insa.timescaledb_backup." + module: args,
+                "ignore_errors": True,
+                "check_mode": bool(options.get("check")),
+                "diff": bool(options.get("diff")),
+            }
+        )
+    fd, path = tempfile.mkstemp(suffix=".yml", prefix="azure-it-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(play, f)  # JSON is YAML
+    try:
+        proc = subprocess.run(
+            [ANSIBLE + "-playbook", "-i", "localhost,", path],
+            cwd=REPO,
+            env=module_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        os.unlink(path)
+    hidden = list(secrets)
+    for task in tasks:
+        hidden += [task[1].get(k) for k in _azure.SECRET_KEYS] + [task[1].get("arm_access_token")]
+    for secret in hidden:
+        if secret:
+            assert secret not in proc.stdout and secret not in proc.stderr, "a secret appears in ansible's output"
+    try:
+        played = json.loads(proc.stdout)["plays"][0]["tasks"]
+        results = [t["hosts"]["localhost"] for t in played]
+    except (ValueError, KeyError, IndexError):
+        msg = "ansible-playbook gave no result (rc %s):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)
+        raise AssertionError(msg) from None
+    assert len(results) == len(tasks), results
+    for task, result in zip(tasks, results):
+        if result.get("failed"):
+            print("%s failed: %s" % (task[0], result.get("msg")))
+    return results
 
 
 def assert_clean_failure(result, *fragments):

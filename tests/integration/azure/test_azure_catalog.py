@@ -52,7 +52,17 @@ def test_catalog_and_download_selection(azure_env, service, container, cs_args, 
     h.make_backup_set(backup_dir, "iot", DAYS[3])  # taken, not uploaded yet
     info_args = dict(cs_args, backup_dir=backup_dir, host_label=h.HOST, as_of="2026-11-24T01:59:59Z")
 
-    info = h.run_module("backup_info", info_args, check=True)
+    dest = str(tmp_path / "restore")
+    info, only_remote, down = h.run_tasks(
+        [
+            ("backup_info", info_args, {"check": True}),
+            ("backup_info", dict(cs_args, host_label=h.HOST, backup_id="latest")),
+            (
+                "blob_download",
+                dict(cs_args, dest=dest, database="iot", host_label=h.HOST, before="2026-11-23T02:00:00Z"),
+            ),
+        ]
+    )
     assert info["changed"] is False, info
     assert [b["backup_id"] for b in info["backups"]] == DAYS[:4]
     assert [b["uploaded"] for b in info["backups"]] == [True, True, True, False]
@@ -62,14 +72,9 @@ def test_catalog_and_download_selection(azure_env, service, container, cs_args, 
     remote = info["backups"][0]["remote"]
     assert remote["complete"] is True and {b["kind"] for b in remote["blobs"]} == {"archive", "globals", "manifest"}
 
-    only_remote = h.run_module("backup_info", dict(cs_args, host_label=h.HOST, backup_id="latest"))
     assert only_remote["changed"] is False and only_remote["selected"]["backup_id"] == DAYS[2]
     assert only_remote["selected"]["manifest"]["database"] == "iot"
 
-    dest = str(tmp_path / "restore")
-    down = h.run_module(
-        "blob_download", dict(cs_args, dest=dest, database="iot", host_label=h.HOST, before="2026-11-23T02:00:00Z")
-    )
     assert down["changed"] is True and down["backup_id"] == DAYS[1], down
     assert sorted(os.listdir(os.path.join(dest, "iot"))) == sorted(
         DAYS[1] + s for s in (".dump", ".globals.sql", ".manifest.json")
@@ -92,12 +97,13 @@ def test_archive_tier_download_needs_rehydration(azure_env, service, container, 
     dest = str(tmp_path / "restore")
     args = dict(cs_args, dest=dest, database="iot", host_label=h.HOST, backup_id=DAYS[0])
 
-    refused = h.run_module("blob_download", args)
+    # Refused without rehydrate; check mode reports the rehydration and starts nothing.
+    refused, checked = h.run_tasks(
+        [("blob_download", args), ("blob_download", dict(args, rehydrate=True), {"check": True})]
+    )
     h.assert_clean_failure(refused, "in the Archive tier", "rehydrate: true")
-    assert not os.path.exists(dest)
-
-    checked = h.run_module("blob_download", dict(args, rehydrate=True), check=True)
     assert checked["changed"] is True and checked["rehydration"] == "pending"
+    assert not os.path.exists(dest)
     tiers = {n: service.get_blob_client(container, n).get_blob_properties().blob_tier for n in names}
     assert set(tiers.values()) == {"Archive"}, "check mode started a rehydration"
 
@@ -108,7 +114,7 @@ def test_archive_tier_download_needs_rehydration(azure_env, service, container, 
     # Azurite rehydrates at once (Azure takes hours): the next run downloads and verifies.
     tiers = {n: service.get_blob_client(container, n).get_blob_properties().blob_tier for n in names}
     assert set(tiers.values()) == {"Hot"}
-    fetched = h.run_module("blob_download", args)
+    fetched, again = h.run_tasks([("blob_download", args), ("blob_download", args)])
     assert fetched["changed"] is True and fetched["rehydration"] is None, fetched
     assert h.mf.sha256_file(os.path.join(dest, "iot", DAYS[0] + ".dump")) == h.mf.sha256_file(bset.archive)
-    assert h.run_module("blob_download", args)["changed"] is False
+    assert again["changed"] is False and again["backup_id"] == DAYS[0]

@@ -5,6 +5,7 @@ import datetime
 import os
 import subprocess
 import time
+import uuid
 
 import azure_helpers as h
 import pytest
@@ -75,103 +76,120 @@ def test_azurite_killed_mid_upload_then_uploaded_on_the_next_run(azure_env, tmp_
         private.stop()
 
 
-def test_wrong_account_key(azure_env, service, container, tmp_path):
-    service.create_container(container)
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z")
-    wrong = "d3Jvbmcga2V5IG9mIGV4YWN0bHkgdGhlIHJpZ2h0IGxlbmd0aCBmb3IgYSBzdG9yYWdlIGFjY291bnQ=="
-    result = h.run_module(
-        "blob_upload",
-        {
-            "auth_mode": "account_key",
-            "account_name": azure_env["AZURE_STORAGE_ACCOUNT"],
-            "account_key": wrong,
-            "account_url": azure_env["AZURE_STORAGE_BLOB_ENDPOINT"],
-            "container": container,
-            "manifest_path": bset.manifest,
-            "max_retries": 0,
-        },
-        # The right key in the environment: the parameter wins.
-        env={"AZURE_STORAGE_KEY": azure_env["AZURE_STORAGE_KEY"]},
-        secrets=[azure_env["AZURE_STORAGE_KEY"]],
-    )
-    h.assert_clean_failure(result, "refused the credentials of auth_mode=account_key", "account_key")
-    assert h.blob_names(service, container) == []
-
-
-def test_expired_and_forged_sas(azure_env, service, container, tmp_path):
-    service.create_container(container)
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z")
-    expired = generate_container_sas(
-        azure_env["AZURE_STORAGE_ACCOUNT"],
-        container,
-        account_key=azure_env["AZURE_STORAGE_KEY"],
-        permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
-        expiry=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1),
-    )
-    args = {
-        "auth_mode": "sas",
-        "sas_token": expired,
-        "account_url": azure_env["AZURE_STORAGE_BLOB_ENDPOINT"],
-        "container": container,
-        "manifest_path": bset.manifest,
-        "max_retries": 0,
+def test_bad_input_fails_clearly_and_sends_nothing(azure_env, service, tmp_path):
+    """Wrong key, expired SAS, missing container, invalid blob name, damaged archive, a name
+    taken by other content - one ansible-playbook run, one container each."""
+    names = {
+        case: "it-az-%s-%s" % (case, uuid.uuid4().hex[:8])
+        for case in ("key", "sas", "missing", "name", "damaged", "taken")
     }
-    result = h.run_module("blob_upload", args)
-    h.assert_clean_failure(result, "refused the credentials of auth_mode=sas", "not expired")
-    assert "sig=" not in result["msg"] or "sig=********" in result["msg"]
+    try:
+        for case, name in names.items():
+            if case != "missing":
+                service.create_container(name)
+        endpoint, account, key = (
+            azure_env["AZURE_STORAGE_BLOB_ENDPOINT"],
+            azure_env["AZURE_STORAGE_ACCOUNT"],
+            azure_env["AZURE_STORAGE_KEY"],
+        )
+        cs = {
+            "auth_mode": "connection_string",
+            "connection_string": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+            "max_retries": 0,
+        }
+        bset = h.make_backup_set(str(tmp_path / "good"), "iot", "20261127T020000Z")
+        damaged = h.make_backup_set(str(tmp_path / "damaged"), "iot", "20261127T020000Z", size=3 * h.MIB)
+        with open(damaged.archive, "r+b") as f:
+            f.seek(2 * h.MIB)
+            byte = f.read(1)
+            f.seek(2 * h.MIB)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        # The name is taken by another backup with the same id.
+        other = h.make_backup_set(str(tmp_path / "other"), "iot", "20261127T020000Z")
+        h.store_for(azure_env, names["taken"]).upload_backup_set(other.manifest)
+        taken_before = h.blob_state(service, names["taken"])
+        wrong_key = "d3Jvbmcga2V5IG9mIGV4YWN0bHkgdGhlIHJpZ2h0IGxlbmd0aCBmb3IgYSBzdG9yYWdlIGFjY291bnQ=="
+        expired = generate_container_sas(
+            account,
+            names["sas"],
+            account_key=key,
+            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1),
+        )
 
-    # Signed with another key, through the runner's entry point: the message hides it as well.
-    forged = generate_container_sas(
-        azure_env["AZURE_STORAGE_ACCOUNT"],
-        container,
-        account_key="Zm9yZ2VkIGtleQ==",
-        permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
-        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
-    )
-    store = h._azure.open_store(dict(args, sas_token=forged), environ={})
-    with pytest.raises(h._azure.ServiceError) as info:
-        store.upload_backup_set(bset.manifest)
-    assert "auth_mode=sas" in str(info.value)
-    assert forged.split("sig=")[1] not in str(info.value)
-    assert h.blob_names(service, container) == []
+        results = h.run_tasks(
+            [
+                (
+                    "blob_upload",
+                    {
+                        "auth_mode": "account_key",
+                        "account_name": account,
+                        "account_key": wrong_key,
+                        "account_url": endpoint,
+                        "container": names["key"],
+                        "manifest_path": bset.manifest,
+                        "max_retries": 0,
+                    },
+                ),
+                (
+                    "blob_upload",
+                    {
+                        "auth_mode": "sas",
+                        "sas_token": expired,
+                        "account_url": endpoint,
+                        "container": names["sas"],
+                        "manifest_path": bset.manifest,
+                        "max_retries": 0,
+                    },
+                ),
+                ("blob_upload", dict(cs, container=names["missing"], manifest_path=bset.manifest)),
+                ("blob_upload", dict(cs, container=names["name"], manifest_path=bset.manifest, prefix="b/../etc")),
+                ("blob_upload", dict(cs, container=names["damaged"], manifest_path=damaged.manifest, block_size_mb=1)),
+                ("blob_upload", dict(cs, container=names["taken"], manifest_path=bset.manifest)),
+            ],
+            # The right key in the environment: the parameter wins, and neither key is ever shown.
+            env={"AZURE_STORAGE_KEY": key},
+            secrets=[key, expired.split("sig=")[1]],
+        )
+        h.assert_clean_failure(results[0], "refused the credentials of auth_mode=account_key", "account_key")
+        h.assert_clean_failure(results[1], "refused the credentials of auth_mode=sas", "not expired")
+        h.assert_clean_failure(results[2], "container %s does not exist" % names["missing"], "create_container: true")
+        h.assert_clean_failure(results[3], "contains '..'")
+        h.assert_clean_failure(results[4], "does not match its manifest", "not uploaded")
+        h.assert_clean_failure(results[5], "refusing to overwrite", "never overwritten")
+        for case in ("key", "sas", "name", "damaged"):
+            assert h.blob_names(service, names[case]) == [], "%s: something was committed" % case
+        assert not service.get_container_client(names["missing"]).exists()
+        assert h.blob_state(service, names["taken"]) == taken_before
+        assert os.path.exists(damaged.archive) and os.path.exists(damaged.manifest), "the local set was touched"
 
-
-def test_missing_container_is_created_only_when_asked(service, container, cs_args, tmp_path):
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z")
-    result = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest, create_container=False))
-    h.assert_clean_failure(result, "container %s does not exist" % container, "create_container: true")
-    assert not service.get_container_client(container).exists()
-
-
-def test_invalid_blob_names_are_refused_before_anything_is_sent(service, container, cs_args, tmp_path):
-    service.create_container(container)
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z")
-    result = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest, prefix="backups/../etc"))
-    h.assert_clean_failure(result, "contains '..'")
-    store = h.store_for(h.rig.load_env(), container)
-    for host in ("bad\x07host", "two words", "x" * 300):
-        with pytest.raises(h._azure.BlobNameError):
-            store.upload_backup_set(bset.manifest, host=host)
-    assert h.blob_names(service, container) == []
-
-
-def test_damaged_archive_is_not_committed(service, container, cs_args, tmp_path):
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z", size=3 * h.MIB)
-    with open(bset.archive, "r+b") as f:
-        f.seek(2 * h.MIB)
-        byte = f.read(1)
-        f.seek(2 * h.MIB)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    result = h.run_module("blob_upload", dict(cs_args, manifest_path=bset.manifest, block_size_mb=1))
-    h.assert_clean_failure(result, "does not match its manifest", "not uploaded")
-    assert h.blob_names(service, container) == []
-
-
-def test_same_name_other_content_is_never_overwritten(azure_env, service, container, cs_args, tmp_path):
-    first = h.make_backup_set(str(tmp_path / "one"), "iot", "20261127T020000Z")
-    assert h.store_for(azure_env, container).upload_backup_set(first.manifest)["changed"] is True
-    before = h.blob_state(service, container)
-    other = h.make_backup_set(str(tmp_path / "two"), "iot", "20261127T020000Z")
-    result = h.run_module("blob_upload", dict(cs_args, manifest_path=other.manifest))
-    h.assert_clean_failure(result, "refusing to overwrite", "never overwritten")
-    assert h.blob_state(service, container) == before
+        # The same through the runner's entry point: a SAS signed with another key, odd host labels.
+        forged = generate_container_sas(
+            account,
+            names["sas"],
+            account_key="Zm9yZ2VkIGtleQ==",
+            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
+        )
+        store = h._azure.open_store(
+            {
+                "auth_mode": "sas",
+                "sas_token": forged,
+                "account_url": endpoint,
+                "container": names["sas"],
+                "max_retries": 0,
+            },
+            environ={},
+        )
+        with pytest.raises(h._azure.ServiceError) as info:
+            store.upload_backup_set(bset.manifest)
+        assert "auth_mode=sas" in str(info.value) and forged.split("sig=")[1] not in str(info.value)
+        store = h.store_for(azure_env, names["name"])
+        for host in ("bad\x07host", "two words", "x" * 300, ".."):
+            with pytest.raises(h._azure.BlobNameError):
+                store.upload_backup_set(bset.manifest, host=host)
+        assert h.blob_names(service, names["name"]) == []
+    finally:
+        for name in names.values():
+            if service.get_container_client(name).exists():
+                service.delete_container(name)

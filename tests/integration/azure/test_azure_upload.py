@@ -13,16 +13,26 @@ import azure_helpers as h
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 
-def test_check_mode_then_upload_then_nothing_resent(service, container, cs_args, tmp_path):
+def test_check_mode_then_upload_then_nothing_resent(azure_env, service, container, cs_args, tmp_path):
     bset = h.make_backup_set(str(tmp_path), "iot", "20261127T020000Z", size=3 * h.MIB + 17)
+    # The connection string and the container come from the environment: parameters not given
+    # fall back to AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_CONTAINER.
     args = dict(cs_args, manifest_path=bset.manifest, block_size_mb=1)
+    del args["connection_string"], args["container"]
+    env = {
+        "AZURE_STORAGE_CONNECTION_STRING": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
+        "AZURE_STORAGE_CONTAINER": container,
+    }
 
-    checked = h.run_module("blob_upload", args, check=True)
+    def run_module(*a, **kw):
+        return h.run_module(*a, env=env, secrets=[azure_env["AZURE_STORAGE_KEY"]], **kw)
+
+    checked = run_module("blob_upload", args, check=True)
     assert checked["changed"] is True and checked["container_created"] is True
     assert [b["status"] for b in checked["blobs"]] == ["would_upload"] * 3
     assert not service.get_container_client(container).exists(), "check mode created the container"
 
-    done = h.run_module("blob_upload", args)
+    done = run_module("blob_upload", args)
     assert done["changed"] is True, done
     folder = "timescaledb/%s/iot/2026/11/20261127T020000Z" % h.HOST
     assert [b["name"] for b in done["blobs"]] == [folder + ".dump", folder + ".globals.sql", folder + ".manifest.json"]
@@ -51,7 +61,7 @@ def test_check_mode_then_upload_then_nothing_resent(service, container, cs_args,
     assert manifest_blob.get_blob_properties().last_modified >= props.last_modified
 
     before = h.blob_state(service, container)
-    again = h.run_module("blob_upload", args)
+    again = run_module("blob_upload", args)
     assert again["changed"] is False and again["bytes"] == 0
     assert [b["status"] for b in again["blobs"]] == ["skipped"] * 3
     assert h.blob_state(service, container) == before, "a re-run rewrote a blob"
@@ -94,28 +104,7 @@ def test_account_key_and_sas_modes(azure_env, service, container, tmp_path):
     assert by_sas["changed"] is True, by_sas
     for blob in by_sas["blobs"]:
         assert "sig=" not in blob["url"] and "?" not in blob["url"]
-    before = h.blob_state(service, container)
-    assert h.run_module("blob_upload", sas_args)["changed"] is False
-    assert h.blob_state(service, container) == before
-    assert len(before) == 6
-
-
-def test_settings_from_the_environment(azure_env, service, container, tmp_path):
-    """Parameters win over environment variables; the environment fills what is not given."""
-    service.create_container(container)
-    bset = h.make_backup_set(str(tmp_path), "iot", "20261122T020000Z")
-    env = {
-        "AZURE_STORAGE_CONNECTION_STRING": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
-        "AZURE_STORAGE_CONTAINER": container,
-    }
-    result = h.run_module(
-        "blob_upload",
-        {"auth_mode": "connection_string", "manifest_path": bset.manifest},
-        env=env,
-        secrets=[azure_env["AZURE_STORAGE_KEY"]],
-    )
-    assert result["changed"] is True, result
-    assert len(h.blob_names(service, container)) == 3
+    assert len(h.blob_names(service, container)) == 6
 
 
 RUNNER = r"""
@@ -246,16 +235,16 @@ def test_entra_through_default_azure_credential(service, tmp_path):
             "AZURE_TOKEN_CREDENTIALS": "AzureCliCredential",
             "REQUESTS_CA_BUNDLE": cert,
         }
-        done = h.run_module("blob_upload", upload, env=env)
+        done, down = h.run_tasks(
+            [
+                ("blob_upload", upload),
+                ("blob_download", dict(args, dest=os.path.join(folder, "restore"), database="iot", host_label=h.HOST)),
+            ],
+            env=env,
+        )
         assert done["changed"] is True and [b["status"] for b in done["blobs"]] == ["uploaded"] * 3, done
         assert "get-access-token" in open(os.path.join(folder, "az.calls")).read()
         assert done["url"].startswith("https://127.0.0.1:%d/devstoreaccount1/entra/" % private.port)
-
-        down = h.run_module(
-            "blob_download",
-            dict(args, dest=os.path.join(folder, "restore"), database="iot", host_label=h.HOST),
-            env=env,
-        )
         assert down["changed"] is True, down
         assert h.mf.sha256_file(down["archive_path"]) == h.mf.sha256_file(bset.archive)
 

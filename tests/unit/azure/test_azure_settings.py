@@ -89,8 +89,6 @@ def test_redaction():
 
 
 def test_entra_credential_choice():
-    if not az.HAS_AZURE_IDENTITY:
-        pytest.fail("azure-identity is a runtime requirement (requirements/runtime.txt)")
     sp = az.entra_credential({"tenant_id": "t", "client_id": "c", "client_secret": "s"})
     assert type(sp).__name__ == "ClientSecretCredential"
     default = az.entra_credential({"client_id": "managed-id"})
