@@ -20,17 +20,20 @@ description:
   - Selects one set - by O(backup_id), the latest, or the latest at or before O(as_of) - and returns its manifest.
   - Read-only; never reports a change.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only, in check mode as in a normal run.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: N/A
     details: Changes nothing.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Read-only; always C(changed=false).
 options:

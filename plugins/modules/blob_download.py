@@ -23,16 +23,19 @@ description:
     RV(rehydration=pending) - run it again once Azure has finished (hours with O(rehydrate_priority=Standard)).
   - Never overwrites a local file. If the same set is already there (same manifest), nothing is done.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Selects the set and reports what would be downloaded or rehydrated; writes nothing, changes no tier.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: A set already present locally with the same manifest is left alone (C(changed=false)).
 options:
