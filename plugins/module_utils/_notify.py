@@ -19,6 +19,7 @@ Config (a dict, e.g. the JSON file the backup_agent role writes with mode 0600):
     webhook_url: https://hooks.slack.com/services/...   # optional
     webhook_format: slack | teams | generic              # default slack
     webhook_timeout: 10                                  # seconds
+    webhook_ca_file: /path/ca.pem                        # optional; the system trust store otherwise
     smtp:                                                # optional
       host: smtp.example.com
       port: 587            # default 587 with starttls, else 25
@@ -70,7 +71,8 @@ def check_config(config):
     """Raises NotifyConfigError for a config that cannot work. Returns the config."""
     if not isinstance(config, dict):
         raise NotifyConfigError("notification config must be a dict")
-    unknown = sorted(set(config) - {"webhook_url", "webhook_format", "webhook_timeout", "smtp", "on_success"})
+    known = {"webhook_url", "webhook_format", "webhook_timeout", "webhook_ca_file", "smtp", "on_success"}
+    unknown = sorted(set(config) - known)
     if unknown:
         raise NotifyConfigError("notification config: unknown keys %s" % ", ".join(unknown))
     url = config.get("webhook_url")
@@ -226,7 +228,24 @@ def webhook_payload(message, fmt="slack"):
     return doc
 
 
-def send_webhook(url, payload, timeout=DEFAULT_TIMEOUT, secrets=()):
+def _http_opener(ca_file=None):
+    """An opener for http and https only (urllib's default one also opens file:, ftp: and data:
+    URLs), honouring the environment's proxy settings; https is verified against ``ca_file`` or
+    the system trust store."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file or None)),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def send_webhook(url, payload, timeout=DEFAULT_TIMEOUT, secrets=(), ca_file=None):
     """POSTs ``payload`` as JSON. Returns ``(ok, status, error)``; never raises for delivery."""
     secrets = list(secrets) + config_secrets({"webhook_url": url})
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
@@ -239,7 +258,7 @@ def send_webhook(url, payload, timeout=DEFAULT_TIMEOUT, secrets=()):
         headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "insa.timescaledb_backup"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - checked above
+        with _http_opener(ca_file).open(request, timeout=timeout) as response:
             response.read(65536)
             return True, response.status, None
     except urllib.error.HTTPError as e:
@@ -313,6 +332,7 @@ def notify(config, event, logger=None):
             webhook_payload(message, fmt),
             timeout=float(config.get("webhook_timeout") or DEFAULT_TIMEOUT),
             secrets=secrets,
+            ca_file=config.get("webhook_ca_file"),
         )
         results.append({"channel": "webhook", "format": fmt, "ok": ok, "status": status, "error": error})
     if config.get("smtp"):

@@ -324,3 +324,18 @@ def test_a_multi_line_summary_follows_the_title(http_receiver):
     assert text.startswith(
         "tsdb-backup backup FAILED on db1.example\niot: FAILED, dump failed: boom\nfleet: ok, backup 20270115T020000Z\n"
     )
+
+
+def test_https_webhook_verified_against_the_given_ca(tls_files, http_receiver):
+    ca, cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    http_receiver.socket = context.wrap_socket(http_receiver.socket, server_side=True)
+    url = hook_url(http_receiver).replace("http://", "https://")
+    (untrusted,) = _notify.notify({"webhook_url": url}, failure_event(url))
+    (trusted,) = _notify.notify({"webhook_url": url, "webhook_ca_file": ca}, failure_event(url))
+    assert untrusted["ok"] is False and "CERTIFICATE_VERIFY_FAILED" in untrusted["error"]
+    secrets_absent(untrusted["error"], url)
+    assert trusted == {"channel": "webhook", "format": "slack", "ok": True, "status": 200, "error": None}
+    (req,) = http_receiver.requests
+    assert req["json"]["text"].startswith("tsdb-backup backup FAILED on db1.example")
