@@ -599,6 +599,14 @@ class BlobStore:
         code = _error_code(exc)
         status = getattr(exc, "status_code", None)
         where = "%s (container %s at %s)" % (action, self.container, self.account_url)
+        if isinstance(exc, ClientAuthenticationError) and status is None and self.settings["auth_mode"] == "entra":
+            # No HTTP status: the credential itself could not get a token.
+            lines = [line.strip() for line in ("%s" % (exc,)).splitlines() if line.strip()]
+            return ServiceError(
+                "could not get a Microsoft Entra token to %s: %s. Check the managed or workload identity, the "
+                "AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET variables or tenant_id, client_id and "
+                "client_secret" % (where, self.redact(" ".join(lines[:4]) or type(exc).__name__))
+            )
         if (
             isinstance(exc, ClientAuthenticationError)
             or status in (401, 403)
@@ -616,10 +624,7 @@ class BlobStore:
                 % (self.settings["auth_mode"], where, code or self._first_line(exc), hint)
             )
         if code == "ContainerNotFound":
-            return NotFoundError(
-                "container %s does not exist at %s; create it or set create_container: true"
-                % (self.container, self.account_url)
-            )
+            return self._missing_container()
         if code == "BlobArchived":
             return ArchivedError("%s: the blob is in the Archive tier; rehydrate it first" % where)
         if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
@@ -630,6 +635,12 @@ class BlobStore:
             )
         return ServiceError("Azure failed to %s: %s" % (where, code or self._first_line(exc)))
 
+    def _missing_container(self):
+        return NotFoundError(
+            "container %s does not exist at %s; create it or set create_container: true"
+            % (self.container, self.account_url)
+        )
+
     def _first_line(self, exc):
         text = getattr(exc, "message", None) or "%s" % (exc,) or type(exc).__name__
         return self.redact(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
@@ -637,8 +648,9 @@ class BlobStore:
     # -- container
 
     def ensure_container(self, create=None, check_mode=False):
-        """True when the container exists or was created ('created' in the return), raises
-        NotFoundError when it is missing and create is false."""
+        """{'exists': ..., 'created': ...}; creates the container when it is missing and create
+        (default: the create_container setting) is true - in check mode only says it would -,
+        else raises NotFoundError."""
         if self._container_checked:
             return {"exists": True, "created": False}
         create = self.settings["create_container"] if create is None else create
@@ -654,10 +666,7 @@ class BlobStore:
             self._container_checked = True
             return {"exists": True, "created": False}
         if not create:
-            raise NotFoundError(
-                "container %s does not exist at %s; create it or set create_container: true"
-                % (self.container, self.account_url)
-            )
+            raise self._missing_container()
         if check_mode:
             return {"exists": False, "created": True}
         try:
@@ -691,7 +700,7 @@ class BlobStore:
             "size": props.size,
             "etag": (props.etag or "").strip('"') or None,
             "last_modified": _iso(props.last_modified),
-            "tier": "%s" % (props.blob_tier,) if props.blob_tier else None,
+            "tier": getattr(props.blob_tier, "value", props.blob_tier) or None,
             "tier_change_time": _iso(getattr(props, "blob_tier_change_time", None)),
             "archive_status": getattr(props, "archive_status", None),
             "sha256": metadata.get("sha256"),

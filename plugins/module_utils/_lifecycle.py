@@ -409,7 +409,7 @@ def apply_data_plane(store, settings_list, now=None, check_mode=False):
             raise store.explain(e, "list %s" % (start or "the container")) from None
         for props in blobs:
             examined += 1
-            current = "%s" % (props.blob_tier,) if props.blob_tier else "Hot"
+            current = getattr(props.blob_tier, "value", props.blob_tier) or "Hot"
             if getattr(props, "archive_status", None):
                 continue
             tier = target_tier(

@@ -17,7 +17,7 @@ import rig  # noqa: E402
 
 REPO = rig.REPO
 sys.path.insert(0, os.path.join(REPO, "collections"))
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle  # noqa: E402, F401
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
 
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")

@@ -5,9 +5,8 @@ import datetime
 
 import azure_helpers as h
 import pytest
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle as lc
 from arm_double import ArmDouble
-
-lc = h._lifecycle
 
 FOREIGN = {
     "enabled": True,
