@@ -398,7 +398,7 @@ def close_database(conn, dbname):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (dbname,),
         )
-    for _ in range(50):
+    for _attempt in range(50):
         if not scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)):
             return
         time.sleep(0.1)

@@ -369,6 +369,3 @@ def main(argv=None, environ=None):
         logger.info("summary: %s", line)
     return EXIT_OK if all(r["success"] for r in results) else EXIT_FAILED
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -23,16 +23,19 @@ description:
     that the database exists, the directory (exists, mode C(0700), owned by the user running the
     module), the client tool versions and the free space.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs the pre-flight checks only and reports the paths it would write.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
     details: Every run takes a new backup; that is its purpose.
 options:

@@ -23,16 +23,19 @@ description:
     for two copies.
   - On a fresh server the roles of the backup's cluster are created first (without passwords), so ownership and grants restore intact.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verifies the set and reports what would happen; nothing is created, renamed or dropped.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
     details: Each run restores again.
 options:

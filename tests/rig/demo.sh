@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the main job on the embedded default, start to finish, with readable output.
 source "$(dirname "$0")/lib.sh"
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 export PATH="$REPO_ROOT/.venv/bin:$PATH"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Lists the blobs of the rig's Azurite container (for make demo): name, tier, size."""
 
 import os

@@ -29,7 +29,7 @@ def test_not_uploaded_is_kept_unless_forced():
     delete, keep = _prune.plan(e, keep_days=30, uploaded_ids={e[1]["backup_id"]}, now=NOW)
     assert ids(delete) == [e[1]["backup_id"]]
     assert {k["backup_id"]: k["reason"] for k in keep}[e[0]["backup_id"]] == "not yet uploaded to Azure"
-    delete, _ = _prune.plan(e, keep_days=30, uploaded_ids=set(), force=True, now=NOW)
+    delete, _keep = _prune.plan(e, keep_days=30, uploaded_ids=set(), force=True, now=NOW)
     assert ids(delete) == ids(e[:2])
 
 

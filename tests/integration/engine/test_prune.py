@@ -16,7 +16,7 @@ def ids_on_disk(container, backup_dir, db):
 
 def test_check_mode_real_run_rerun(container, pg, engine_db, backup_dir):
     made = []
-    for _ in range(3):
+    for _attempt in range(3):
         res = rig.ansible_module("dump", dict(pg, database=engine_db, backup_dir=backup_dir))
         assert res.get("failed") is not True, res
         made.append(res["backup_id"])

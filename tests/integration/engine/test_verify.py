@@ -12,7 +12,7 @@ def two_backups(container, pg, engine_db):
     src = "/var/backups/it/verify-src"
     rig.sh(container, "rm -rf %s && mkdir -p -m 0700 %s" % (src, src))
     ids = []
-    for _ in range(2):
+    for _attempt in range(2):
         res = rig.ansible_module("dump", dict(pg, database=engine_db, backup_dir=src))
         assert res.get("failed") is not True, res
         ids.append(res["backup_id"])
