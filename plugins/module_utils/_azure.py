@@ -32,6 +32,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _verify
 
 try:
     from azure.core import MatchConditions
@@ -500,8 +501,9 @@ def select_backup(entries, backup_id=None, as_of=None):
 
 
 def merge_catalog(local, remote):
-    """One list over local sets (_manifest.list_local) and remote entries (list_remote), keyed by
-    (database, backup_id), oldest first. Marks local sets not yet uploaded completely."""
+    """One list over local sets (_manifest.list_local, optionally with 'verified') and remote
+    entries (list_remote), keyed by (database, backup_id), oldest first. Marks local sets not yet
+    uploaded completely."""
     merged = collections.OrderedDict()
     for entry in local:
         manifest = entry.get("manifest") or {}
@@ -512,6 +514,7 @@ def merge_catalog(local, remote):
             "local": {
                 "manifest_path": entry["manifest_path"],
                 "usable": entry.get("manifest") is not None,
+                "verified": entry.get("verified"),
                 "error": entry.get("error"),
             },
             "remote": None,
@@ -1056,16 +1059,32 @@ class BlobStore:
 
     # -- catch-up
 
-    def pending_uploads(self, backup_dir, database=None, host=None, look_remote=True):
-        """Local sets with a readable manifest whose manifest blob is not in Azure, oldest first;
-        and the local sets that cannot be uploaded (unreadable manifest) with the reason."""
+    def pending_uploads(self, backup_dir, database=None, host=None, look_remote=True, verified_only=True):
+        """Local sets whose manifest blob is not in Azure, oldest first, and the local sets that
+        are not uploaded with the reason: an unreadable manifest, or (verified_only) no passing
+        verification of this very archive (_verify's <id>.verify.json)."""
         local = mf.list_local(backup_dir, database)
-        usable = [e for e in local if e["manifest"] is not None]
         unusable = [
             {"backup_id": e["backup_id"], "database": e["database"], "error": e["error"]}
             for e in local
             if e["manifest"] is None
         ]
+        usable = []
+        for e in local:
+            if e["manifest"] is None:
+                continue
+            if verified_only and not _verify.is_verified(
+                mf.BackupSet.from_manifest(backup_dir, e["manifest"]), e["manifest"]
+            ):
+                unusable.append(
+                    {
+                        "backup_id": e["backup_id"],
+                        "database": e["database"],
+                        "error": "not verified: no passing verification of this archive (run verify)",
+                    }
+                )
+                continue
+            usable.append(e)
 
         def key(entry):
             return (host or entry["manifest"].get("host") or socket.getfqdn(), entry["database"], entry["backup_id"])
@@ -1077,13 +1096,16 @@ class BlobStore:
             )
         return [e for e in usable if key(e) not in done], unusable
 
-    def catch_up(self, backup_dir, database=None, host=None, check_mode=False, **upload_options):
+    def catch_up(self, backup_dir, database=None, host=None, check_mode=False, verified_only=True, **upload_options):
         """Uploads every verified local set not yet in Azure, oldest first. A set that is damaged
         or conflicts is reported and skipped; an unreachable or refusing service stops the run.
+        Unverified sets (verified_only) and unreadable ones are listed in 'unusable', not sent.
         Returns a result with 'failures' (non-empty means the run should fail)."""
         timer = _Timer()
         container = self.ensure_container(check_mode=check_mode)
-        pending, unusable = self.pending_uploads(backup_dir, database, host, look_remote=container["exists"])
+        pending, unusable = self.pending_uploads(
+            backup_dir, database, host, look_remote=container["exists"], verified_only=verified_only
+        )
         sets, failures, warnings = [], [], []
         stopped = None
         for entry in pending:

@@ -102,18 +102,20 @@ EXAMPLES = r"""
 RETURN = r"""
 backups:
   description:
-    - Every set, oldest first - backup_id, database, host, local (manifest_path, usable, error or null),
+    - Every set, oldest first - backup_id, database, host, local (manifest_path, usable, verified, error; or null),
       remote (complete, blobs with tier and sha256, bytes, url, archived, manifest if read; or null),
       uploaded (the manifest is in Azure), complete (usable somewhere).
   returned: always
   type: list
   elements: dict
 not_uploaded:
-  description: Local usable sets that are not complete in Azure, oldest first.
+  description:
+    - Local usable sets that are not complete in Azure, oldest first, with C(verified) - whether their last
+      verification passed (catch-up uploads only those).
   returned: always
   type: list
   elements: dict
-  sample: [{"backup_id": "20261126T020000Z", "database": "iot"}]
+  sample: [{"backup_id": "20261126T020000Z", "database": "iot", "verified": true}]
 selected:
   description: The selected set (same keys as in RV(backups)) with its C(manifest), or null when none matches.
   returned: always
@@ -128,7 +130,7 @@ counts:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 
@@ -137,6 +139,9 @@ def catalog(module, store):
     if p["database"]:
         mf.validate_database_name(p["database"])
     local = mf.list_local(p["backup_dir"], p["database"]) if p["backup_dir"] else []
+    for entry in local:
+        bset = mf.BackupSet.from_manifest(p["backup_dir"], entry["manifest"]) if entry["manifest"] else None
+        entry["verified"] = bool(bset) and _verify.is_verified(bset, entry["manifest"])
     remote = []
     if store is not None:
         remote = store.list_remote(p["host_label"] or socket.getfqdn(), p["database"])
@@ -154,7 +159,12 @@ def catalog(module, store):
         elif selected["remote"] is not None:
             selected["manifest"] = store.with_manifests([dict(selected["remote"])])[0].get("manifest")
     not_uploaded = [
-        {"backup_id": b["backup_id"], "database": b["database"], "manifest_path": b["local"]["manifest_path"]}
+        {
+            "backup_id": b["backup_id"],
+            "database": b["database"],
+            "manifest_path": b["local"]["manifest_path"],
+            "verified": b["local"]["verified"],
+        }
         for b in backups
         if b["local"] and b["local"]["usable"] and not b["uploaded"]
     ]

@@ -60,6 +60,15 @@ options:
   backup_dir:
     description: Directory of backup sets (C(<backup_dir>/<database>/...)) for O(catch_up=true).
     type: path
+  verified_only:
+    description:
+      - With O(catch_up=true), upload only sets whose last verification passed for this very archive (the
+        C(<backup_id>.verify.json) that M(insa.timescaledb_backup.verify) writes). Others are listed in
+        RV(unusable) and not sent.
+      - An upload of one set by O(manifest_path) does not look at verification; the archive is always checked
+        against the manifest's sha256 before it is committed.
+    type: bool
+    default: true
   database:
     description: With O(catch_up=true), only this database's sets.
     type: str
@@ -183,7 +192,7 @@ failures:
   type: list
   elements: dict
 unusable:
-  description: Local sets whose manifest cannot be read; never uploaded.
+  description: Local sets not uploaded, with the reason - an unreadable manifest, or not verified (O(verified_only)).
   returned: when O(catch_up=true)
   type: list
   elements: dict
@@ -199,6 +208,7 @@ def main():
         manifest_path=dict(type="path"),
         catch_up=dict(type="bool", default=False),
         backup_dir=dict(type="path"),
+        verified_only=dict(type="bool", default=True),
         database=dict(type="str"),
         host_label=dict(type="str"),
         access_tier=dict(type="str", choices=list(_azure.TIERS)),
@@ -231,7 +241,15 @@ def main():
         check_mode=module.check_mode,
     )
     if p["catch_up"]:
-        result = _azure.module_call(module, redact, store.catch_up, p["backup_dir"], database=p["database"], **options)
+        result = _azure.module_call(
+            module,
+            redact,
+            store.catch_up,
+            p["backup_dir"],
+            database=p["database"],
+            verified_only=p["verified_only"],
+            **options,
+        )
     else:
         result = _azure.module_call(module, redact, store.upload_backup_set, p["manifest_path"], **options)
     for warning in result.pop("warnings", []):

@@ -17,7 +17,7 @@ import rig  # noqa: E402
 
 REPO = rig.REPO
 sys.path.insert(0, os.path.join(REPO, "collections"))
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _verify  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
 
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
@@ -173,9 +173,10 @@ def write_random(path, size, chunk=4 * MIB):
     return writer_hash.hexdigest(), size
 
 
-def make_backup_set(backup_dir, database, backup_id, size=64 * 1024, host=HOST, directory_format=False):
+def make_backup_set(backup_dir, database, backup_id, size=64 * 1024, host=HOST, directory_format=False, verified=True):
     """A well-formed backup set (random archive content: the Azure tier never looks inside),
-    with a manifest shaped like the dump module's, written through _manifest."""
+    with a manifest shaped like the dump module's, written through _manifest; verified (at the
+    checksum level, by _verify itself) unless told otherwise."""
     bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
     os.makedirs(bset.folder, mode=0o700, exist_ok=True)
     archive = {"file": os.path.basename(bset.archive)}
@@ -209,6 +210,8 @@ def make_backup_set(backup_dir, database, backup_id, size=64 * 1024, host=HOST, 
         "hypertables": {},
     }
     mf.write_manifest(bset.manifest, manifest)
+    if verified:
+        assert _verify.verify(None, backup_dir, database, backup_id, level="checksum")["ok"]
     return bset
 
 

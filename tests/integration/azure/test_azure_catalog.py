@@ -17,10 +17,11 @@ def test_catch_up_after_a_five_day_outage(azure_env, service, container, cs_args
     # the order of upload cannot come from the order of creation on disk.
     for backup_id in reversed(DAYS):
         h.make_backup_set(backup_dir, "iot", backup_id, size=256 * 1024)
-    # A set whose manifest is damaged is reported and never uploaded.
+    # A set whose manifest is damaged and one never verified are reported and never uploaded.
     broken = h.make_backup_set(backup_dir, "iot", "20261120T020000Z")
     with open(broken.manifest, "a") as f:
         f.write("{")
+    h.make_backup_set(backup_dir, "iot", "20261119T020000Z", verified=False)
     args = dict(cs_args, catch_up=True, backup_dir=backup_dir)
     before = h.blob_state(service, container)
 
@@ -30,14 +31,18 @@ def test_catch_up_after_a_five_day_outage(azure_env, service, container, cs_args
 
     done = h.run_module("blob_upload", args)
     assert done["changed"] is True and done["uploaded"] == DAYS, done
-    assert done["failures"] == [] and [u["backup_id"] for u in done["unusable"]] == ["20261120T020000Z"]
+    assert done["failures"] == []
+    unusable = {u["backup_id"]: u["error"] for u in done["unusable"]}
+    assert sorted(unusable) == ["20261119T020000Z", "20261120T020000Z"]
+    assert unusable["20261119T020000Z"].startswith("not verified")
+    assert "is not valid JSON" in unusable["20261120T020000Z"]
     after = h.blob_state(service, container)
     assert len(after) == 3 * 6
     assert {n: after[n] for n in before} == before, "the set uploaded before was sent again"
     manifests = sorted((v[1], n) for n, v in after.items() if n.endswith(".manifest.json") and n not in before)
     # Oldest first: manifests were committed in backup-id order.
     assert [n.rsplit("/", 1)[1][:16] for _t, n in manifests] == DAYS
-    assert not [n for n in after if "20261120T020000Z" in n]
+    assert not [n for n in after if "20261120T020000Z" in n or "20261119T020000Z" in n]
 
     again = h.run_module("blob_upload", args)
     assert again["changed"] is False and again["uploaded"] == [] and again["bytes"] == 0
@@ -49,7 +54,7 @@ def test_catalog_and_download_selection(azure_env, service, container, cs_args, 
     store = h.store_for(azure_env, container)
     for backup_id in DAYS[:3]:
         store.upload_backup_set(h.make_backup_set(backup_dir, "iot", backup_id).manifest)
-    h.make_backup_set(backup_dir, "iot", DAYS[3])  # taken, not uploaded yet
+    h.make_backup_set(backup_dir, "iot", DAYS[3], verified=False)  # taken, not verified nor uploaded yet
     info_args = dict(cs_args, backup_dir=backup_dir, host_label=h.HOST, as_of="2026-11-24T01:59:59Z")
 
     dest = str(tmp_path / "restore")
@@ -66,7 +71,8 @@ def test_catalog_and_download_selection(azure_env, service, container, cs_args, 
     assert info["changed"] is False, info
     assert [b["backup_id"] for b in info["backups"]] == DAYS[:4]
     assert [b["uploaded"] for b in info["backups"]] == [True, True, True, False]
-    assert [n["backup_id"] for n in info["not_uploaded"]] == [DAYS[3]]
+    assert [(n["backup_id"], n["verified"]) for n in info["not_uploaded"]] == [(DAYS[3], False)]
+    assert [b["local"]["verified"] for b in info["backups"]] == [True, True, True, False]
     assert info["counts"] == {"local": 4, "remote": 3, "not_uploaded": 1}
     assert info["selected"]["backup_id"] == DAYS[1] and info["selected"]["manifest"]["backup_id"] == DAYS[1]
     remote = info["backups"][0]["remote"]
