@@ -695,6 +695,16 @@ class BlobStore:
             raise self.explain(e, "read the properties of %s" % name) from None
         return self._blob_info(props)
 
+    def _listing(self, start):
+        """name -> blob info (as properties() gives it) of the blobs whose names start with start."""
+        try:
+            return {
+                props.name: self._blob_info(props)
+                for props in self.container_client.list_blobs(name_starts_with=start or None, include=["metadata"])
+            }
+        except AzureError as e:
+            raise self.explain(e, "list %s" % (start or "the container")) from None
+
     def _blob_info(self, props):
         metadata = dict(props.metadata or {})
         return {
@@ -804,10 +814,15 @@ class BlobStore:
         items = self._set_items(bset, manifest, host)
         container = self.ensure_container(check_mode=check_mode)
 
-        # Plan: look at every blob first, so a conflict fails before anything is sent.
+        # Plan: look at every blob first (one listing of the set's names, with metadata), so a
+        # conflict fails before anything is sent.
+        existing = {}
+        if container["exists"]:
+            folder = blob_folder(self.prefix, host, bset.database, bset.backup_id)
+            existing = self._listing(join_name(folder, bset.backup_id + "."))
         conflicts = []
         for item in items:
-            item["remote"] = self.properties(item["name"]) if container["exists"] else None
+            item["remote"] = existing.get(item["name"])
             remote = item["remote"]
             if remote is not None and remote["sha256"] != item["sha256"]:
                 conflicts.append(
@@ -846,13 +861,8 @@ class BlobStore:
             "database": bset.database,
             "host": host,
             "container_created": container["created"],
-            "url": self.url(archive["name"])
-            if not bset.directory_format
-            else self.url(
-                join_name(
-                    blob_folder(self.prefix, host, bset.database, bset.backup_id), bset.backup_id + mf.DIRECTORY_SUFFIX
-                )
-            ),
+            # A directory-format archive: the URL of its folder.
+            "url": archive["url"].rsplit("/", 1)[0] if bset.directory_format else archive["url"],
             "manifest_url": blobs[-1]["url"],
             "etag": archive.get("etag"),
             "bytes": sent,
@@ -979,44 +989,39 @@ class BlobStore:
         """Backup sets under <prefix>/[<host>/[<database>/]], oldest first, from one listing
         with metadata (no blob is read). An entry is complete when its manifest blob exists."""
         sets = collections.OrderedDict()
-        start = self.folder(host, database if host else None)
-        try:
-            for props in self.container_client.list_blobs(name_starts_with=start or None, include=["metadata"]):
-                parsed = parse_blob_name(props.name, self.prefix)
-                if parsed is None or (database and parsed["database"] != database):
-                    continue
-                key = (parsed["host"], parsed["database"], parsed["backup_id"])
-                entry = sets.get(key)
-                if entry is None:
-                    entry = sets[key] = {
-                        "host": parsed["host"],
-                        "database": parsed["database"],
-                        "backup_id": parsed["backup_id"],
-                        "time": mf.isoformat(mf.backup_id_time(parsed["backup_id"])),
-                        "complete": False,
-                        "directory_format": False,
-                        "archived": False,
-                        "bytes": 0,
-                        "blobs": [],
-                        "manifest_name": None,
-                        "url": None,
-                    }
-                info = self._blob_info(props)
-                info.pop("metadata")
-                info.update({"kind": parsed["kind"], "part": parsed["part"]})
-                entry["blobs"].append(info)
-                entry["bytes"] += props.size or 0
-                entry["archived"] = entry["archived"] or info["tier"] == "Archive"
-                if parsed["kind"] == KIND_MANIFEST:
-                    entry["complete"] = True
-                    entry["manifest_name"] = props.name
-                elif parsed["kind"] == KIND_ARCHIVE:
-                    entry["url"] = info["url"]
-                elif parsed["kind"] == KIND_ARCHIVE_PART:
-                    entry["directory_format"] = True
-                    entry["url"] = url_without_sas(info["url"].rsplit("/", 1)[0])
-        except AzureError as e:
-            raise self.explain(e, "list %s" % (start or "the container")) from None
+        for name, info in self._listing(self.folder(host, database if host else None)).items():
+            parsed = parse_blob_name(name, self.prefix)
+            if parsed is None or (database and parsed["database"] != database):
+                continue
+            key = (parsed["host"], parsed["database"], parsed["backup_id"])
+            entry = sets.get(key)
+            if entry is None:
+                entry = sets[key] = {
+                    "host": parsed["host"],
+                    "database": parsed["database"],
+                    "backup_id": parsed["backup_id"],
+                    "time": mf.isoformat(mf.backup_id_time(parsed["backup_id"])),
+                    "complete": False,
+                    "directory_format": False,
+                    "archived": False,
+                    "bytes": 0,
+                    "blobs": [],
+                    "manifest_name": None,
+                    "url": None,
+                }
+            info.pop("metadata")
+            info.update({"kind": parsed["kind"], "part": parsed["part"]})
+            entry["blobs"].append(info)
+            entry["bytes"] += info["size"] or 0
+            entry["archived"] = entry["archived"] or info["tier"] == "Archive"
+            if parsed["kind"] == KIND_MANIFEST:
+                entry["complete"] = True
+                entry["manifest_name"] = name
+            elif parsed["kind"] == KIND_ARCHIVE:
+                entry["url"] = info["url"]
+            elif parsed["kind"] == KIND_ARCHIVE_PART:
+                entry["directory_format"] = True
+                entry["url"] = info["url"].rsplit("/", 1)[0]
         return sorted(sets.values(), key=lambda e: (e["backup_id"], e["host"], e["database"]))
 
     def read_blob(self, name, max_bytes=64 * MIB):
