@@ -19,6 +19,7 @@ credentials.env written by the role)::
     TSDB_BACKUP_KEEP_DAYS / TSDB_BACKUP_KEEP_LAST   local rotation (default 7 / 3)
     TSDB_BACKUP_UPLOAD          true (default) | false
     TSDB_BACKUP_AZURE_AUTH_MODE, TSDB_BACKUP_AZURE_PREFIX, AZURE_STORAGE_*   Azure settings
+    TSDB_BACKUP_AZURE_MAX_RETRIES, TSDB_BACKUP_AZURE_RETRY_BACKOFF  retries of transient errors
     TSDB_BACKUP_METRICS_DIR     node_exporter textfile directory (optional)
     TSDB_BACKUP_NOTIFY_CONFIG   JSON file for notifications (optional)
     TSDB_BACKUP_LOG_FORMAT      text (default) | json
@@ -86,6 +87,12 @@ def load_config(environ=None):
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX") or None,
                 "create_container": _bool(env.get("TSDB_BACKUP_AZURE_CREATE_CONTAINER"), False),
+                "max_retries": int(env["TSDB_BACKUP_AZURE_MAX_RETRIES"])
+                if env.get("TSDB_BACKUP_AZURE_MAX_RETRIES")
+                else None,
+                "retry_backoff": int(env["TSDB_BACKUP_AZURE_RETRY_BACKOFF"])
+                if env.get("TSDB_BACKUP_AZURE_RETRY_BACKOFF")
+                else None,
             },
         }
     except ValueError as e:
@@ -368,4 +375,3 @@ def main(argv=None, environ=None):
     for line in summary_lines(results).splitlines():
         logger.info("summary: %s", line)
     return EXIT_OK if all(r["success"] for r in results) else EXIT_FAILED
-
