@@ -210,8 +210,7 @@ def open_connection(params, database):
     conn = _pg.connect(params, database, autocommit=True)
     try:
         with conn.cursor() as cur:
-            for statement in SESSION_SETTINGS:
-                cur.execute(statement)
+            cur.execute("; ".join(SESSION_SETTINGS))
     except Exception:
         conn.close()
         raise
@@ -388,16 +387,18 @@ def fingerprint(conn, info, start, end):
 
 
 def list_slices(conn, info):
-    """Time slices of a hypertable, oldest first: start, end, chunks [{schema, name}]."""
+    """Time slices of a hypertable, oldest first: start, end, chunks [{schema, name}], oids."""
     found = _pg.rows(
         conn,
         "SELECT range_start, range_end, array_agg(chunk_schema::text ORDER BY chunk_name), "
-        "array_agg(chunk_name::text ORDER BY chunk_name) FROM timescaledb_information.chunks "
+        "array_agg(chunk_name::text ORDER BY chunk_name), "
+        "array_agg(format('%%I.%%I', chunk_schema, chunk_name)::regclass::oid::int8 ORDER BY chunk_name) "
+        "FROM timescaledb_information.chunks "
         "WHERE hypertable_schema = %s AND hypertable_name = %s GROUP BY range_start, range_end ORDER BY range_start",
         (info["schema"], info["table"]),
     )
     slices = []
-    for start, end, schemas, names in found:
+    for start, end, schemas, names, oids in found:
         if start is None or end is None:
             raise HistoryError("%s has chunks without a time range (integer time?): not supported" % info["name"])
         slices.append(
@@ -406,9 +407,34 @@ def list_slices(conn, info):
                 "end": utc(end),
                 "label": range_label(start, end),
                 "chunks": [{"schema": s, "name": n} for s, n in zip(schemas, names)],
+                "oids": list(oids),
             }
         )
     return slices
+
+
+def fingerprint_slices(conn, info, slices):
+    """{label: (rows, content_hash)} of consecutive slices in one scan: the hash is a sum, so
+    per-chunk sums add up to the slice's. Slices without rows get (0, '0')."""
+    if not slices:
+        return {}
+    query = sql.SQL(
+        "SELECT tableoid::int8, count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text "
+        "FROM {t} WHERE {w} GROUP BY 1"
+    ).format(cols=_col_list(info["columns"], cast=True), t=_table(info), w=_range_where(info))
+    per_chunk = {
+        oid: (int(count), int(digest))
+        for oid, count, digest in _pg.rows(
+            conn, query, {"lo": min(s["start"] for s in slices), "hi": max(s["end"] for s in slices)}
+        )
+    }
+    out = {}
+    for s in slices:
+        parts = [per_chunk.pop(oid) for oid in s["oids"] if oid in per_chunk]
+        out[s["label"]] = (sum(p[0] for p in parts), "%d" % sum(p[1] for p in parts))
+    if per_chunk:
+        raise HistoryError("%s: rows in chunks outside the listed slices (chunks changed meanwhile?)" % info["name"])
+    return out
 
 
 def retention_policy_jobs(conn, info):
@@ -714,7 +740,13 @@ def list_ranges(store, prefix_name):
             entry = ranges.setdefault(
                 range_label(start, end), {"start": start, "end": end, "data": {}, "manifests": {}}
             )
-            entry["data" if kind == KIND_DATA else "manifests"][version] = store._blob_info(props)
+            metadata = dict(props.metadata or {})
+            entry["data" if kind == KIND_DATA else "manifests"][version] = {
+                "name": props.name,
+                "size": props.size,
+                "sha256": metadata.get("sha256"),
+                "metadata": metadata,
+            }
     except _azure.AzureError as e:
         if isinstance(e, _azure.ResourceNotFoundError):
             return {}
@@ -843,6 +875,49 @@ def _metadata(values):
     return {k: _azure._metadata_value(v) for k, v in values.items() if v not in (None, "")}
 
 
+class _State:
+    """What the last runs found archived: {hypertable: {range label: [rows, content_hash]}} of
+    the closed live slices covered by a verified archive. A hint, never a proof: with it a run
+    that finds a slice's live count and hash unchanged asks Azure nothing. Retention never uses
+    it (it reads the archive itself), and reverify ignores it. Written atomically at the end of
+    a run; an unreadable file is ignored."""
+
+    FORMAT = "insa.timescaledb_backup/history-state"
+
+    def __init__(self, path, database):
+        self.path = path
+        self.database = database
+        self.known = {}
+        self.fresh = {}
+        self.warning = None
+        if path and os.path.exists(path):
+            try:
+                with open(path, "rb") as f:
+                    data = json.loads(f.read().decode("utf-8"))
+                if data.get("format") == self.FORMAT and data.get("database") == database:
+                    self.known = data.get("hypertables") or {}
+            except (OSError, ValueError, AttributeError) as e:
+                self.warning = "ignored the history state file %s: %s" % (path, e)
+
+    def get(self, hypertable, label):
+        value = (self.known.get(hypertable) or {}).get(label)
+        return (int(value[0]), "%s" % value[1]) if isinstance(value, list) and len(value) == 2 else None
+
+    def keep(self, hypertable, label, fingerprint_value):
+        self.fresh.setdefault(hypertable, {})[label] = [int(fingerprint_value[0]), "%s" % fingerprint_value[1]]
+
+    def save(self, hypertables_done):
+        if not self.path:
+            return
+        merged = {k: v for k, v in self.known.items() if k not in hypertables_done}
+        merged.update(self.fresh)
+        body = {"format": self.FORMAT, "version": 1, "database": self.database, "hypertables": merged}
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700)
+        mf.atomic_write_bytes(self.path, (json.dumps(body, sort_keys=True) + "\n").encode("utf-8"))
+
+
 class _Archiver:
     def __init__(self, params, database, store, now, grace, check_mode, verify, reverify, work, options):
         self.params = params
@@ -857,6 +932,8 @@ class _Archiver:
         self.options = options
         self.conn = None
         self.server = None
+        self.container_exists = True
+        self.state = _State(None, database)
 
     def run_table(self, name, result):
         info = describe_hypertable(self.conn, name)
@@ -872,12 +949,21 @@ class _Archiver:
             "oldest_unarchived": None,
         }
         result["hypertables"][info["name"]] = summary
-        remote = {}
-        for month in sorted({month_folder(folder, s["start"]) for s in closed}):
-            remote.update(list_ranges(self.store, month + "/") if self.container_exists else {})
+        live = fingerprint_slices(self.conn, info, closed)
+        todo = []
         for s in closed:
+            known = self.state.get(info["name"], s["label"])
+            if known is not None and not self.reverify and known == live[s["label"]]:
+                summary["unchanged"] += 1
+                self.state.keep(info["name"], s["label"], known)
+            else:
+                todo.append(s)
+        remote = {}
+        for month in sorted({month_folder(folder, s["start"]) for s in todo}):
+            remote.update(list_ranges(self.store, month + "/") if self.container_exists else {})
+        for s in todo:
             try:
-                outcome = self.slice(info, folder, s, remote.get(s["label"]))
+                outcome = self.slice(info, folder, s, remote.get(s["label"]), live[s["label"]])
             except _azure.AzureTierError as e:
                 if _service_error(e):
                     raise
@@ -888,6 +974,8 @@ class _Archiver:
                     self.conn.close()
                     self.conn = open_connection(self.params, self.database)
             status = outcome.pop("status")
+            if status in ("unchanged", "archived"):
+                self.state.keep(info["name"], s["label"], (outcome["covers_rows"], outcome["covers_hash"]))
             if status == "unchanged":
                 summary["unchanged"] += 1
                 continue
@@ -901,8 +989,8 @@ class _Archiver:
                 if summary["oldest_unarchived"] is None:
                     summary["oldest_unarchived"] = _iso(s["start"])
 
-    def slice(self, info, folder, s, entry):
-        rows, digest = fingerprint(self.conn, info, s["start"], s["end"])
+    def slice(self, info, folder, s, entry, fingerprint_now):
+        rows, digest = fingerprint_now
         latest = latest_version(entry)
         reason = "new"
         prior = None
@@ -918,7 +1006,9 @@ class _Archiver:
                 if intact and self.reverify:
                     intact = self._object_intact(data["name"], meta.get("object_sha256"))
                 if intact:
-                    return _slice_result(info, s, status="unchanged", version=latest)
+                    return _slice_result(
+                        info, s, status="unchanged", version=latest, covers_rows=rows, covers_hash=digest
+                    )
                 reason = "replaces_damaged"
             else:
                 reason = "changed"
@@ -1182,10 +1272,14 @@ def archive_history(
     block_size_mb=_azure.DEFAULT_BLOCK_SIZE_MB,
     max_concurrency=_azure.DEFAULT_CONCURRENCY,
     compression_level=DEFAULT_ZSTD_LEVEL,
+    state_file=None,
 ):
     """Archives every closed slice of the hypertables (default: all of the database) that has
     no verified archive matching its live count and hash. An unreachable Azure stops the run
-    ('stopped'); a slice that fails is reported in 'failures' and the others go on."""
+    ('stopped'); a slice that fails is reported in 'failures' and the others go on.
+
+    state_file (optional) remembers which live slices were found covered, so that a run in
+    which nothing changed asks Azure nothing (see _State)."""
     mf.validate_database_name(database)
     now = reference_time(now)
     if not check_mode:
@@ -1216,6 +1310,10 @@ def archive_history(
             "compression_level": int(compression_level),
         },
     )
+    archiver.state = _State(state_file, database)
+    if archiver.state.warning:
+        result["warnings"].append(archiver.state.warning)
+    done = []
     try:
         archiver.conn = open_connection(params, database)
         archiver.server = _server(archiver.conn)
@@ -1228,10 +1326,13 @@ def archive_history(
             result["container_created"] = container["created"]
             for name in names:
                 archiver.run_table(name, result)
+                done.append(name)
         except _azure.AzureTierError as e:
             if not _service_error(e):
                 raise
             result["stopped"] = store.redact(e)
+        if not check_mode:
+            archiver.state.save(done)
     finally:
         if archiver.conn is not None:
             archiver.conn.close()

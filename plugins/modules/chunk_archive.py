@@ -78,6 +78,13 @@ options:
       - Use it when M(insa.timescaledb_backup.chunk_retention) reports C(archive_damaged).
     type: bool
     default: false
+  state_file:
+    description:
+      - A file in which the module remembers which live slices it found covered by a verified archive (their count
+        and content hash), so that a run in which nothing changed asks Azure nothing. Written atomically, mode C(0600).
+      - A hint only - M(insa.timescaledb_backup.chunk_retention) never uses it and checks the archive itself, and
+        O(reverify=true) ignores it. Without it every run lists the months of the closed live slices in Azure.
+    type: path
   work_dir:
     description:
       - Directory for the temporary Parquet file of one slice (removed afterwards). Default is the system's temporary
@@ -195,6 +202,7 @@ def main():
         reference_time=dict(type="str"),
         verify=dict(type="bool", default=True),
         reverify=dict(type="bool", default=False),
+        state_file=dict(type="path"),
         work_dir=dict(type="path"),
         compression_level=dict(type="int", default=_history.DEFAULT_ZSTD_LEVEL),
         access_tier=dict(type="str", choices=list(_azure.TIERS)),
@@ -237,6 +245,7 @@ def main():
         block_size_mb=p["block_size_mb"],
         max_concurrency=p["max_concurrency"],
         compression_level=p["compression_level"],
+        state_file=p["state_file"],
     )
     for warning in result.pop("warnings", []):
         module.warn(warning)

@@ -1,0 +1,151 @@
+"""The history core's pure parts: names, types, manifests, versions, the state hint."""
+
+import datetime
+import json
+
+import pyarrow as pa
+import pytest
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history as h
+
+UTC = datetime.timezone.utc
+JAN5 = datetime.datetime(2026, 1, 5, tzinfo=UTC)
+JAN6 = datetime.datetime(2026, 1, 6, tzinfo=UTC)
+
+
+def test_layout_names_round_trip():
+    folder = h.history_folder("timescaledb", "iot", "esp_telemetry")
+    assert folder == "timescaledb/history/iot/public.esp_telemetry"
+    name = h.object_name(folder, JAN5, JAN6, 3, h.DATA_EXT)
+    assert name == "timescaledb/history/iot/public.esp_telemetry/2026/01/20260105T000000Z_20260106T000000Z.v3.parquet"
+    assert h.parse_leaf(name) == (JAN5, JAN6, 3, h.KIND_DATA)
+    manifest = h.object_name(folder, JAN5, JAN6, 12, h.MANIFEST_EXT)
+    assert h.parse_leaf(manifest) == (JAN5, JAN6, 12, h.KIND_MANIFEST)
+    odd = datetime.datetime(2026, 1, 5, 0, 0, 0, 500000, tzinfo=UTC)
+    assert h.parse_leaf(h.object_name(folder, odd, JAN6, 1, h.DATA_EXT))[0] == odd
+    for leaf in (
+        "x.parquet",
+        "20260105T000000Z_20260106T000000Z.v0.parquet",
+        "20260105T000000Z_20260106T000000Z.parquet",
+    ):
+        assert h.parse_leaf(leaf) is None
+
+
+def test_range_month_is_the_start_month():
+    start = datetime.datetime(2025, 12, 29, tzinfo=UTC)
+    assert h.month_folder("f", start) == "f/2025/12"
+
+
+@pytest.mark.parametrize("bad", ["", "a;b", "Esp Telemetry", "public.", 'x"y', "a.b.c", "1abc"])
+def test_table_names_must_be_plain_identifiers(bad):
+    with pytest.raises(h.HistoryError):
+        h.split_table_name(bad)
+
+
+def test_table_names():
+    assert h.split_table_name("esp_telemetry") == ("public", "esp_telemetry")
+    assert h.split_table_name("iot.esp_telemetry") == ("iot", "esp_telemetry")
+
+
+def test_column_plans():
+    assert h.column_plan("timestamptz", -1) == ("epoch_us", "timestamp[us, tz=UTC]")
+    assert h.column_plan("float4", -1) == ("native", "float32")
+    numeric_10_2 = ((10 << 16) | 2) + 4
+    assert h.column_plan("numeric", numeric_10_2) == ("native", "decimal128(10, 2)")
+    assert h.column_plan("numeric", -1) == ("text", "string")
+    assert h.column_plan("jsonb", -1) == ("text", "string")
+    assert h.column_plan("", -1) == ("text", "string")  # domains, enums, arrays
+    assert h.arrow_type("decimal128(10, 2)") == pa.decimal128(10, 2)
+
+
+def test_type_names_that_could_inject_sql_are_refused():
+    assert h._pg_type({"name": "a", "pg_type": "timestamp with time zone"})
+    assert h._pg_type({"name": "a", "pg_type": "numeric(10,2)[]"})
+    for bad in ("text; DROP TABLE x", "text -- x", "text)"[:4] + "'"):
+        with pytest.raises(h.HistoryError):
+            h._pg_type({"name": "a", "pg_type": bad})
+
+
+def test_float_encoding_follows_the_data():
+    n = 1000
+    noisy = pa.array([i * 1.000123 for i in range(n)], pa.float32())
+    quantized = pa.array([float(i % 20) for i in range(n)], pa.float32())
+    table = pa.table({"time": pa.array(range(n), pa.int64()), "noisy": noisy, "quantized": quantized})
+    options = h.parquet_options(3, table)
+    assert options["use_byte_stream_split"] == ["noisy"]
+    assert options["use_dictionary"] == ["time", "quantized"]
+    assert "use_byte_stream_split" not in h.parquet_options(3, None)
+
+
+def manifest(**extra):
+    body = {
+        "format": h.HISTORY_FORMAT,
+        "format_version": h.HISTORY_VERSION,
+        "database": "iot",
+        "hypertable": "public.esp_telemetry",
+        "range": {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z", "label": "x"},
+        "version": 1,
+        "generation": 1,
+        "columns": [],
+        "rows": 3,
+        "content_hash": "42",
+        "object": {"name": "x", "sha256": "ab", "size_bytes": 1},
+        "covers": {"rows": 3, "content_hash": "42"},
+    }
+    body.update(extra)
+    return body
+
+
+def test_manifest_is_sealed():
+    data = h.encode_manifest(manifest())
+    assert h.parse_history_manifest(data)["rows"] == 3
+    edited = json.loads(data)
+    edited["covers"]["rows"] = 4
+    with pytest.raises(h.HistoryError, match="altered"):
+        h.parse_history_manifest(json.dumps(edited))
+    with pytest.raises(h.HistoryError, match="format_version"):
+        h.parse_history_manifest(h.encode_manifest(manifest(format_version=9)))
+    with pytest.raises(h.HistoryError, match="not an insa"):
+        h.parse_history_manifest(b'{"format": "other"}')
+
+
+def test_versions():
+    assert h.next_version(None) == 1 and h.latest_version(None) is None
+    entry = {"data": {1: {}, 2: {}, 3: {}}, "manifests": {1: {}, 3: {}}}
+    assert h.latest_version(entry) == 3
+    assert h.next_version(entry) == 4
+    orphan = {"data": {1: {}, 2: {}}, "manifests": {1: {}}}
+    assert h.latest_version(orphan) == 1 and h.next_version(orphan) == 3  # v2 failed: never reused
+
+
+def test_retention_policies_are_validated():
+    assert h.normalize_policies([{"name": "esp_telemetry", "retention_days": 30}]) == [
+        ("public.esp_telemetry", datetime.timedelta(days=30))
+    ]
+    for bad in ([], [{"name": "x"}], [{"name": "x", "retention_days": 0}]):
+        with pytest.raises(h.HistoryError):
+            h.normalize_policies(bad)
+
+
+def test_state_hint_round_trip(tmp_path):
+    path = str(tmp_path / "state" / "iot.json")
+    state = h._State(path, "iot")
+    assert state.get("public.t", "r1") is None
+    state.keep("public.t", "r1", (10, "-5"))
+    state.save(["public.t"])
+    again = h._State(path, "iot")
+    assert again.get("public.t", "r1") == (10, "-5")
+    # Tables not run this time keep their entries; tables run drop ranges no longer seen.
+    again.keep("public.u", "r9", (1, "1"))
+    again.save(["public.u"])
+    third = h._State(path, "iot")
+    assert third.get("public.t", "r1") == (10, "-5") and third.get("public.u", "r9") == (1, "1")
+    assert h._State(path, "other").get("public.t", "r1") is None
+    with open(path, "w") as f:
+        f.write("{broken")
+    broken = h._State(path, "iot")
+    assert broken.get("public.t", "r1") is None and "ignored" in broken.warning
+
+
+def test_reference_time():
+    assert h.reference_time("2026-01-05T00:00:00Z") == JAN5
+    assert h.reference_time(JAN5.replace(tzinfo=None)) == JAN5
