@@ -16,6 +16,11 @@ case "${1:-start}" in
       npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
     fi
     running && exit 0
+    if (exec 3<>"/dev/tcp/127.0.0.1/$AZURITE_PORT") 2>/dev/null; then
+      # Another checkout's Azurite (or the developer's own) already serves this port: use it.
+      log "127.0.0.1:$AZURITE_PORT already answers; using that Azurite (not started by this checkout)"
+      exit 0
+    fi
     mkdir -p "$LOCAL_DIR/azurite-data"
     # --disableTelemetry: Azurite otherwise tries to send usage data off the machine.
     nohup "$bin" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
