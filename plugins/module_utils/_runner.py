@@ -345,6 +345,10 @@ def run_drill(config, logger):
                 r["error"] = "; ".join(f["message"] for f in ver["failures"])
         (logger.info if r["success"] else logger.error)("drill %s: %s", database, r["error"] or "restored and matched")
         results.append(r)
+    record = {"finished_at": mf.isoformat(mf.utcnow()), "results": results}
+    mf.atomic_write_bytes(
+        os.path.join(config["state_dir"], "last-drill.json"), (json.dumps(record, indent=2) + "\n").encode("utf-8")
+    )
     return results
 
 
