@@ -19,8 +19,9 @@ else
   psql -qAt -c "select format('already seeded: %s esp_telemetry rows, %s chunks', count(*), (select count(*) from show_chunks('esp_telemetry'))) from esp_telemetry"
 fi
 
-step "4/6 setup.yml: backup agent on every database host"
+step "4/6 setup.yml: backup agent, nightly timer and weekly drill on every database host"
 ansible-playbook -i inventories/local playbooks/setup.yml
+"$DOCKER" exec "$TSDB_CONTAINER" systemctl list-timers --no-pager 'tsdb-backup*'
 
 step "5/6 backup.yml: dump -> verify -> upload -> prune"
 ansible-playbook -i inventories/local playbooks/backup.yml
@@ -34,6 +35,9 @@ cat <<MSG
 Done. What you have now:
   - backups in the container insa-tsdb-local under /var/backups/tsdb/iot/ (docker exec insa-tsdb-local ls -l /var/backups/tsdb/iot)
   - the same sets in Azurite, container $AZURE_STORAGE_CONTAINER (listed above)
+  - timers on the host: nightly tsdb-backup.timer, weekly tsdb-backup-drill.timer
+    (run one now: docker exec $TSDB_CONTAINER systemctl start tsdb-backup.service;
+     its log: docker exec $TSDB_CONTAINER journalctl -u tsdb-backup.service)
   - psql: . .local/env.sh && psql
 Stop everything with: make env-down
 MSG
