@@ -84,6 +84,8 @@ ROW_GROUP_ROWS = 131072
 BSS_DISTINCT_RATIO = 0.25
 READ_BATCH_ROWS = 65536
 LOCK_TIMEOUT_SECONDS = 30
+# Up to this many slices to look up in one month: one listing per range, else one per month.
+SMALL_LISTING = 3
 
 KIND_DATA = "history_data"
 KIND_MANIFEST = "history_manifest"
@@ -215,6 +217,18 @@ def open_connection(params, database):
         conn.close()
         raise
     return conn
+
+
+def use_connection(params, database, connection=None):
+    """(connection, owned): the caller's open connection (from open_connection, on `database`;
+    kept open afterwards) or a new one that the caller of this function must close."""
+    if connection is None:
+        return open_connection(params, database), True
+    if connection.closed:
+        raise HistoryError("the connection given is closed")
+    with connection.cursor() as cur:
+        cur.execute("; ".join(SESSION_SETTINGS))
+    return connection, False
 
 
 def abort(conn):
@@ -386,20 +400,49 @@ def fingerprint(conn, info, start, end):
     return int(count), digest
 
 
-def list_slices(conn, info):
+# TimescaleDB's own catalog: about 20x faster than timescaledb_information.chunks (measured
+# 3 ms against 50-70 ms on the rig), which matters to a job that runs hourly on every host and
+# to the 400-day simulation. Range values are microseconds since 1970 for time types. The view
+# is the fallback should a future release change the catalog.
+_SLICES_CATALOG = """
+SELECT 'epoch'::timestamptz + ds.range_start * interval '1 microsecond',
+       'epoch'::timestamptz + ds.range_end * interval '1 microsecond',
+       array_agg(c.schema_name::text ORDER BY c.table_name), array_agg(c.table_name::text ORDER BY c.table_name),
+       array_agg(format('%%I.%%I', c.schema_name, c.table_name)::regclass::oid::int8 ORDER BY c.table_name)
+FROM _timescaledb_catalog.hypertable h
+JOIN _timescaledb_catalog.dimension d ON d.hypertable_id = h.id AND d.interval_length IS NOT NULL
+JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id AND NOT c.dropped
+JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = c.id
+JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id AND ds.dimension_id = d.id
+WHERE h.schema_name = %s AND h.table_name = %s
+  AND d.id = (SELECT min(d2.id) FROM _timescaledb_catalog.dimension d2 WHERE d2.hypertable_id = h.id
+              AND d2.interval_length IS NOT NULL)
+GROUP BY ds.range_start, ds.range_end ORDER BY ds.range_start
+"""
+
+_SLICES_VIEW = """
+SELECT range_start, range_end, array_agg(chunk_schema::text ORDER BY chunk_name),
+       array_agg(chunk_name::text ORDER BY chunk_name),
+       array_agg(format('%%I.%%I', chunk_schema, chunk_name)::regclass::oid::int8 ORDER BY chunk_name)
+FROM timescaledb_information.chunks
+WHERE hypertable_schema = %s AND hypertable_name = %s GROUP BY range_start, range_end ORDER BY range_start
+"""
+
+
+def list_slices(conn, info, use_view=False):
     """Time slices of a hypertable, oldest first: start, end, chunks [{schema, name}], oids."""
-    found = _pg.rows(
-        conn,
-        "SELECT range_start, range_end, array_agg(chunk_schema::text ORDER BY chunk_name), "
-        "array_agg(chunk_name::text ORDER BY chunk_name), "
-        "array_agg(format('%%I.%%I', chunk_schema, chunk_name)::regclass::oid::int8 ORDER BY chunk_name) "
-        "FROM timescaledb_information.chunks "
-        "WHERE hypertable_schema = %s AND hypertable_name = %s GROUP BY range_start, range_end ORDER BY range_start",
-        (info["schema"], info["table"]),
-    )
+    args = (info["schema"], info["table"])
+    found = None
+    if not use_view:
+        try:
+            found = _pg.rows(conn, _SLICES_CATALOG, args)
+        except _pg.psycopg2.Error:
+            abort(conn)
+    if found is None:
+        found = _pg.rows(conn, _SLICES_VIEW, args)
     slices = []
     for start, end, schemas, names, oids in found:
-        if start is None or end is None:
+        if start is None or end is None or info["time_type"] in ("bigint", "integer", "smallint"):
             raise HistoryError("%s has chunks without a time range (integer time?): not supported" % info["name"])
         slices.append(
             {
@@ -934,6 +977,7 @@ class _Archiver:
         self.server = None
         self.container_exists = True
         self.state = _State(None, database)
+        self.owned = True
 
     def run_table(self, name, result):
         info = describe_hypertable(self.conn, name)
@@ -959,8 +1003,15 @@ class _Archiver:
             else:
                 todo.append(s)
         remote = {}
-        for month in sorted({month_folder(folder, s["start"]) for s in todo}):
-            remote.update(list_ranges(self.store, month + "/") if self.container_exists else {})
+        by_month = {}
+        for s in todo:
+            by_month.setdefault(month_folder(folder, s["start"]), []).append(s)
+        for month, items in sorted(by_month.items()) if self.container_exists else ():
+            if len(items) <= SMALL_LISTING:
+                for s in items:  # a few ranges: small listings beat one of the whole month
+                    remote.update(list_ranges(self.store, "%s/%s." % (month, s["label"])))
+            else:
+                remote.update(list_ranges(self.store, month + "/"))
         for s in todo:
             try:
                 outcome = self.slice(info, folder, s, remote.get(s["label"]), live[s["label"]])
@@ -971,9 +1022,10 @@ class _Archiver:
             except (HistoryError, _pg.PgError, mf.ManifestError, OSError) as e:
                 outcome = _slice_result(info, s, status="failed", error=self.store.redact(e))
                 if not abort(self.conn):
-                    self.conn.close()
-                    self.conn = open_connection(self.params, self.database)
-            status = outcome.pop("status")
+                    if self.owned:
+                        self.conn.close()
+                    self.conn, self.owned = open_connection(self.params, self.database), True
+            status = outcome["status"]
             if status in ("unchanged", "archived"):
                 self.state.keep(info["name"], s["label"], (outcome["covers_rows"], outcome["covers_hash"]))
             if status == "unchanged":
@@ -1005,6 +1057,16 @@ class _Archiver:
                 )
                 if intact and self.reverify:
                     intact = self._object_intact(data["name"], meta.get("object_sha256"))
+                    if intact:
+                        checked = read_manifest_blob(self.store, entry["manifests"][latest]["name"])
+                        for ref in checked.get("depends_on") or []:
+                            if not self._object_intact(ref["name"], ref["sha256"]):
+                                raise HistoryError(
+                                    "%s (version %d, generation %d of this range) is damaged or missing; its rows "
+                                    "are no longer in the database, so they cannot be archived again. Restore it "
+                                    "from another copy of the container if there is one"
+                                    % (self.store.url(ref["name"]), ref["version"], ref["generation"])
+                                )
                 if intact:
                     return _slice_result(
                         info, s, status="unchanged", version=latest, covers_rows=rows, covers_hash=digest
@@ -1024,11 +1086,15 @@ class _Archiver:
             prior_chunks = {c["name"] for c in prior["covers"].get("chunks", prior.get("chunks", []))}
             depends_on = list(prior.get("depends_on") or [])
             generation = prior["generation"]
-            if not live_chunks & prior_chunks:
+            if reason == "replaces_damaged":
+                # The newest object is unusable: the new version takes its place in its
+                # generation, with the live rows the earlier generations do not hold.
+                pass
+            elif not live_chunks & prior_chunks:
                 # The chunks archived before are gone: these rows came back after a drop.
                 depends_on.append(_object_ref(prior, month_folder(folder, s["start"])))
                 generation += 1
-                reason = "new_generation" if reason != "replaces_damaged" else reason
+                reason = "new_generation"
         planned = _slice_result(
             info,
             s,
@@ -1273,13 +1339,15 @@ def archive_history(
     max_concurrency=_azure.DEFAULT_CONCURRENCY,
     compression_level=DEFAULT_ZSTD_LEVEL,
     state_file=None,
+    connection=None,
 ):
     """Archives every closed slice of the hypertables (default: all of the database) that has
     no verified archive matching its live count and hash. An unreachable Azure stops the run
     ('stopped'); a slice that fails is reported in 'failures' and the others go on.
 
     state_file (optional) remembers which live slices were found covered, so that a run in
-    which nothing changed asks Azure nothing (see _State)."""
+    which nothing changed asks Azure nothing (see _State). connection (optional) is an open
+    connection to `database` from open_connection, reused and left open (the runner's)."""
     mf.validate_database_name(database)
     now = reference_time(now)
     if not check_mode:
@@ -1315,7 +1383,7 @@ def archive_history(
         result["warnings"].append(archiver.state.warning)
     done = []
     try:
-        archiver.conn = open_connection(params, database)
+        archiver.conn, archiver.owned = use_connection(params, database, connection)
         archiver.server = _server(archiver.conn)
         names = (
             [qualified(*split_table_name(n)) for n in hypertables] if hypertables else list_hypertables(archiver.conn)
@@ -1334,7 +1402,7 @@ def archive_history(
         if not check_mode:
             archiver.state.save(done)
     finally:
-        if archiver.conn is not None:
+        if archiver.conn is not None and archiver.owned:
             archiver.conn.close()
         work.close()
     oldest = [h["oldest_unarchived"] for h in result["hypertables"].values() if h["oldest_unarchived"]]
@@ -1487,6 +1555,7 @@ def enforce_retention(
     lock_timeout=LOCK_TIMEOUT_SECONDS,
     audit_log=None,
     work_dir=None,
+    connection=None,
 ):
     """Drops the slices older than each hypertable's retention that a verified archive covers
     (newest version's count and hash equal the live rows, re-checked under lock; its objects
@@ -1504,7 +1573,7 @@ def enforce_retention(
         "warnings": [],
     }
     work = _Work(work_dir)
-    conn = open_connection(params, database)
+    conn, owned = use_connection(params, database, connection)
     try:
         for name, retention in policies:
             info = describe_hypertable(conn, name)
@@ -1573,7 +1642,8 @@ def enforce_retention(
                         ),
                     )
     finally:
-        conn.close()
+        if owned:
+            conn.close()
         work.close()
     result["changed"] = bool(result["dropped"])
     return result
@@ -1596,6 +1666,7 @@ def restore_range(
     create_table=False,
     check_mode=False,
     work_dir=None,
+    connection=None,
 ):
     """Loads the archived rows of hypertable with start <= time < end into database (the live
     one or another), skipping rows already present (compared as whole rows, with their
@@ -1654,7 +1725,7 @@ def restore_range(
             % (name, source_database, _iso(start), _iso(end), folder, store.container)
         )
     work = _Work(work_dir)
-    conn = open_connection(params, database)
+    conn, owned = use_connection(params, database, connection)
     try:
         columns = selected[0][2][0]["columns"]
         info = {
@@ -1766,7 +1837,8 @@ def restore_range(
             result["rows_inserted"] += item["rows_inserted"]
             result["rows_present"] += item["rows_present"]
     finally:
-        conn.close()
+        if owned:
+            conn.close()
         work.close()
     result["changed"] = bool(result["rows_inserted"]) or result["table_created"]
     return result

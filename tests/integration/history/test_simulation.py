@@ -146,6 +146,7 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
     corrupted = []
     damaged_range = None
     original_upload = store._upload_file
+    conn = _history.open_connection(params, DB)  # one session for all runs, as the scheduled runner can
 
     def corrupting_upload(item, metadata, *args):
         info, warning = original_upload(item, metadata, *args)
@@ -166,13 +167,13 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
             store._upload_file = corrupting_upload
         try:
             archived = _history.archive_history(
-                params, DB, use, now=now, grace=GRACE, reverify=reverify, state_file=state_file
+                params, DB, use, now=now, grace=GRACE, reverify=reverify, state_file=state_file, connection=conn
             )
         finally:
             store._upload_file = original_upload
         reverify = False
         chunks_before = hh.rig.query(DB, "SELECT count(*) FROM timescaledb_information.chunks")[0][0]
-        retention = _history.enforce_retention(params, DB, use, RETENTION, now=now)
+        retention = _history.enforce_retention(params, DB, use, RETENTION, now=now, connection=conn)
         chunks_after = hh.rig.query(DB, "SELECT count(*) FROM timescaledb_information.chunks")[0][0]
         world.runs.append({"day": d, "archive": archived, "retention": retention})
 
@@ -198,6 +199,7 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
             )
             entry = _history.list_ranges(store, "%s/%s." % (folder, damaged_range))[damaged_range]
             corrupt_blob(store, entry["data"][_history.latest_version(entry)]["name"])
+    conn.close()
     elapsed = time.monotonic() - t_start
     print("\n400 simulated days in %.1f s" % elapsed)
 
