@@ -52,7 +52,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _ma
 
 try:
     import pyarrow as pa
-    import pyarrow.compute  # noqa: F401 - pa.compute
+    import pyarrow.compute as pacompute
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 except ImportError:
@@ -554,7 +554,7 @@ def parquet_options(level=DEFAULT_ZSTD_LEVEL, sample=None):
         split = []
         for field, column in zip(sample.schema, sample.columns):
             if pa.types.is_floating(field.type):
-                distinct = pa.compute.count_distinct(column).as_py()
+                distinct = pacompute.count_distinct(column).as_py()
                 if distinct > BSS_DISTINCT_RATIO * sample.num_rows:
                     split.append(field.name)
         if split:

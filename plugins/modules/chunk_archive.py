@@ -23,24 +23,27 @@ description:
   - Every object is verified before its manifest is uploaded - read back from Azure, sha256 checked, decoded and
     loaded into a temporary table where PostgreSQL recomputes the count and content hash. A visible manifest
     therefore means a verified archive; an object without a manifest is a failed attempt and is never trusted.
-  - Re-running archives nothing new (RV(changed=false), RV(bytes=0)). When a closed slice's live count or content
+  - Re-running archives nothing new (C(changed=false), C(bytes=0)). When a closed slice's live count or content
     hash differs from its newest archive (late-arriving rows), it is archived again as a new version; older
     versions are kept. Rows that arrive for a range whose chunks were already dropped start a new generation
     holding only the rows the archive lacks.
   - Blobs are never overwritten.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
   - insa.timescaledb_backup.azure
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Compares the live slices with the archive and reports in RV(archived) what would be archived (with
-      RV(archived[].status=would_archive)); exports and sends nothing.
+      C(status=would_archive)); exports and sends nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: A slice whose newest verified archive matches its live count and content hash is skipped; a second
       run reports C(changed=false) and sends zero bytes.

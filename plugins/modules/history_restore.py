@@ -22,17 +22,20 @@ description:
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
 author:
-  - INSA platform team
+  - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
   - insa.timescaledb_backup.azure
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Downloads and checks the objects and counts the rows that would be inserted; the target is not changed.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Rows already present are skipped; a second run inserts nothing and reports C(changed=false).
 options:

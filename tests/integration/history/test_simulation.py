@@ -254,14 +254,13 @@ def check_table(store, world, table, key_columns, folder):
     """live + archive-only == generated, per pump per day; no key twice anywhere."""
     live = collections.Counter((pump, t) for pump, t in hh.rig.query(DB, "SELECT device_id, time FROM %s" % table))
     assert max(live.values()) == 1, "duplicate live rows in %s" % table
-    live_slices = {
-        (s, e)
-        for s, e in hh.rig.query(
+    live_slices = set(
+        hh.rig.query(
             DB,
             "SELECT DISTINCT range_start, range_end FROM timescaledb_information.chunks WHERE hypertable_name = %s",
             (table.split(".")[1],),
         )
-    }
+    )
     archive = collections.Counter()
     archived_live = collections.Counter()
     for label, versions in hh.history_view(hh.manifests(store, DB, table)).items():
