@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -81,12 +82,12 @@ def blobs(store, start=None):
 
 
 def manifests(store, database, hypertable):
-    """Every sealed manifest of a hypertable's archive, oldest range and version first."""
+    """Every sealed manifest of a hypertable's archive, oldest range and version first (read
+    eight at a time)."""
     folder = _history.history_folder(store.prefix, database, hypertable)
-    out = []
-    for name in sorted(blobs(store, folder + "/")):
-        if name.endswith(".manifest.json"):
-            out.append(_history.read_manifest_blob(store, name))
+    names = [n for n in sorted(blobs(store, folder + "/")) if n.endswith(".manifest.json")]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        out = list(pool.map(lambda n: _history.read_manifest_blob(store, n), names))
     return sorted(out, key=lambda m: (m["range"]["start"], m["version"]))
 
 

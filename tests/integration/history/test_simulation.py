@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import history_helpers as hh
 import psycopg2.extras
@@ -263,18 +264,22 @@ def check_table(store, world, table, key_columns, folder):
     )
     archive = collections.Counter()
     archived_live = collections.Counter()
-    for label, versions in hh.history_view(hh.manifests(store, DB, table)).items():
+    view = hh.history_view(hh.manifests(store, DB, table))
+    wanted = [(label, m) for label, versions in view.items() for m in versions]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tables = pool.map(lambda lm: hh.read_object(store, DB, lm[1], folder, columns=key_columns), wanted)
+        objects = list(zip(wanted, tables))
+    for (label, m), table_rows in objects:
         start, end = (_history.parse_time_label(x) for x in label.split("_"))
-        for m in versions:
-            rows = hh.read_object(store, DB, m, folder, columns=key_columns).to_pylist()
-            assert len(rows) == m["rows"]
-            for r in rows:
-                key = (r["device_id"], r["time"])
-                assert start <= r["time"] < end
-                if (start, end) in live_slices:
-                    archived_live[key] += 1
-                else:
-                    archive[key] += 1
+        rows = table_rows.to_pylist()
+        assert len(rows) == m["rows"]
+        for r in rows:
+            key = (r["device_id"], r["time"])
+            assert start <= r["time"] < end
+            if (start, end) in live_slices:
+                archived_live[key] += 1
+            else:
+                archive[key] += 1
     assert not archive or max(archive.values()) == 1, "a row is twice in the archive of %s" % table
     # Closed live slices are archived and the archive equals them.
     assert all(live[k] == n for k, n in archived_live.items())
