@@ -62,6 +62,17 @@ def _bool(value, default):
     raise ConfigError("expected true or false, got %r" % value)
 
 
+def _retention_list(text):
+    """'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
+    out = []
+    for item in [i.strip() for i in text.split(",") if i.strip()]:
+        name, sep, days = item.partition("=")
+        if not sep or not days.strip().isdigit():
+            raise ConfigError("TSDB_HISTORY_RETENTION entries are <hypertable>=<days>, got %r" % item)
+        out.append({"hypertable": name.strip(), "retention_days": int(days)})
+    return out
+
+
 def load_config(environ=None):
     env = os.environ if environ is None else environ
     databases = [d.strip() for d in env.get("TSDB_BACKUP_DATABASES", "").split(",") if d.strip()]
@@ -97,6 +108,11 @@ def load_config(environ=None):
         }
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    config["history"] = {
+        "database": env.get("TSDB_HISTORY_DATABASE") or databases[0],
+        "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),
+        "grace_hours": float(env.get("TSDB_HISTORY_GRACE_HOURS", "1")),
+    }
     if config["compression"] not in _dump.COMPRESSIONS:
         raise ConfigError("TSDB_BACKUP_COMPRESSION must be one of %s" % ", ".join(_dump.COMPRESSIONS))
     if config["verify_level"] not in _verify.LEVELS:
@@ -315,7 +331,14 @@ def report(config, run_type, results, logger):
 def summary_lines(results):
     lines = []
     for r in results:
-        if r["success"]:
+        if r["success"] and "archived_slices" in r:
+            lines.append("%s: ok, %d chunk range(s) archived" % (r["database"], r["archived_slices"]))
+        elif r["success"] and "dropped_slices" in r:
+            lines.append(
+                "%s: ok, %d chunk range(s) dropped, %d held back"
+                % (r["database"], r["dropped_slices"], r.get("chunks_held_back", 0))
+            )
+        elif r["success"]:
             lines.append(
                 "%s: ok, backup %s (%s), %.1f s"
                 % (
@@ -352,10 +375,95 @@ def run_drill(config, logger):
     return results
 
 
+def _history_result(config, database, history_result, kind):
+    """The history module's result, as the metrics expect it."""
+    r = {"database": database, "success": not history_result.get("failures") and not history_result.get("stopped")}
+    if history_result.get("stopped") or history_result.get("failures"):
+        r["error"] = history_result.get("stopped") or "; ".join(
+            "%s: %s" % (f.get("slice") or f.get("hypertable") or "?", f.get("error"))
+            for f in history_result["failures"]
+        )
+    oldest = history_result.get("oldest_unarchived")
+    if kind == "archive":
+        r["oldest_unarchived_chunk_age_seconds"] = (
+            round((mf.utcnow() - _parse_iso(oldest)).total_seconds()) if oldest else 0
+        )
+        r["archived_slices"] = len(history_result.get("archived", []))
+    else:
+        r["chunks_held_back"] = len(history_result.get("held_back", []))
+        r["dropped_slices"] = len(history_result.get("dropped", []))
+    return r
+
+
+def _parse_iso(text):
+    import datetime
+
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def run_history(config, logger, kind):
+    """history-archive: every closed chunk range to Azure (Parquet, verified); history-retention:
+    drop only ranges a verified archive covers (backup-gated retention)."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history
+
+    h = config["history"]
+    database = h["database"]
+    try:
+        _azure_mod, store = open_store(config)
+        tables = [p["hypertable"] for p in h["retention"]] or None
+        if kind == "archive":
+            import datetime
+
+            res = _history.archive_history(
+                config["pg"],
+                database,
+                store,
+                hypertables=tables,
+                grace=datetime.timedelta(hours=h["grace_hours"]),
+                state_file=os.path.join(config["state_dir"], "history-%s.json" % database),
+            )
+            logger.info(
+                "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",
+                database,
+                len(res.get("archived", [])),
+                _dump.human(res.get("bytes", 0)),
+                res.get("oldest_unarchived"),
+            )
+        else:
+            if not h["retention"]:
+                raise ConfigError("TSDB_HISTORY_RETENTION is empty: give <hypertable>=<days> for each table")
+            res = _history.enforce_retention(
+                config["pg"],
+                database,
+                store,
+                h["retention"],
+                audit_log=os.path.join(config["state_dir"], "history-audit.log"),
+            )
+            for held in res.get("held_back", []):
+                logger.warning("history retention %s: held back %s", database, json.dumps(held, default=str))
+            logger.info(
+                "history retention %s: %d range(s) dropped, %d held back",
+                database,
+                len(res.get("dropped", [])),
+                len(res.get("held_back", [])),
+            )
+        for w in res.get("warnings", []):
+            logger.warning("history %s: %s", database, w)
+        result = _history_result(config, database, res, kind)
+    except Exception as e:  # noqa: BLE001 - reported as the run's result
+        result = {"database": database, "success": False, "error": "history %s failed: %s" % (kind, e)}
+    if result.get("error"):
+        logger.error("history %s %s: %s", kind, database, result["error"])
+    return [result]
+
+
 def main(argv=None, environ=None):
     parser = argparse.ArgumentParser(prog="tsdb-backup", description="TimescaleDB backup agent (scheduled runs)")
     parser.add_argument(
-        "command", choices=["run", "drill"], help="run: dump, verify, upload, prune; drill: restore test"
+        "command",
+        choices=["run", "drill", "history-archive", "history-retention"],
+        help="run: dump, verify, upload, prune; drill: restore test; history-archive / history-retention: "
+        "chunk archive to Azure and backup-gated retention",
     )
     parser.add_argument("--database", action="append", help="only this database (repeatable)")
     args = parser.parse_args(argv)
@@ -372,8 +480,14 @@ def main(argv=None, environ=None):
         logger.error("another tsdb-backup run holds %s; not starting a second one", lock.path)
         return EXIT_LOCKED
     try:
-        results = run_backup(config, logger) if args.command == "run" else run_drill(config, logger)
-        report(config, "backup" if args.command == "run" else "drill", results, logger)
+        if args.command == "run":
+            results, run_type = run_backup(config, logger), "backup"
+        elif args.command == "drill":
+            results, run_type = run_drill(config, logger), "drill"
+        else:
+            kind = args.command.split("-", 1)[1]
+            results, run_type = run_history(config, logger, kind), "history" if kind == "archive" else "retention"
+        report(config, run_type, results, logger)
     finally:
         lock.release()
     for line in summary_lines(results).splitlines():
