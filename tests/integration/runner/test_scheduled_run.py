@@ -13,8 +13,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "azure"))
@@ -40,28 +38,6 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture(scope="module")
-def agent(env):
-    c = env["TSDB_CONTAINER"]
-    if rig.sh(c, "test -e /opt/tsdb-backup/lib/tsdb_backup_run.py && echo yes || echo no").strip() != "yes":
-        rc = subprocess.run(
-            [os.path.join(rig.REPO, ".venv/bin/ansible-playbook"), "-i", "inventories/local", "playbooks/setup.yml"],
-            cwd=rig.REPO,
-            env=dict(os.environ, **env),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert rc.returncode == 0, rc.stdout[-3000:]
-    return c
-
-
-@pytest.fixture(scope="module")
-def env():
-    return rig.load_env()
 
 
 def journal(c, since):
