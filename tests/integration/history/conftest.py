@@ -29,3 +29,9 @@ def container(env):
     client = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(name)
     if client.exists():
         client.delete_container()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _agent_installed(agent_host):
+    """The history modules run with the backup agent's venv interpreter (pyarrow, Azure SDK)."""
+    return agent_host
