@@ -44,12 +44,3 @@ wait_for() {
     sleep 0.5
   done
 }
-
-# Start a container of the rig image running systemd as PID 1 (no --privileged, no cgroup mount).
-run_systemd_container() {
-  local name=$1; shift
-  "$DOCKER" run -d --name "$name" --hostname "$name" \
-    --cap-add SYS_ADMIN --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3 \
-    --label insa.timescaledb_backup.rig=1 \
-    "$@" "$(image_ref)" /lib/systemd/systemd >/dev/null
-}
