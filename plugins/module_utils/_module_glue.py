@@ -33,6 +33,16 @@ def require_psycopg2(module):
         )
 
 
+def require_azure_storage(module):
+    """Fails with missing_required_lib when the Azure SDK is not importable on the target."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+
+    if not _azure.HAS_AZURE_STORAGE:
+        module.fail_json(
+            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
+        )
+
+
 def connection_params(module):
     return _pg.ConnectionParams.from_params(module.params)
 

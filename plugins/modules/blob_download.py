@@ -162,8 +162,8 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue
 
 
 def main():
@@ -183,10 +183,7 @@ def main():
         supports_check_mode=True,
         mutually_exclusive=[("backup_id", "before")],
     )
-    if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(
-            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-        )
+    _module_glue.require_azure_storage(module)
     p = module.params
     store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
     result = _azure.module_call(

@@ -198,8 +198,8 @@ unusable:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue
 
 
 def main():
@@ -221,10 +221,7 @@ def main():
         supports_check_mode=True,
         required_if=[("catch_up", True, ("backup_dir",)), ("catch_up", False, ("manifest_path",))],
     )
-    if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(
-            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-        )
+    _module_glue.require_azure_storage(module)
     p = module.params
     if p["catch_up"] and p["manifest_path"]:
         module.fail_json(

@@ -215,10 +215,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
-    if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(
-            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-        )
+    _module_glue.require_azure_storage(module)
     if not _history.HAS_PYARROW:
         module.fail_json(
             msg=missing_required_lib(_history.PYARROW_REQUIREMENT, reason="to write the Parquet archive"),

@@ -152,7 +152,7 @@ reference_time:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -191,10 +191,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
-    if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(
-            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-        )
+    _module_glue.require_azure_storage(module)
     p = module.params
     if p["lock_timeout"] < 1:
         module.fail_json(msg="lock_timeout must be 1 or more")
