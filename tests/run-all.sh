@@ -24,9 +24,13 @@ stage() {
 }
 
 # pytest exits 5 when it collected nothing: for us that means tests went missing, a failure.
+# Every pytest stage also writes its outcome to .local/pytest-<stage>.log so the final
+# summary can name the failed tests: CI keeps only the tail of the output.
 run_pytest() {
-  pytest "$@"
-  local rc=$?
+  local log=".local/pytest-$1.log"; shift
+  mkdir -p .local
+  pytest "$@" -rfE 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 5 ]; then echo "pytest collected no tests in $* — treating as failure" >&2; return 1; fi
   return "$rc"
 }
@@ -46,8 +50,8 @@ lint() {
   return "$rc"
 }
 sanity() { tests/sanity.sh; }
-unit() { run_pytest -q tests/unit; }
-integration() { run_pytest -q -p no:cacheprovider tests/integration; }
+unit() { run_pytest unit -q tests/unit; }
+integration() { run_pytest integration -q -p no:cacheprovider tests/integration; }
 molecule_all() {
   local rc=0 s
   for s in molecule/*/molecule.yml; do
@@ -74,6 +78,7 @@ build() {
 }
 
 t_all=$SECONDS
+rm -f .local/pytest-*.log
 stage setup setup
 if [ $failed -ne 0 ]; then
   echo "setup failed; not running the test stages" >&2
@@ -89,4 +94,11 @@ fi
 
 printf '\n=== summary (total %ds) ===\n' $((SECONDS - t_all))
 printf '%s\n' "${summary[@]}"
+for log in .local/pytest-*.log; do
+  [ -f "$log" ] || continue
+  if grep -qE '^(FAILED|ERROR) ' "$log"; then
+    printf '\nfailed in %s:\n' "$log"
+    grep -E '^(FAILED|ERROR) ' "$log" | cut -c1-300
+  fi
+done
 exit $failed

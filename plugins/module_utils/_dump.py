@@ -20,8 +20,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
-import fcntl
 import hashlib
 import os
 import shutil
@@ -32,8 +30,8 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 1, "gzip": 6, "none": 0}
@@ -47,33 +45,20 @@ class BackupError(Exception):
     """A backup cannot be taken; the message says why and what to do."""
 
 
-class FolderLock:
-    """An exclusive, non-blocking lock on a backup folder (flock on ``.lock``)."""
+class FolderLock(_lock.FileLock):
+    """An exclusive, non-blocking lock on a backup folder (``.lock``): backup and prune of one
+    folder never run at the same time."""
 
     def __init__(self, folder):
-        self.path = os.path.join(folder, ".lock")
-        self.fd = None
+        super(FolderLock, self).__init__(os.path.join(folder, ".lock"))
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            self.fd = None
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise BackupError(
-                    "another backup or prune of %s is running (lock %s held); wait for it to finish"
-                    % (os.path.dirname(self.path), self.path)
-                ) from None
-            raise
+        if not self.try_acquire():
+            raise BackupError(
+                "another backup or prune of %s is running (lock %s held); wait for it to finish"
+                % (os.path.dirname(self.path), self.path)
+            )
         return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
 
 
 def check_backup_dir(backup_dir, create_db_folder=True, database=None):

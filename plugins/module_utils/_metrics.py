@@ -32,12 +32,13 @@ __metaclass__ = type
 
 import datetime
 import errno
-import fcntl
 import json
 import os
 import tempfile
 import time
 import traceback
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -305,22 +306,6 @@ def load_state(state_dir):
         return _empty_state(), "%s was damaged (%s); kept as %s.damaged, starting afresh" % (path, e, path)
 
 
-class _Lock:
-    def __init__(self, state_dir):
-        self.path = os.path.join(state_dir, STATE_LOCK)
-        self.fd = None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
-
-
 def _update(state, run_type, host, results, epoch, run_error, forget):
     runs = state["runs"].setdefault(run_type, {}).setdefault(host, {})
     status = state["status"].setdefault(host, {})
@@ -429,7 +414,7 @@ def write_run_metrics(
     for folder, mode in ((textfile_dir, 0o755), (state_dir, 0o700)):
         if not os.path.isdir(folder):
             os.makedirs(folder, mode)
-    with _Lock(state_dir):
+    with _lock.FileLock(os.path.join(state_dir, STATE_LOCK)):
         state, warning = load_state(state_dir)
         if warning and logger is not None:
             logger.warning(warning)

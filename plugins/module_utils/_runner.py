@@ -33,8 +33,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -42,7 +40,7 @@ import socket
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _pg, _prune, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _lock, _pg, _prune, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
@@ -129,33 +127,9 @@ def load_config(environ=None):
     return config
 
 
-class RunLock:
-    """One run at a time per host (flock on <state_dir>/runner.lock, released by the kernel
-    if the process dies)."""
-
-    def __init__(self, state_dir):
-        self.path = os.path.join(state_dir, "runner.lock")
-        self.fd = None
-
-    def acquire(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            self.fd = None
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, ("%d\n" % os.getpid()).encode())
-        return True
-
-    def release(self):
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+def run_lock(state_dir):
+    """One run at a time per host: <state_dir>/runner.lock, holding the runner's PID."""
+    return _lock.FileLock(os.path.join(state_dir, "runner.lock"), write_pid=True)
 
 
 def _optional(name):
@@ -475,8 +449,8 @@ def main(argv=None, environ=None):
     if args.database:
         config["databases"] = args.database
     logger = get_logger(config["log_format"])
-    lock = RunLock(config["state_dir"])
-    if not lock.acquire():
+    lock = run_lock(config["state_dir"])
+    if not lock.try_acquire():
         logger.error("another tsdb-backup run holds %s; not starting a second one", lock.path)
         return EXIT_LOCKED
     try:
