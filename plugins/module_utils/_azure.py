@@ -86,6 +86,8 @@ DEFAULT_CONCURRENCY = 4
 MAX_BLOCKS = 50000
 MAX_BLOCK_SIZE_MB = 4000
 MIB = 1024 * 1024
+# Transfers smaller than this finish before a progress line would be due.
+PROGRESS_MIN_BYTES = 8 * MIB
 
 KIND_ARCHIVE = "archive"
 KIND_ARCHIVE_PART = "archive_part"
@@ -575,6 +577,10 @@ class BlobStore:
         self.redact = redactor_for(settings)
         self.container_client = client.get_container_client(self.container)
         self._container_checked = False
+        # Optional: progress(label, total_bytes) -> reporter with __call__(done_bytes) and
+        # finish(done_bytes=None, error=None), e.g. _log.Progress. Large uploads and downloads
+        # report through it; small blobs (manifests, globals) do not.
+        self.progress = None
 
     # -- naming and urls
 
@@ -592,6 +598,11 @@ class BlobStore:
             if database:
                 parts.append(validate_segment(mf.validate_database_name(database), "database"))
         return join_name(*parts) + "/" if any(parts) else ""
+
+    def _reporter(self, action, name, size):
+        if self.progress is None or size < PROGRESS_MIN_BYTES:
+            return None
+        return self.progress("%s %s" % (action, name.rsplit("/", 1)[-1]), size)
 
     # -- errors
 
@@ -903,10 +914,20 @@ class BlobStore:
                 block_size // MIB,
                 MAX_BLOCKS,
             )
+        reporter = self._reporter("upload", name, size)
         try:
-            block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency)
+            block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency, reporter)
         except AzureError as e:
-            raise self.explain(e, "upload %s" % name) from None
+            error = self.explain(e, "upload %s" % name)
+            if reporter is not None:
+                reporter.finish(error=str(error))
+            raise error from None
+        except BaseException as e:
+            if reporter is not None:
+                reporter.finish(error=self.redact(e) or type(e).__name__)
+            raise
+        if reporter is not None:
+            reporter.finish(sent)
         if digest != item["sha256"] or (item["size"] is not None and sent != item["size"]):
             raise IntegrityError(
                 "%s does not match its manifest (sha256 %s, %d bytes; expected %s, %s bytes): not uploaded. "
@@ -951,14 +972,23 @@ class BlobStore:
         return self._blob_result(item, "uploaded", remote), warning
 
     @staticmethod
-    def _stage_blocks(blob, path, block_size, concurrency):
+    def _stage_blocks(blob, path, block_size, concurrency, reporter=None):
         """At most `concurrency` blocks in flight, one more being read: memory stays at about
         (concurrency + 1) x block_size whatever the file size. Block ids are the offsets, so a
-        retried run restages the same ids."""
+        retried run restages the same ids. `reporter` hears the bytes the service has taken."""
         digest = hashlib.sha256()
         block_ids = []
         offset = 0
+        acked = [0]
         in_flight = collections.deque()
+
+        def wait_oldest():
+            future, length = in_flight.popleft()
+            future.result()
+            acked[0] += length
+            if reporter is not None:
+                reporter(acked[0])
+
         with open(path, "rb") as f, ThreadPoolExecutor(max_workers=concurrency) as pool:
             try:
                 while True:
@@ -969,16 +999,19 @@ class BlobStore:
                     block_id = "%032d" % offset
                     block_ids.append(block_id)
                     in_flight.append(
-                        pool.submit(blob.stage_block, block_id, data, length=len(data), validate_content=True)
+                        (
+                            pool.submit(blob.stage_block, block_id, data, length=len(data), validate_content=True),
+                            len(data),
+                        )
                     )
                     offset += len(data)
                     data = None
                     while len(in_flight) >= concurrency:
-                        in_flight.popleft().result()
+                        wait_oldest()
                 while in_flight:
-                    in_flight.popleft().result()
+                    wait_oldest()
             except BaseException:
-                for future in in_flight:
+                for future, _length in in_flight:
                     future.cancel()
                 raise
         return block_ids, digest.hexdigest(), offset
@@ -1307,8 +1340,18 @@ class BlobStore:
                 try:
                     # In order, one pass: the sha256 against the manifest checks the content end to end.
                     downloader = self.container_client.get_blob_client(name).download_blob()
-                    for chunk in downloader.chunks():
-                        writer.write(chunk)
+                    reporter = self._reporter("download", name, downloader.size or 0)
+                    try:
+                        for chunk in downloader.chunks():
+                            writer.write(chunk)
+                            if reporter is not None:
+                                reporter(writer.size)
+                    except BaseException as e:
+                        if reporter is not None:
+                            reporter.finish(error=self.redact(e) or type(e).__name__)
+                        raise
+                    if reporter is not None:
+                        reporter.finish(writer.size)
                 except HttpResponseError as e:
                     if _error_code(e) == "BlobArchived":
                         raise ArchivedError(

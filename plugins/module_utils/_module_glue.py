@@ -10,6 +10,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import logging
+
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest, _pg
 
@@ -55,3 +57,31 @@ def call(module, fn, *args, **kwargs):
         module.fail_json(msg=str(e))
     except OSError as e:
         module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))
+
+
+class _ModuleLogHandler(logging.Handler):
+    """Sends log records to the target's journal (or syslog) through module.log."""
+
+    def __init__(self, module):
+        super(_ModuleLogHandler, self).__init__()
+        self.module = module
+
+    def emit(self, record):
+        try:
+            self.module.log(record.getMessage())
+        except Exception:  # noqa: BLE001 - a progress line must never fail the module
+            self.handleError(record)
+
+
+def progress_factory(module, interval_seconds=30.0):
+    """progress(label, total_bytes) for the core's long transfers (uploads, downloads, restores):
+    a module's result reaches the operator only when it ends, so while it runs it writes
+    'restore iot__restore_...: 1.2 GiB done of 3.4 GiB (35%), 40.0 MiB/s, ETA 56 s' to the
+    target's journal (journalctl -t ansible-<module> -f)."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _log
+
+    # A logger of this module object's own, not one from the global registry.
+    logger = logging.Logger("insa.timescaledb_backup.%s" % module._name, logging.INFO)
+    logger.propagate = False
+    logger.addHandler(_ModuleLogHandler(module))
+    return lambda label, total=None: _log.Progress(logger, label, total_bytes=total, interval_seconds=interval_seconds)

@@ -18,6 +18,7 @@ __metaclass__ = type
 import os
 import re
 import tempfile
+import threading
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _pg
@@ -104,9 +105,54 @@ def restore_roles(params, globals_path, psql):
     ]
 
 
-def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=True, analyze=True):
+class SizeWatcher:
+    """Reports a restore's progress as the size of the target database against the size the
+    source had when it was dumped (manifest ``database_size_bytes``): the same measure for a
+    serial and a parallel pg_restore, which itself reports nothing. Best effort: a watcher
+    that cannot connect stays silent and never fails the restore."""
+
+    def __init__(self, params, target, reporter, interval_seconds=2.0):
+        self.params = params
+        self.target = target
+        self.reporter = reporter
+        self.interval_seconds = interval_seconds
+        self.size = None
+        self.error = None  # why the watcher stopped watching, if it did
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="restore-progress", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        try:
+            conn = _pg.connect(self.params)
+        except Exception:  # noqa: BLE001 - progress is optional
+            return
+        try:
+            while True:
+                stopped = self._stop.wait(self.interval_seconds)
+                # One last measure after the restore ended: the final line carries the full size.
+                self.size = int(_pg.scalar(conn, "SELECT pg_database_size(%s)", (self.target,)) or 0)
+                if stopped:
+                    break
+                self.reporter(self.size)
+        except Exception as e:  # noqa: BLE001 - the restore reports its own errors
+            self.error = e
+        finally:
+            conn.close()
+
+    def stop(self, error=None):
+        self._stop.set()
+        self._thread.join()
+        self.reporter.finish(self.size, error=error)
+
+
+def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=True, analyze=True, progress=None):
     """Creates ``target`` and restores the archive into it. Returns timings and facts.
-    On failure the half-restored target is dropped and the error re-raised."""
+    On failure the half-restored target is dropped and the error re-raised.
+    ``progress(label, total_bytes)``: an optional reporter factory (e.g. _log.Progress)."""
     timings = {}
     t0 = time.monotonic()
     conn = _pg.connect(params)
@@ -129,7 +175,18 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                     cur.execute("SELECT timescaledb_pre_restore()")
         finally:
             tconn.close()
-        _run_pg_restore(params, pg_restore, archive, target, jobs)
+        watcher = None
+        if progress is not None:
+            reporter = progress("restore %s" % target, int(manifest.get("database_size_bytes") or 0))
+            watcher = SizeWatcher(params, target, reporter).start()
+        try:
+            _run_pg_restore(params, pg_restore, archive, target, jobs)
+        except BaseException as e:
+            if watcher is not None:
+                watcher.stop(error=str(e) or type(e).__name__)
+            raise
+        if watcher is not None:
+            watcher.stop()
         timings["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         tconn = _pg.connect(params, target)
         try:
@@ -229,6 +286,7 @@ def restore_backup(
     roles=True,
     host_label=None,
     audit=None,
+    progress=None,
 ):
     """Restores a (verified) backup set as database ``target``.
 
@@ -278,7 +336,7 @@ def restore_backup(
                 conn.close()
             if audit:
                 audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
-        restored = restore_into(params, backup_set.archive, target, manifest, jobs=jobs)
+        restored = restore_into(params, backup_set.archive, target, manifest, jobs=jobs, progress=progress)
         result.update(restored)
         result["differences"] = compare(manifest, restored["facts"])
         return result
@@ -290,7 +348,7 @@ def restore_backup(
         _pg.drop_database(conn, staging)  # a leftover of an earlier failed attempt
     finally:
         conn.close()
-    restored = restore_into(params, backup_set.archive, staging, manifest, jobs=jobs)
+    restored = restore_into(params, backup_set.archive, staging, manifest, jobs=jobs, progress=progress)
     result.update(restored)
     diffs = compare(manifest, restored["facts"])
     result["differences"] = diffs

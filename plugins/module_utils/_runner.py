@@ -160,6 +160,14 @@ def progress_callback(logger, label, total=None):
     return log_mod.Progress(logger, label, total_bytes=total)
 
 
+def progress_factory(logger):
+    """progress(label, total_bytes) for uploads, downloads and restores: journal lines with
+    bytes done, rate and ETA (None when _log is missing)."""
+    if _optional("_log") is None:
+        return None
+    return lambda label, total=None: progress_callback(logger, label, total)
+
+
 def audit_callback(logger):
     log_mod = _optional("_log")
 
@@ -172,10 +180,13 @@ def audit_callback(logger):
     return audit
 
 
-def open_store(config):
+def open_store(config, logger=None):
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
 
-    return _azure, _azure.open_store({k: v for k, v in config["azure"].items() if v is not None})
+    store = _azure.open_store({k: v for k, v in config["azure"].items() if v is not None})
+    if logger is not None:
+        store.progress = progress_factory(logger)
+    return _azure, store
 
 
 def backup_database(config, database, logger, store=None, azure=None):
@@ -210,7 +221,14 @@ def backup_database(config, database, logger, store=None, azure=None):
         )
 
         step = "verify"
-        ver = _verify.verify(config["pg"], config["backup_dir"], database, m["backup_id"], level=config["verify_level"])
+        ver = _verify.verify(
+            config["pg"],
+            config["backup_dir"],
+            database,
+            m["backup_id"],
+            level=config["verify_level"],
+            progress=progress_factory(logger),
+        )
         r["verify_ok"] = ver["ok"]
         if not ver["ok"]:
             raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
@@ -260,7 +278,7 @@ def run_backup(config, logger):
     results = []
     if config["upload"]:
         try:
-            azure, store = open_store(config)
+            azure, store = open_store(config, logger)
         except Exception as e:  # noqa: BLE001 - configuration problems fail every database clearly
             results = [
                 {"database": d, "success": False, "error": "upload configuration: %s" % e} for d in config["databases"]
@@ -336,7 +354,9 @@ def run_drill(config, logger):
             r["error"] = "no local backup to drill"
         else:
             bid = entries[-1]["backup_id"]
-            ver = _verify.verify(config["pg"], config["backup_dir"], database, bid, level="restore")
+            ver = _verify.verify(
+                config["pg"], config["backup_dir"], database, bid, level="restore", progress=progress_factory(logger)
+            )
             r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver["duration_seconds"])
             if not ver["ok"]:
                 r["error"] = "; ".join(f["message"] for f in ver["failures"])
@@ -383,7 +403,7 @@ def run_history(config, logger, kind):
     h = config["history"]
     database = h["database"]
     try:
-        _azure_mod, store = open_store(config)
+        _azure_mod, store = open_store(config, logger)
         tables = [p["hypertable"] for p in h["retention"]] or None
         if kind == "archive":
             import datetime

@@ -181,7 +181,7 @@ def verify_archive(params, bset, manifest, checks, pg_restore):
         checks.add("archive readable", False, "pg_restore cannot read the whole archive: %s" % e)
 
 
-def verify_restore(params, bset, manifest, checks, jobs=1):
+def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
     scratch = _restore.scratch_name(manifest["database"][:20], "verify", manifest["backup_id"])
     conn = _pg.connect(params)
     try:
@@ -189,7 +189,9 @@ def verify_restore(params, bset, manifest, checks, jobs=1):
     finally:
         conn.close()
     try:
-        restored = _restore.restore_into(params, bset.archive, scratch, manifest, jobs=jobs, analyze=False)
+        restored = _restore.restore_into(
+            params, bset.archive, scratch, manifest, jobs=jobs, analyze=False, progress=progress
+        )
     except (_pg.PgError, _restore.RestoreError) as e:
         checks.add("restore", False, "restore into scratch database %s failed: %s" % (scratch, e))
         return None
@@ -212,8 +214,9 @@ def verify_restore(params, bset, manifest, checks, jobs=1):
     return restored
 
 
-def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True):
-    """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration."""
+def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None):
+    """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration.
+    ``progress``: reporter factory for the restore level's restore (see _restore.restore_into)."""
     if level not in LEVELS:
         raise ValueError("level must be one of %s" % ", ".join(LEVELS))
     t0 = time.monotonic()
@@ -225,7 +228,7 @@ def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, re
         pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
         verify_archive(params, bset, manifest, checks, pg_restore)
         if checks.ok and level == "restore":
-            restored = verify_restore(params, bset, manifest, checks, jobs=jobs)
+            restored = verify_restore(params, bset, manifest, checks, jobs=jobs, progress=progress)
     result = {
         "ok": checks.ok,
         "level": level,

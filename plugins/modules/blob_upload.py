@@ -228,6 +228,7 @@ def main():
             msg="give manifest_path (one set) or catch_up: true with backup_dir (all pending sets), not both"
         )
     store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
+    store.progress = _module_glue.progress_factory(module)
     redact = store.redact
     options = dict(
         host=p["host_label"],

@@ -231,6 +231,7 @@ def main():
         roles=p["restore_roles"],
         host_label=p["host_label"],
         audit=audit,
+        progress=_module_glue.progress_factory(module),
     )
     if result.get("differences"):
         module.fail_json(

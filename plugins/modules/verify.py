@@ -161,6 +161,7 @@ def main():
             level=level,
             jobs=p["jobs"],
             record=not module.check_mode,
+            progress=_module_glue.progress_factory(module),
         )
     if not result["ok"]:
         failures = [f for f in result["checks"] if not f["ok"]]

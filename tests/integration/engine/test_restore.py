@@ -1,5 +1,7 @@
 """insa.timescaledb_backup.restore: round trips with real contents, swap, failure safety."""
 
+import re
+
 import pytest
 import rig
 
@@ -54,9 +56,15 @@ def test_round_trip_fresh_then_swap(container, pg, source):
         assert res["changed"] is True
         assert rig.databases() == before, "check mode must not create or rename databases"
 
+        since = rig.sh(container, "date -u '+%Y-%m-%d %H:%M:%S'").strip()
         res = rig.ansible_module("restore", restore_args(pg, source, target))
         assert res.get("failed") is not True, res
         assert res["replaced_database"] is None and res["safety_backup"] is None
+        # While it runs, a restore reports its progress to the host's journal (module.log); the
+        # last line says how much was restored.
+        journal = rig.sh(container, "journalctl -t ansible-restore --since '%s' -o cat" % since)
+        staging = "%s__restore_%s" % (target, source["id"])
+        assert re.search(r"restore %s: finished, [0-9.]+ MiB in [0-9.]+ s" % staging, journal), journal
         assert rig.table_digest(target) == source["digest"]
         assert rig.query(target, "SELECT count(*) FROM show_chunks('esp_telemetry')")[0][0] == 11
 
