@@ -704,19 +704,20 @@ class BlobStore:
             return None
         except AzureError as e:
             raise self.explain(e, "read the properties of %s" % name) from None
-        return self._blob_info(props)
+        return self.blob_info(props)
 
     def _listing(self, start):
         """name -> blob info (as properties() gives it) of the blobs whose names start with start."""
         try:
             return {
-                props.name: self._blob_info(props)
+                props.name: self.blob_info(props)
                 for props in self.container_client.list_blobs(name_starts_with=start or None, include=["metadata"])
             }
         except AzureError as e:
             raise self.explain(e, "list %s" % (start or "the container")) from None
 
-    def _blob_info(self, props):
+    def blob_info(self, props):
+        """The dict this store reports for a blob (name, url, size, sha256 metadata, tier...)."""
         metadata = dict(props.metadata or {})
         return {
             "name": props.name,
@@ -858,7 +859,7 @@ class BlobStore:
                 continue
             tier = access_tier if item["kind"] in (KIND_ARCHIVE, KIND_ARCHIVE_PART) else None
             metadata = self._metadata(manifest, host, item["kind"], item["sha256"], item["part"])
-            info, warning = self._upload_file(item, metadata, tier, tags, int(block_size_mb), int(max_concurrency))
+            info, warning = self.upload_file(item, metadata, tier, tags, int(block_size_mb), int(max_concurrency))
             if warning:
                 warnings.append(warning)
             blobs.append(info)
@@ -897,9 +898,13 @@ class BlobStore:
             "throughput_mib_s": info.get("throughput_mib_s"),
         }
 
-    def _upload_file(self, item, metadata, tier, tags, block_size_mb, concurrency):
+    def upload_file(self, item, metadata, tier, tags, block_size_mb, concurrency):
         """Stages the file as blocks (one pass: read, hash, send), commits only when the content
-        matches the expected sha256, and only if the blob does not exist (If-None-Match: *)."""
+        matches the expected sha256, and only if the blob does not exist (If-None-Match: *).
+
+        The one way any file reaches Azure (backup sets here, chunk archives in _history).
+        ``item``: ``name`` (blob name), ``path``, ``kind`` (KIND_*), ``part``, ``sha256`` and
+        ``size`` expected. Returns (blob result dict, warning or None)."""
         timer = _Timer()
         name, path = item["name"], item["path"]
         blob = self.container_client.get_blob_client(name)

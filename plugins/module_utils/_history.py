@@ -1196,7 +1196,7 @@ class _Archiver:
             "sha256": sha256,
             "size": size,
         }
-        uploaded, warning = self.store._upload_file(
+        uploaded, warning = self.store.upload_file(
             item,
             _metadata(data_meta),
             self.options["access_tier"],
@@ -1269,7 +1269,7 @@ class _Archiver:
             "sha256": manifest_sha,
             "size": manifest_size,
         }
-        up_manifest, _w = self.store._upload_file(item, _metadata(manifest_meta), None, self.options["tags"], 4, 1)
+        up_manifest, _w = self.store.upload_file(item, _metadata(manifest_meta), None, self.options["tags"], 4, 1)
         os.unlink(manifest_path)
         sent += up_manifest["bytes"] if up_manifest["status"] == "uploaded" else 0
         planned.update(

@@ -76,7 +76,7 @@ def blobs(store, start=None):
     """name -> properties (with metadata) of every blob under the store's prefix."""
     prefix = start or (store.prefix + "/" if store.prefix else None)
     return {
-        p.name: store._blob_info(p)
+        p.name: store.blob_info(p)
         for p in store.container_client.list_blobs(name_starts_with=prefix, include=["metadata"])
     }
 

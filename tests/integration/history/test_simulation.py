@@ -146,7 +146,7 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
     state_file = os.path.join(tempfile.mkdtemp(prefix="it-history-sim."), "state.json")
     corrupted = []
     damaged_range = None
-    original_upload = store._upload_file
+    original_upload = store.upload_file
     conn = _history.open_connection(params, DB)  # one session for all runs, as the scheduled runner can
 
     def corrupting_upload(item, metadata, *args):
@@ -165,13 +165,13 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
         now = day_start(d + 1) + datetime.timedelta(hours=1)
         use = outage_store if d in OUTAGE else store
         if d == VERIFY_FAIL_DAY:
-            store._upload_file = corrupting_upload
+            store.upload_file = corrupting_upload
         try:
             archived = _history.archive_history(
                 params, DB, use, now=now, grace=GRACE, reverify=reverify, state_file=state_file, connection=conn
             )
         finally:
-            store._upload_file = original_upload
+            store.upload_file = original_upload
         reverify = False
         chunks_before = hh.rig.query(DB, "SELECT count(*) FROM timescaledb_information.chunks")[0][0]
         retention = _history.enforce_retention(params, DB, use, RETENTION, now=now, connection=conn)
