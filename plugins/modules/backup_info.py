@@ -23,17 +23,15 @@ author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only, in check mode as in a normal run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: N/A
     details: Changes nothing.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Read-only; always C(changed=false).
 options:

@@ -26,16 +26,14 @@ author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Selects the set and reports what would be downloaded or rehydrated; writes nothing, changes no tier.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: A set already present locally with the same manifest is left alone (C(changed=false)).
 options:

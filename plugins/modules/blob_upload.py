@@ -30,16 +30,14 @@ author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the container and the blobs' properties and reports what would be uploaded; sends no data.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Blobs already uploaded with the same sha256 are skipped; a second run reports C(changed=false).
 options:

@@ -33,17 +33,15 @@ author:
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Compares the live slices with the archive and reports in RV(archived) what would be archived (with
       C(status=would_archive)); exports and sends nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: A slice whose newest verified archive matches its live count and content hash is skipped; a second
       run reports C(changed=false) and sends zero bytes.

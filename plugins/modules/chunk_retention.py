@@ -31,18 +31,16 @@ author:
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs every check (without locking) and lists in RV(dropped) exactly the chunks that would be dropped;
       drops nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff lists the due chunks before and the chunks left after (held back ones stay).
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Once the covered slices are dropped, a second run with the same reference time drops nothing
       (C(changed=false)).

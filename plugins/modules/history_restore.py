@@ -26,16 +26,14 @@ author:
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Downloads and checks the objects and counts the rows that would be inserted; the target is not changed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Rows already present are skipped; a second run inserts nothing and reports C(changed=false).
 options:

@@ -27,17 +27,15 @@ author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the current policy (or the blobs) and reports the change; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: O(mode=management_policy) returns the policy's rules before and after.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Rules already in place, or blobs already in their tier, give C(changed=false).
 options:

@@ -18,17 +18,16 @@ description:
   - A set goes whole - manifest first, then archive, roles file, legacy checksum and verification record.
 author:
   - INSA platform team (@insa)
+extends_documentation_fragment:
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Lists exactly what would be removed; removes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after lists of backup ids.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 options:
   backup_dir:

@@ -26,16 +26,14 @@ author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
   - insa.timescaledb_backup.postgres
+  - insa.timescaledb_backup.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verifies the set and reports what would happen; nothing is created, renamed or dropped.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
     details: Each run restores again.
 options:
