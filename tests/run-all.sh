@@ -41,6 +41,7 @@ setup() {
 lint() {
   local rc=0
   yamllint -s . || rc=1
+  shellcheck -x --source-path=SCRIPTDIR tests/rig/*.sh tests/run-all.sh tests/sanity.sh .ci/run || rc=1
   ruff check . || rc=1
   ruff format --check --diff plugins tests bench >/dev/null 2>&1 || { ruff format --check plugins tests bench; rc=1; }
   ansible-lint -q || rc=1
