@@ -52,7 +52,8 @@ lint() {
 }
 sanity() { tests/sanity.sh; }
 unit() { run_pytest unit -q tests/unit; }
-integration() { run_pytest integration -q -p no:cacheprovider tests/integration; }
+# --durations: the slowest tests, so growth of the longest stage stays visible.
+integration() { run_pytest integration -q -p no:cacheprovider --durations=12 tests/integration; }
 molecule_all() {
   local rc=0 s
   for s in molecule/*/molecule.yml; do
