@@ -77,7 +77,7 @@ def progress_factory(module, interval_seconds=30.0):
     """progress(label, total_bytes) for the core's long transfers (uploads, downloads, restores):
     a module's result reaches the operator only when it ends, so while it runs it writes
     'restore iot__restore_...: 1.2 GiB done of 3.4 GiB (35%), 40.0 MiB/s, ETA 56 s' to the
-    target's journal (journalctl -t ansible-<module> -f)."""
+    target's journal (journalctl -f -t ansible-insa.timescaledb_backup.<module>)."""
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _log
 
     # A logger of this module object's own, not one from the global registry.

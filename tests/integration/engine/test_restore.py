@@ -62,7 +62,7 @@ def test_round_trip_fresh_then_swap(container, pg, source):
         assert res["replaced_database"] is None and res["safety_backup"] is None
         # While it runs, a restore reports its progress to the host's journal (module.log); the
         # last line says how much was restored.
-        journal = rig.sh(container, "journalctl -t ansible-restore --since '%s' -o cat" % since)
+        journal = rig.sh(container, "journalctl -t ansible-insa.timescaledb_backup.restore --since '%s' -o cat" % since)
         staging = "%s__restore_%s" % (target, source["id"])
         assert re.search(r"restore %s: finished, [0-9.]+ MiB in [0-9.]+ s" % staging, journal), journal
         assert rig.table_digest(target) == source["digest"]
