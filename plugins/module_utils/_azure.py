@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import contextlib
 import datetime
 import hashlib
 import os
@@ -565,6 +566,16 @@ def _throughput(size, seconds):
 # The store
 
 
+class _NoProgress:
+    """The reporter of a transfer nobody watches."""
+
+    def __call__(self, done_bytes):
+        pass
+
+    def finish(self, done_bytes=None, error=None):
+        pass
+
+
 class BlobStore:
     """One container and prefix of one account. Methods raise AzureTierError subclasses with
     messages that are safe to show (no secrets, no SAS)."""
@@ -599,10 +610,20 @@ class BlobStore:
                 parts.append(validate_segment(mf.validate_database_name(database), "database"))
         return join_name(*parts) + "/" if any(parts) else ""
 
-    def _reporter(self, action, name, size):
+    @contextlib.contextmanager
+    def _transfer(self, action, name, size):
+        """The progress reporter of one transfer (a silent one without self.progress or for a
+        small blob); ends it with the final line, or with 'failed after' and the redacted reason."""
         if self.progress is None or size < PROGRESS_MIN_BYTES:
-            return None
-        return self.progress("%s %s" % (action, name.rsplit("/", 1)[-1]), size)
+            reporter = _NoProgress()
+        else:
+            reporter = self.progress("%s %s" % (action, name.rsplit("/", 1)[-1]), size)
+        try:
+            yield reporter
+        except BaseException as e:
+            reporter.finish(error=self.redact(e) or type(e).__name__)
+            raise
+        reporter.finish()
 
     # -- errors
 
@@ -919,20 +940,11 @@ class BlobStore:
                 block_size // MIB,
                 MAX_BLOCKS,
             )
-        reporter = self._reporter("upload", name, size)
-        try:
-            block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency, reporter)
-        except AzureError as e:
-            error = self.explain(e, "upload %s" % name)
-            if reporter is not None:
-                reporter.finish(error=str(error))
-            raise error from None
-        except BaseException as e:
-            if reporter is not None:
-                reporter.finish(error=self.redact(e) or type(e).__name__)
-            raise
-        if reporter is not None:
-            reporter.finish(sent)
+        with self._transfer("upload", name, size) as reporter:
+            try:
+                block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency, reporter)
+            except AzureError as e:
+                raise self.explain(e, "upload %s" % name) from None
         if digest != item["sha256"] or (item["size"] is not None and sent != item["size"]):
             raise IntegrityError(
                 "%s does not match its manifest (sha256 %s, %d bytes; expected %s, %s bytes): not uploaded. "
@@ -977,7 +989,7 @@ class BlobStore:
         return self._blob_result(item, "uploaded", remote), warning
 
     @staticmethod
-    def _stage_blocks(blob, path, block_size, concurrency, reporter=None):
+    def _stage_blocks(blob, path, block_size, concurrency, reporter):
         """At most `concurrency` blocks in flight, one more being read: memory stays at about
         (concurrency + 1) x block_size whatever the file size. Block ids are the offsets, so a
         retried run restages the same ids. `reporter` hears the bytes the service has taken."""
@@ -991,8 +1003,7 @@ class BlobStore:
             future, length = in_flight.popleft()
             future.result()
             acked[0] += length
-            if reporter is not None:
-                reporter(acked[0])
+            reporter(acked[0])
 
         with open(path, "rb") as f, ThreadPoolExecutor(max_workers=concurrency) as pool:
             try:
@@ -1106,28 +1117,16 @@ class BlobStore:
         """Local sets whose manifest blob is not in Azure, oldest first, and the local sets that
         are not uploaded with the reason: an unreadable manifest, or (verified_only) no passing
         verification of this very archive (_verify's <id>.verify.json)."""
-        local = mf.list_local(backup_dir, database)
-        unusable = [
-            {"backup_id": e["backup_id"], "database": e["database"], "error": e["error"]}
-            for e in local
-            if e["manifest"] is None
-        ]
-        usable = []
-        for e in local:
-            if e["manifest"] is None:
-                continue
-            if verified_only and not _verify.is_verified(
-                mf.BackupSet.from_manifest(backup_dir, e["manifest"]), e["manifest"]
-            ):
-                unusable.append(
-                    {
-                        "backup_id": e["backup_id"],
-                        "database": e["database"],
-                        "error": "not verified: no passing verification of this archive (run verify)",
-                    }
-                )
-                continue
-            usable.append(e)
+        usable, unusable = [], []
+        for e in mf.list_local(backup_dir, database):
+            error = (e["error"] or "unreadable manifest") if e["manifest"] is None else None
+            if error is None and verified_only:
+                if not _verify.is_verified(mf.BackupSet.from_manifest(backup_dir, e["manifest"]), e["manifest"]):
+                    error = "not verified: no passing verification of this archive (run verify)"
+            if error is None:
+                usable.append(e)
+            else:
+                unusable.append({"backup_id": e["backup_id"], "database": e["database"], "error": error})
 
         def key(entry):
             return (host or entry["manifest"].get("host") or socket.getfqdn(), entry["database"], entry["backup_id"])
@@ -1345,18 +1344,10 @@ class BlobStore:
                 try:
                     # In order, one pass: the sha256 against the manifest checks the content end to end.
                     downloader = self.container_client.get_blob_client(name).download_blob()
-                    reporter = self._reporter("download", name, downloader.size or 0)
-                    try:
+                    with self._transfer("download", name, downloader.size or 0) as reporter:
                         for chunk in downloader.chunks():
                             writer.write(chunk)
-                            if reporter is not None:
-                                reporter(writer.size)
-                    except BaseException as e:
-                        if reporter is not None:
-                            reporter.finish(error=self.redact(e) or type(e).__name__)
-                        raise
-                    if reporter is not None:
-                        reporter.finish(writer.size)
+                            reporter(writer.size)
                 except HttpResponseError as e:
                     if _error_code(e) == "BlobArchived":
                         raise ArchivedError(

@@ -617,6 +617,17 @@ def export_parquet(
         with os.fdopen(read_fd, "rb") as source:
             read_options, parse_options, convert_options = _csv_read_options(columns)
             writer = None
+
+            def write(batches, n_rows):
+                # The writer's settings depend on the first row group (see parquet_options).
+                nonlocal writer
+                table = pa.Table.from_batches(batches, schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
+                if n_rows:
+                    writer.write_table(table, row_group_size=n_rows)
+                return n_rows
+
             try:
                 pending, pending_rows = [], 0
                 try:
@@ -631,18 +642,10 @@ def export_parquet(
                     pending.append(_to_schema(batch, schema))
                     pending_rows += batch.num_rows
                     if pending_rows >= row_group_rows:
-                        table = pa.Table.from_batches(pending, schema)
-                        if writer is None:
-                            writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
-                        writer.write_table(table, row_group_size=pending_rows)
-                        rows += pending_rows
+                        rows += write(pending, pending_rows)
                         pending, pending_rows = [], 0
-                table = pa.Table.from_batches(pending, schema)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
-                if pending_rows:
-                    writer.write_table(table, row_group_size=pending_rows)
-                    rows += pending_rows
+                # Also with no rows at all: an empty slice is a valid, empty Parquet file.
+                rows += write(pending, pending_rows)
             finally:
                 if writer is not None:
                     writer.close()
@@ -1861,18 +1864,18 @@ def _create_table(conn, schema, table, columns, time_column):
 
 
 def module_call(module, redact, fn, *args, **kwargs):
-    """Runs a core function; an operator-facing error becomes module.fail_json(msg=...) with
-    secrets redacted. `module` is duck-typed, so this file needs no Ansible import."""
+    """_azure.module_call (operator-facing errors become module.fail_json(msg=...), secrets
+    redacted, never a traceback), plus the errors of this core and of PostgreSQL."""
     redact = redact or _azure.Redactor()
-    try:
-        return fn(*args, **kwargs)
-    except (HistoryError, _pg.PgError, _azure.AzureTierError, mf.ManifestError, ValueError) as e:
-        module.fail_json(msg=redact(e))
-    except OSError as e:
-        module.fail_json(msg=redact("%s: %s" % (e.filename or "I/O error", e.strerror or e)))
-    except Exception as e:  # noqa: BLE001 - the SDKs raise more than they document; say it plainly
-        if _pg.HAS_PSYCOPG2 and isinstance(e, _pg.psycopg2.Error):
-            module.fail_json(msg=redact("PostgreSQL: %s" % ("%s" % e).strip()))
-        if _azure.HAS_AZURE_STORAGE and isinstance(e, _azure.AzureError):
-            module.fail_json(msg=redact("Azure request failed: %s" % ("%s" % (e,)).strip().splitlines()[0]))
-        raise
+
+    def run():
+        try:
+            return fn(*args, **kwargs)
+        except (HistoryError, _pg.PgError) as e:
+            module.fail_json(msg=redact(e))
+        except Exception as e:
+            if _pg.HAS_PSYCOPG2 and isinstance(e, _pg.psycopg2.Error):
+                module.fail_json(msg=redact("PostgreSQL: %s" % ("%s" % e).strip()))
+            raise
+
+    return _azure.module_call(module, redact, run)

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import re
 import tempfile
@@ -117,13 +118,17 @@ class SizeWatcher:
         self.reporter = reporter
         self.interval_seconds = interval_seconds
         self.size = None
-        self.error = None  # why the watcher stopped watching, if it did
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="restore-progress", daemon=True)
 
-    def start(self):
+    def __enter__(self):
         self._thread.start()
         return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop.set()
+        self._thread.join()
+        self.reporter.finish(self.size, error=None if exc is None else (str(exc) or exc_type.__name__))
 
     def _run(self):
         try:
@@ -138,15 +143,10 @@ class SizeWatcher:
                 if stopped:
                     break
                 self.reporter(self.size)
-        except Exception as e:  # noqa: BLE001 - the restore reports its own errors
-            self.error = e
+        except Exception:  # noqa: BLE001 - stop watching; the restore reports its own errors
+            return
         finally:
             conn.close()
-
-    def stop(self, error=None):
-        self._stop.set()
-        self._thread.join()
-        self.reporter.finish(self.size, error=error)
 
 
 def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=True, analyze=True, progress=None):
@@ -175,18 +175,12 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                     cur.execute("SELECT timescaledb_pre_restore()")
         finally:
             tconn.close()
-        watcher = None
+        watcher = contextlib.nullcontext()
         if progress is not None:
             reporter = progress("restore %s" % target, int(manifest.get("database_size_bytes") or 0))
-            watcher = SizeWatcher(params, target, reporter).start()
-        try:
+            watcher = SizeWatcher(params, target, reporter)
+        with watcher:
             _run_pg_restore(params, pg_restore, archive, target, jobs)
-        except BaseException as e:
-            if watcher is not None:
-                watcher.stop(error=str(e) or type(e).__name__)
-            raise
-        if watcher is not None:
-            watcher.stop()
         timings["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         tconn = _pg.connect(params, target)
         try:

@@ -33,6 +33,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -153,19 +154,13 @@ def get_logger(fmt):
     return logger
 
 
-def progress_callback(logger, label, total=None):
+def progress_factory(logger):
+    """progress(label, total_bytes) for dumps, uploads, downloads and restores: journal lines
+    with bytes done, rate and ETA (None when _log is missing)."""
     log_mod = _optional("_log")
     if log_mod is None:
         return None
-    return log_mod.Progress(logger, label, total_bytes=total)
-
-
-def progress_factory(logger):
-    """progress(label, total_bytes) for uploads, downloads and restores: journal lines with
-    bytes done, rate and ETA (None when _log is missing)."""
-    if _optional("_log") is None:
-        return None
-    return lambda label, total=None: progress_callback(logger, label, total)
+    return lambda label, total=None: log_mod.Progress(logger, label, total_bytes=total)
 
 
 def audit_callback(logger):
@@ -198,7 +193,8 @@ def backup_database(config, database, logger, store=None, azure=None):
     try:
         previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
         estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
-        progress = progress_callback(logger, "dump %s" % database, estimate)
+        new_progress = progress_factory(logger)
+        progress = new_progress("dump %s" % database, estimate) if new_progress else None
         logger.info("dump %s: starting", database)
         dumped = _dump.dump(
             config["pg"],
@@ -208,7 +204,7 @@ def backup_database(config, database, logger, store=None, azure=None):
             host_label=config["host_label"],
             progress=progress,
         )
-        if progress is not None and hasattr(progress, "finish"):
+        if progress is not None:
             progress.finish()
         m = dumped["manifest"]
         r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
@@ -227,7 +223,7 @@ def backup_database(config, database, logger, store=None, azure=None):
             database,
             m["backup_id"],
             level=config["verify_level"],
-            progress=progress_factory(logger),
+            progress=new_progress,
         )
         r["verify_ok"] = ver["ok"]
         if not ver["ok"]:
@@ -390,8 +386,6 @@ def _history_result(config, database, history_result, kind):
 
 
 def _parse_iso(text):
-    import datetime
-
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -406,8 +400,6 @@ def run_history(config, logger, kind):
         _azure_mod, store = open_store(config, logger)
         tables = [p["hypertable"] for p in h["retention"]] or None
         if kind == "archive":
-            import datetime
-
             res = _history.archive_history(
                 config["pg"],
                 database,
