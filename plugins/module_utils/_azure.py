@@ -103,7 +103,7 @@ CONTENT_TYPES = {
 
 MAX_BLOB_NAME = 1024
 MAX_SEGMENT = 254
-SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=\-]*$")
+SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~][A-Za-z0-9_.=~\-]*$")
 METADATA_VALUE_RE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -211,8 +211,8 @@ def validate_segment(segment, what="path segment"):
         raise BlobNameError("%s %r is longer than %d characters" % (what, segment, MAX_SEGMENT))
     if not SEGMENT_RE.match(segment) or segment.endswith("."):
         raise BlobNameError(
-            "%s %r is not accepted: use letters, digits, '_', '-', '.' and '=', starting with a letter, "
-            "digit or '_' and not ending with '.'" % (what, segment)
+            "%s %r is not accepted: use letters, digits, '_', '-', '.', '=' and '~', starting with a letter, "
+            "digit, '_' or '~' and not ending with '.'" % (what, segment)
         )
     return segment
 
@@ -258,7 +258,7 @@ def blob_folder(prefix, host, database, backup_id):
     return join_name(
         validate_prefix(prefix),
         validate_segment(host, "host"),
-        validate_segment(mf.validate_database_name(database), "database"),
+        validate_segment(mf.database_segment(database), "database"),
         "%04d" % t.year,
         "%02d" % t.month,
     )
@@ -291,6 +291,9 @@ def parse_blob_name(name, prefix):
     if len(parts) not in (5, 6):
         return None
     host, database, year, month, leaf = parts[:5]
+    database = mf.database_from_segment(database)
+    if database is None:
+        return None
     part = None
     if len(parts) == 6:
         if not leaf.endswith(mf.DIRECTORY_SUFFIX):
@@ -607,7 +610,7 @@ class BlobStore:
         if host:
             parts.append(validate_segment(host, "host"))
             if database:
-                parts.append(validate_segment(mf.validate_database_name(database), "database"))
+                parts.append(validate_segment(mf.database_segment(database), "database"))
         return join_name(*parts) + "/" if any(parts) else ""
 
     @contextlib.contextmanager

@@ -85,7 +85,7 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
         )
     if database is None:
         return None
-    folder = os.path.join(backup_dir, mf.validate_database_name(database))
+    folder = os.path.join(backup_dir, mf.database_segment(database))
     if not os.path.isdir(folder):
         if not create_db_folder:
             return folder
@@ -102,10 +102,10 @@ def compression_arg(compression, level=None):
     return "%s:%d" % (compression, DEFAULT_LEVELS[compression] if level is None else level)
 
 
-def estimate_size(folder, db_size, compression):
+def estimate_size(backup_dir, database, db_size, compression):
     """Bytes the archive is expected to need: 1.25 × the last archive of this database, or a
     ratio of pg_database_size when there is none yet."""
-    previous = [e for e in mf.list_local(os.path.dirname(folder), os.path.basename(folder)) if e["manifest"]]
+    previous = [e for e in mf.list_local(backup_dir, database) if e["manifest"]]
     if previous:
         return int(previous[-1]["manifest"]["archive"]["size_bytes"] * 1.25) + 16 * 1024 * 1024
     return int(db_size * SIZE_RATIO[compression]) + 16 * 1024 * 1024
@@ -160,8 +160,7 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
     pg_dumpall, _v = _pg.find_tool("pg_dumpall", facts["server_major"], params.pg_bin_dir)
     if compression == "zstd" and facts["server_major"] < 16 and int(pg_dump_version.split(".")[0]) < 16:
         raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip")
-    folder = os.path.join(backup_dir, database)
-    estimate = estimate_size(folder, facts["database_size_bytes"], compression)
+    estimate = estimate_size(backup_dir, database, facts["database_size_bytes"], compression)
     free = free_bytes(backup_dir)
     if free < estimate:
         raise BackupError(
@@ -312,6 +311,8 @@ def dump(
             },
             "tables": result["facts"]["tables"],
             "hypertables": result["facts"]["hypertables"],
+            # Restored after timescaledb_post_restore(), not by pg_restore (see _restore).
+            "hypertable_references": result["facts"]["hypertable_references"],
         }
         if directory_format:
             manifest["archive"]["files"] = result["files"]

@@ -38,6 +38,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -97,13 +98,14 @@ HELD_DAMAGED = "archive_damaged"
 HELD_UNREACHABLE = "archive_unreachable"
 HELD_LOCKED = "lock_timeout"
 HELD_UNEXPECTED = "unexpected_chunks"
+HELD_REFERENCED = "referenced_by_foreign_key"
 HELD_ERROR = "error"
 
 TIME_RE = r"\d{8}T\d{6}(?:\.\d{6})?Z"
 LEAF_RE = re.compile(r"^(%s)_(%s)\.v([1-9]\d{0,8})\.(parquet|manifest\.json)$" % (TIME_RE, TIME_RE))
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-# Type names as format_type() writes them; nothing that could end a statement.
-PG_TYPE_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_ ."(),\[\]]{0,200}$')
+# Type names as format_type() writes them, once quoted identifiers are set aside: nothing that
+# could end a statement or start a comment.
+PG_TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .(),\[\]]{0,200}$")
 
 # The settings that fix the text form of values (and so the content hash).
 SESSION_SETTINGS = (
@@ -155,23 +157,28 @@ def range_label(start, end):
 
 
 def split_table_name(name):
-    """'esp_telemetry' or 'public.esp_telemetry' -> (schema, table). Plain lower-case-friendly
-    identifiers only: they become part of blob names."""
-    if not isinstance(name, str) or not name:
-        raise HistoryError("hypertable name is empty")
-    schema, _dot, table = name.rpartition(".")
-    schema = schema or "public"
-    for part in (schema, table):
-        if not NAME_RE.match(part):
-            raise HistoryError(
-                "hypertable %r is not supported: schema and table names must be plain identifiers "
-                "(letters, digits, '_'), because they become part of the blob names" % (name,)
-            )
-    return schema, table
+    """'esp_telemetry', 'public.esp_telemetry' or 'public."Plant A"' -> (schema, table), read the
+    way PostgreSQL reads identifiers (bare parts fold to lower case)."""
+    try:
+        return _pg.split_qualified(name)
+    except ValueError as e:
+        raise HistoryError("hypertable %s" % e) from None
 
 
 def qualified(schema, table):
-    return "%s.%s" % (schema, table)
+    return _pg.qualified(schema, table)
+
+
+def table_segment(schema, table):
+    """<schema>.<table> as one blob name segment. Parts are escaped (_manifest.escape_name): plain
+    names stand for themselves, as in the layout of earlier releases, and no two names share a
+    folder. Longer than Azure's 255 characters per segment (hierarchical namespace accounts), it
+    is cut and ends in ``~~`` and 16 hex digits of its sha256 (no escape writes ``~~``)."""
+    segment = "%s.%s" % (mf.escape_name(schema), mf.escape_name(table))
+    if len(segment) <= _azure.MAX_SEGMENT:
+        return segment
+    head = re.sub(r"~[0-9a-f]?$", "", segment[:200])
+    return "%s~~%s" % (head, hashlib.sha256(segment.encode("utf-8")).hexdigest()[:16])
 
 
 def history_folder(prefix, database, hypertable):
@@ -180,8 +187,8 @@ def history_folder(prefix, database, hypertable):
     return _azure.join_name(
         _azure.validate_prefix(prefix),
         HISTORY_DIR,
-        _azure.validate_segment(mf.validate_database_name(database), "database"),
-        _azure.validate_segment(qualified(schema, table), "hypertable"),
+        _azure.validate_segment(mf.database_segment(database), "database"),
+        _azure.validate_segment(table_segment(schema, table), "hypertable"),
     )
 
 
@@ -308,6 +315,44 @@ def arrow_type(name):
     }[name]
 
 
+# Columns, and for a type that is not built in (domain, enum, composite, range, arrays of them)
+# the built-in type with the same text form: a domain's base type, else text. A history restore
+# into a database that lacks the type uses it (resolve_columns); the content hash, computed
+# over text forms, is the same either way.
+_COLUMNS_QUERY = """
+SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, a.atttypmod, t.typtype::text,
+  CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN NULL
+       WHEN e.oid IS NOT NULL THEN CASE WHEN e.typtype = 'd' AND eb.typnamespace = 'pg_catalog'::regnamespace
+                                        THEN format_type(e.typbasetype, e.typtypmod) ELSE 'text' END || '[]'
+       WHEN t.typtype = 'd' AND b.typnamespace = 'pg_catalog'::regnamespace THEN format_type(t.typbasetype, t.typtypmod)
+       ELSE 'text' END
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type b ON b.oid = t.typbasetype
+LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_type eb ON eb.oid = e.typbasetype
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+
+def resolve_columns(conn, columns):
+    """The archived columns as this database can hold them: a type it lacks is replaced by the
+    column's recorded fallback (text for manifests written before fallbacks were recorded).
+    Returns (columns, warnings)."""
+    resolved, warnings = [], []
+    for c in columns:
+        if _pg.scalar(conn, "SELECT to_regtype(%s) IS NOT NULL", (_pg_type(c),)):
+            resolved.append(c)
+            continue
+        fallback = c.get("fallback_type") or "text"
+        resolved.append(dict(c, pg_type=fallback))
+        warnings.append(
+            "column %s: type %s does not exist in database %s; restored as %s (the same text form). Create the type "
+            "first to keep it"
+            % (_pg.qualify_part(c["name"]), c["pg_type"], _pg.scalar(conn, "SELECT current_database()"), fallback)
+        )
+    return resolved, warnings
+
+
 def describe_hypertable(conn, name):
     """Schema, time column and columns (name, pg_type, typname, wire, parquet type)."""
     schema, table = split_table_name(name)
@@ -328,15 +373,14 @@ def describe_hypertable(conn, name):
         )
     time_column, time_type = found[0]
     columns = []
-    for attname, pg_type, typname, typmod, typtype in _pg.rows(
-        conn,
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, a.atttypmod, t.typtype::text "
-        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        (_pg.quote_ident(schema) + "." + _pg.quote_ident(table),),
+    for attname, pg_type, typname, typmod, typtype, fallback in _pg.rows(
+        conn, _COLUMNS_QUERY, (_pg.quote_ident(schema) + "." + _pg.quote_ident(table),)
     ):
         wire, parquet = column_plan(typname if typtype == "b" else "", typmod)
-        columns.append({"name": attname, "pg_type": pg_type, "wire": wire, "parquet_type": parquet})
+        column = {"name": attname, "pg_type": pg_type, "wire": wire, "parquet_type": parquet}
+        if fallback:
+            column["fallback_type"] = fallback
+        columns.append(column)
     time_col = next(c for c in columns if c["name"] == time_column)
     if time_col["wire"] != "epoch_us" and time_col["parquet_type"] != "date32":
         raise HistoryError(
@@ -369,8 +413,12 @@ def _col_list(columns, prefix=None, cast=False):
     return sql.SQL(", ").join(items)
 
 
+def _fallback(column):
+    return {"fallback_type": column["fallback_type"]} if column.get("fallback_type") else {}
+
+
 def _pg_type(column):
-    if not PG_TYPE_RE.match(column["pg_type"]) or "--" in column["pg_type"]:
+    if len(column["pg_type"]) > 1000 or not PG_TYPE_RE.match(_pg.without_quoted_identifiers(column["pg_type"])):
         raise HistoryError(
             "column %r has a type name this collection does not accept: %r" % (column["name"], column["pg_type"])
         )
@@ -1225,9 +1273,7 @@ class _Archiver:
             "generation": planned["generation"],
             "reason": planned["reason"],
             "chunks": s["chunks"],
-            "columns": [
-                {"name": c["name"], "pg_type": c["pg_type"], "parquet_type": c["parquet_type"]} for c in columns
-            ],
+            "columns": [dict({k: c[k] for k in ("name", "pg_type", "parquet_type")}, **_fallback(c)) for c in columns],
             "rows": obj_rows,
             "content_hash": obj_digest,
             "hash_algorithm": HASH_ALGORITHM,
@@ -1446,6 +1492,27 @@ def normalize_policies(policies):
     return out
 
 
+def _referenced_reason(conn, info):
+    """Why no chunk of a hypertable that a foreign key points at can be dropped, or None.
+    TimescaleDB refuses such a drop (the key depends on each chunk's unique index) even when no
+    row refers to the chunk; said before trying, in words an operator can act on."""
+    oid = _pg.scalar(
+        conn,
+        "SELECT %s::regclass::oid::int8",
+        (_pg.quote_ident(info["schema"]) + "." + _pg.quote_ident(info["table"]),),
+    )
+    refs = _pg.hypertable_references(conn, oid)
+    if not refs:
+        return None
+    keys = ", ".join("%s on %s" % (_pg.qualify_part(r["name"]), r["table"]) for r in refs)
+    return (
+        "TimescaleDB cannot drop chunks of %s while a foreign key points at it (%s), even when no row refers to "
+        "them. Drop the key (ALTER TABLE %s DROP CONSTRAINT %s) if the reference need not be enforced by the "
+        "database, or take %s out of the retention policies; its archive is kept either way"
+        % (info["name"], keys, refs[0]["table"], _pg.qualify_part(refs[0]["name"]), info["name"])
+    )
+
+
 def _held(info, s, code, reason, **extra):
     return _slice_result(info, s, reason_code=code, reason=reason, **extra)
 
@@ -1602,8 +1669,11 @@ def enforce_retention(
             result["hypertables"][info["name"]] = summary
             folder = history_folder(store.prefix, database, info["name"])
             unreachable = None
+            referenced = _referenced_reason(conn, info)
             for s in due:
-                if unreachable is not None:
+                if referenced is not None:
+                    held = (HELD_REFERENCED, referenced)
+                elif unreachable is not None:
                     held = (HELD_UNREACHABLE, unreachable)
                 else:
                     try:
@@ -1698,6 +1768,7 @@ def restore_range(
         "rows_inserted": 0,
         "rows_present": 0,
         "table_created": False,
+        "warnings": [],
     }
     store.ensure_container(create=False)
     # Months that can hold a range overlapping [start, end): ranges start at most one month-ish
@@ -1730,7 +1801,7 @@ def restore_range(
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
-        columns = selected[0][2][0]["columns"]
+        columns, result["warnings"] = resolve_columns(conn, selected[0][2][0]["columns"])
         info = {
             "name": name,
             "time_column": selected[0][2][0]["time_column"],

@@ -35,8 +35,13 @@ PARTIAL_SUFFIX = ".partial"
 LEGACY_MD5_SUFFIX = ".md5"
 
 BACKUP_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
-# Database names as PostgreSQL allows them, minus what is unsafe in a file or blob name.
+# Database names that stand for themselves in file and blob names. Any other name PostgreSQL
+# accepts is written there escaped (see database_segment).
 DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
+# PostgreSQL's NAMEDATALEN - 1: longer names are truncated by the server, so they never exist.
+MAX_NAME_BYTES = 63
+SEGMENT_ESCAPE = "~"
+_SEGMENT_PLAIN = re.compile(r"[A-Za-z0-9_]")
 CHUNK = 1024 * 1024
 
 
@@ -68,11 +73,47 @@ def validate_backup_id(backup_id):
 
 
 def validate_database_name(name):
-    if not isinstance(name, str) or not DATABASE_RE.fullmatch(name) or ".." in name:
+    """Any name PostgreSQL accepts for a database: 1 to 63 bytes of UTF-8, no NUL."""
+    if not isinstance(name, str) or not name or "\0" in name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise ValueError(
-            "invalid database name %r: use letters, digits, '_', '-' or '.', at most 63 characters" % (name,)
+            "invalid database name %r: a PostgreSQL database name has 1 to %d bytes (UTF-8) and no NUL"
+            % (name, MAX_NAME_BYTES)
         )
     return name
+
+
+def database_segment(name):
+    """The database's name in file and blob names. A name of letters, digits, '_', '-', '.' stands
+    for itself; any other (spaces, quotes, '/', non-ASCII, emoji...) is written with every byte
+    outside [A-Za-z0-9_] as ``~XX`` (UTF-8, lower-case hex). Plain names never contain '~' and
+    escaped ones always do, so two databases never share a folder."""
+    validate_database_name(name)
+    if DATABASE_RE.fullmatch(name) and ".." not in name:
+        return name
+    return escape_name(name)
+
+
+def escape_name(text):
+    """text with every UTF-8 byte outside [A-Za-z0-9_] written as ``~XX``."""
+    return "".join(
+        chr(b) if _SEGMENT_PLAIN.match(chr(b)) else "%s%02x" % (SEGMENT_ESCAPE, b) for b in text.encode("utf-8")
+    )
+
+
+def database_from_segment(segment):
+    """The database name a folder or blob segment stands for, or None if it is not one."""
+    if SEGMENT_ESCAPE not in segment:
+        return segment if DATABASE_RE.fullmatch(segment) and ".." not in segment else None
+    if not re.fullmatch(r"(?:[A-Za-z0-9_]|~[0-9a-f]{2})+", segment):
+        return None
+    raw = bytearray()
+    for plain, escaped in re.findall(r"([A-Za-z0-9_])|~([0-9a-f]{2})", segment):
+        raw.append(ord(plain) if plain else int(escaped, 16))
+    try:
+        name = raw.decode("utf-8")
+        return name if database_segment(name) == segment else None
+    except ValueError:  # not UTF-8, or not a database name: someone else's folder
+        return None
 
 
 def isoformat(dt):
@@ -90,7 +131,7 @@ class BackupSet:
 
     @property
     def folder(self):
-        return os.path.join(self.backup_dir, self.database)
+        return os.path.join(self.backup_dir, database_segment(self.database))
 
     def _path(self, suffix):
         return os.path.join(self.folder, self.backup_id + suffix)
@@ -267,10 +308,11 @@ def list_local(backup_dir, database=None):
     found = []
     if not os.path.isdir(backup_dir):
         return found
-    dbs = [database] if database else sorted(os.listdir(backup_dir))
-    for db in dbs:
-        folder = os.path.join(backup_dir, db)
-        if not os.path.isdir(folder):
+    segments = [database_segment(database)] if database else sorted(os.listdir(backup_dir))
+    for segment in segments:
+        db = database_from_segment(segment)
+        folder = os.path.join(backup_dir, segment)
+        if db is None or not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
             if not name.endswith(MANIFEST_SUFFIX):

@@ -197,6 +197,75 @@ def quote_ident(name):
     return '"' + name.replace('"', '""') + '"'
 
 
+# --- qualified names -----------------------------------------------------------------------
+# Tables are keyed "schema.table" in manifests and results. A part is written bare when it is
+# a plain lower-case identifier and double-quoted otherwise, so "a.b"."c" and "a"."b.c" stay
+# two names; split_qualified() reads such keys (and what operators type) the way PostgreSQL
+# reads identifiers. Keys are never run as SQL: they are split and passed as identifiers.
+
+_PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+# What PostgreSQL reads as an unquoted identifier (letters include any non-ASCII character).
+_BARE_IDENT = re.compile(r"^[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*$")
+
+
+_QUOTED_IDENT = re.compile(r'"(?:[^"]|"")*"')
+
+
+def without_quoted_identifiers(text):
+    """text with each double-quoted identifier replaced by x: what remains of a type name or a
+    constraint definition from a manifest can then be checked against a strict pattern."""
+    return _QUOTED_IDENT.sub("x", text)
+
+
+def qualify_part(part):
+    return part if _PLAIN_IDENT.match(part) else quote_ident(part)
+
+
+def qualified(schema, name):
+    return "%s.%s" % (qualify_part(schema), qualify_part(name))
+
+
+def _read_ident(text, pos):
+    """One identifier of text at pos: (name, next position). Quoted: exact, with "" for ".
+    Bare: up to the next '.', folded to lower case as PostgreSQL does."""
+    if text.startswith('"', pos):
+        out, pos = [], pos + 1
+        while True:
+            end = text.find('"', pos)
+            if end < 0:
+                raise ValueError("unterminated quoted identifier in %r" % (text,))
+            out.append(text[pos:end])
+            if text.startswith('"', end + 1):
+                out.append('"')
+                pos = end + 2
+                continue
+            return "".join(out), end + 1
+    end = text.find(".", pos)
+    end = len(text) if end < 0 else end
+    part = text[pos:end]
+    if not _BARE_IDENT.match(part):
+        raise ValueError("%r is not a valid name: quote parts with spaces or special characters" % (text,))
+    return part.lower(), end
+
+
+def split_qualified(text, default_schema="public"):
+    """'t', 'public.t', 'public."My t"', '"a.b"."c"' -> (schema, table)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a table name is empty")
+    parts, pos = [], 0
+    while True:
+        name, pos = _read_ident(text, pos)
+        if not name or len(name.encode("utf-8")) > 63:
+            raise ValueError("%r: each part of a name has 1 to 63 bytes" % (text,))
+        parts.append(name)
+        if pos == len(text):
+            break
+        if text[pos] != "." or len(parts) == 2:
+            raise ValueError("%r is not a table name of the form schema.table" % (text,))
+        pos += 1
+    return (default_schema, parts[0]) if len(parts) == 1 else tuple(parts)
+
+
 def quote_literal(value):
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -343,7 +412,7 @@ def table_facts(conn):
     system = tuple(SYSTEM_SCHEMAS)
     tables = rows(
         conn,
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT n.nspname, c.relname, c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
         "AND n.nspname NOT IN %s AND n.nspname NOT LIKE 'pg\\_temp%%' AND n.nspname NOT LIKE 'pg\\_toast%%' "
         "ORDER BY 1, 2",
@@ -359,20 +428,20 @@ def table_facts(conn):
             "LEFT JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
             "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 ORDER BY 1, 2",
         ):
-            hyper["%s.%s" % (schema, name)] = {"time_column": col, "time_type": ctype}
+            hyper[qualified(schema, name)] = {"time_column": col, "time_type": ctype}
     result_tables = {}
     result_hyper = {}
-    for schema, name in tables:
-        qname = "%s.%s" % (schema, name)
+    for schema, name, oid in tables:
+        qname = qualified(schema, name)
         ident = sql.Identifier(schema, name)
         count = int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident)))
-        result_tables[qname] = {"rows": count}
+        # The oid matches the table's entry in the archive's table of contents.
+        result_tables[qname] = {"rows": count, "oid": oid}
         if qname in hyper:
             info = hyper[qname]
             col = sql.Identifier(info["time_column"])
             lo, hi = rows(conn, sql.SQL("SELECT min({0})::text, max({0})::text FROM {1}").format(col, ident))[0]
-            regclass = quote_ident(schema) + "." + quote_ident(name)
-            chunks = int(scalar(conn, "SELECT count(*) FROM show_chunks(%s::regclass)", (regclass,)))
+            chunks = int(scalar(conn, "SELECT count(*) FROM show_chunks(%s::regclass)", (oid,)))
             result_hyper[qname] = {
                 "rows": count,
                 "chunks": chunks,
@@ -381,7 +450,37 @@ def table_facts(conn):
                 "min_time": lo,
                 "max_time": hi,
             }
-    return {"tables": result_tables, "hypertables": result_hyper}
+    references = hypertable_references(conn) if has_tsdb else []
+    return {"tables": result_tables, "hypertables": result_hyper, "hypertable_references": references}
+
+
+def hypertable_references(conn, hypertable_oid=None):
+    """Foreign keys that point at a hypertable (TimescaleDB 2.16+), declared on the referencing
+    table (the per-chunk copies TimescaleDB makes have a parent and are left out, as pg_dump
+    does). Restore leaves them out and adds them after timescaledb_post_restore() (_restore);
+    retention cannot drop chunks such a key points at (_history)."""
+    query = (
+        "SELECT c.oid::int8, n.nspname, r.relname, c.conname, fn.nspname, f.relname, pg_get_constraintdef(c.oid) "
+        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace "
+        "JOIN pg_class f ON f.oid = c.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace "
+        "JOIN _timescaledb_catalog.hypertable h ON h.schema_name = fn.nspname AND h.table_name = f.relname "
+        "WHERE c.contype = 'f' AND c.conparentid = 0 AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch "
+        "WHERE ch.schema_name = n.nspname AND ch.table_name = r.relname)"
+    )
+    args = None
+    if hypertable_oid is not None:
+        query += " AND c.confrelid = %s"
+        args = (hypertable_oid,)
+    return [
+        {
+            "oid": oid,
+            "table": qualified(schema, table),
+            "name": name,
+            "references": qualified(fschema, ftable),
+            "definition": definition,
+        }
+        for oid, schema, table, name, fschema, ftable, definition in rows(conn, query + " ORDER BY 2, 3, 4", args)
+    ]
 
 
 def drop_database(conn, dbname):

@@ -85,7 +85,7 @@ def prune(
 ):
     """Applies ``plan`` to one database's folder under its lock. Returns what went and what stayed."""
     _dump.check_backup_dir(backup_dir)
-    folder = os.path.join(backup_dir, mf.validate_database_name(database))
+    folder = os.path.join(backup_dir, mf.database_segment(database))
     if not os.path.isdir(folder):
         return {"deleted": [], "kept": [], "removed_paths": []}
 

@@ -16,19 +16,35 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _globals, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - _pg reports the missing library
+    sql = None
+
 CATALOG_SCHEMAS = ("_timescaledb_catalog", "_timescaledb_config")
-# TOC line: "1234; 0 16401 TABLE DATA public devices postgres"
+# TOC line: "<dump id>; <catalog oid> <object oid> <kind> <schema> <name> <owner>". Schema,
+# name and owner are printed unquoted and may hold spaces, so entries are matched by the
+# object's oid (recorded in the manifest), never by splitting the names.
 TOC_RE = re.compile(r"^(\d+);\s+(\d+)\s+(\d+)\s+(.+)$")
-TOC_KINDS = ("TABLE DATA", "SEQUENCE SET", "SEQUENCE OWNED BY", "MATERIALIZED VIEW DATA", "TABLE", "SEQUENCE")
+TOC_KINDS = (
+    "TABLE DATA",
+    "SEQUENCE SET",
+    "SEQUENCE OWNED BY",
+    "MATERIALIZED VIEW DATA",
+    "FK CONSTRAINT",
+    "TABLE",
+    "SEQUENCE",
+)
 
 
 class RestoreError(Exception):
@@ -36,26 +52,47 @@ class RestoreError(Exception):
 
 
 def parse_toc(text):
-    """Entries of ``pg_restore --list``: dicts with line, kind, schema, name."""
+    """Entries of ``pg_restore --list``: dicts with line, dump_id, oid, kind and rest (what
+    follows the kind: schema, name and owner, separated by spaces that names may also hold)."""
     entries = []
     for line in text.splitlines():
-        if not line or line.startswith(";"):
-            continue
         m = TOC_RE.match(line)
         if not m:
             continue
-        rest = m.group(4)
-        kind = next((k for k in TOC_KINDS if rest.startswith(k + " ")), rest.split(" ", 1)[0])
-        parts = rest[len(kind) :].split()
+        desc = m.group(4)
+        kind = next((k for k in TOC_KINDS if desc.startswith(k + " ")), desc.split(" ", 1)[0])
         entries.append(
             {
                 "line": line,
+                "dump_id": int(m.group(1)),
+                "oid": int(m.group(3)),
                 "kind": kind,
-                "schema": parts[0] if len(parts) > 1 else None,
-                "name": parts[1] if len(parts) > 1 else (parts[0] if parts else None),
+                "rest": desc[len(kind) + 1 :],
             }
         )
     return entries
+
+
+def in_schema(entry, schema):
+    """True when a TOC entry belongs to ``schema`` (a name without spaces)."""
+    return entry["rest"].startswith(schema + " ")
+
+
+def missing_from_toc(manifest, toc):
+    """Tables and hypertable references the manifest lists that the archive lacks, by oid.
+    Manifests of older releases carry no oids: their (plain) names are compared instead."""
+    table_oids = {e["oid"] for e in toc if e["kind"] == "TABLE"}
+    legacy = {" ".join(e["rest"].split(" ")[:2]) for e in toc if e["kind"] == "TABLE"}
+    missing = []
+    for name, info in sorted(manifest["tables"].items()):
+        found = info["oid"] in table_oids if "oid" in info else name.replace(".", " ", 1) in legacy
+        if not found:
+            missing.append(name)
+    fk_oids = {e["oid"] for e in toc if e["kind"] == "FK CONSTRAINT"}
+    for ref in manifest.get("hypertable_references") or []:
+        if ref["oid"] not in fk_oids:
+            missing.append("foreign key %s on %s" % (_pg.qualify_part(ref["name"]), ref["table"]))
+    return missing
 
 
 def list_archive(pg_restore, archive, params):
@@ -64,13 +101,19 @@ def list_archive(pg_restore, archive, params):
 
 
 def scratch_name(database, purpose, backup_id):
-    """``<db>__<purpose>_<backup id>``, within PostgreSQL's 63-byte limit."""
-    name = "%s__%s_%s" % (database, purpose, backup_id)
-    if len(name.encode("utf-8")) > 63:
-        raise RestoreError(
-            "database name %r would exceed PostgreSQL's 63 characters; restore into a shorter target name" % name
-        )
-    return name
+    """``<db>__<purpose>_<backup id>`` within PostgreSQL's 63 bytes. A longer database name is
+    cut (on a character boundary) and followed by ``~`` and 8 hex digits of its sha256, so two
+    long names that share a beginning still get different scratch databases."""
+    suffix = "__%s_%s" % (purpose, backup_id)
+    name = database + suffix
+    if len(name.encode("utf-8")) <= mf.MAX_NAME_BYTES:
+        return name
+    tag = "~" + hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
+    room = mf.MAX_NAME_BYTES - len((tag + suffix).encode("utf-8"))
+    if room < 1:
+        raise RestoreError("purpose %r is too long for a scratch database name" % purpose)
+    head = database.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return head + tag + suffix
 
 
 def check_extension_available(conn, manifest):
@@ -90,20 +133,42 @@ def check_extension_available(conn, manifest):
     return version
 
 
-def restore_roles(params, globals_path, psql):
-    """Creates the roles of the backup's cluster that are missing here (no passwords).
-    Returns warnings (errors other than 'already exists')."""
+def restore_roles(params, globals_path):
+    """Creates the roles of the backup's cluster that are missing here (no passwords, no
+    SUPERUSER/REPLICATION/BYPASSRLS); roles that exist are left exactly as they are. The file
+    is parsed, never run: one statement this collection does not understand refuses all of it
+    before anything changed. Returns what was left alone, for the operator to read."""
     if not globals_path or not os.path.exists(globals_path):
         return ["no globals file; roles were not restored"]
-    _out, err = _pg.run_tool(
-        [psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-d", params.maintenance_db, "-f", globals_path],
-        params,
-    )
-    return [
-        ln
-        for ln in err.splitlines()
-        if "ERROR" in ln and "already exists" not in ln and "current user cannot be dropped" not in ln
-    ]
+    with open(globals_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    try:
+        statements = _globals.parse(text)
+    except _globals.GlobalsError as e:
+        raise RestoreError("%s: %s. Nothing was changed." % (globals_path, e)) from None
+    conn = _pg.connect(params)
+    try:
+        planned = _globals.plan(
+            statements,
+            {name: {"superuser": sup} for name, sup in _pg.rows(conn, "SELECT rolname, rolsuper FROM pg_roles")},
+            {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")},
+            databases=[r[0] for r in _pg.rows(conn, "SELECT datname FROM pg_database")],
+            current_user=_pg.scalar(conn, "SELECT current_user"),
+            server_major=int(_pg.scalar(conn, "SHOW server_version_num")) // 10000,
+        )
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                for statement in planned["sql"]:
+                    cur.execute(statement)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+    finally:
+        conn.close()
+    created = ["created role %s" % _pg.qualify_part(r) for r in planned["created"]]
+    return created + planned["skipped"]
 
 
 class SizeWatcher:
@@ -179,14 +244,17 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         if progress is not None:
             reporter = progress("restore %s" % target, int(manifest.get("database_size_bytes") or 0))
             watcher = SizeWatcher(params, target, reporter)
+        skip_oids = {ref["oid"] for ref in manifest.get("hypertable_references") or []}
         with watcher:
-            _run_pg_restore(params, pg_restore, archive, target, jobs)
+            _run_pg_restore(params, pg_restore, archive, target, jobs, skip_oids)
         timings["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         tconn = _pg.connect(params, target)
         try:
             with tconn.cursor() as cur:
                 if version:
                     cur.execute("SELECT timescaledb_post_restore()")
+            add_references(tconn, manifest)
+            with tconn.cursor() as cur:
                 if analyze:
                     t1 = time.monotonic()
                     cur.execute("ANALYZE")
@@ -205,34 +273,76 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
     return {"timings": timings, "facts": facts, "target": target}
 
 
-def _run_pg_restore(params, pg_restore, archive, target, jobs):
+def _write_list(entries):
+    f = tempfile.NamedTemporaryFile("w", suffix=".list")
+    f.write("".join(e["line"] + "\n" for e in entries))
+    f.flush()
+    return f
+
+
+def _run_pg_restore(params, pg_restore, archive, target, jobs, skip_oids=()):
+    """pg_restore of everything but the foreign keys in skip_oids (added after
+    timescaledb_post_restore() by add_references)."""
     base = [pg_restore, "--no-password", "--exit-on-error", "--dbname=%s" % target]
-    if jobs <= 1:
+    if jobs <= 1 and not skip_oids:
         _pg.run_tool(base + [archive], params, dbname=target)
         return
-    # Catalog and schema serially, then the bulk in parallel (see the module docstring).
     toc = parse_toc(list_archive(pg_restore, archive, params))
-    catalog = [e["line"] for e in toc if e["kind"] == "TABLE DATA" and e["schema"] in CATALOG_SCHEMAS]
-    rest = [e["line"] for e in toc if e["line"] not in set(catalog)]
-    with (
-        tempfile.NamedTemporaryFile("w", suffix=".list") as cat_list,
-        tempfile.NamedTemporaryFile("w", suffix=".list") as rest_list,
-    ):
-        cat_list.write("\n".join(catalog) + "\n")
-        cat_list.flush()
-        rest_list.write("\n".join(rest) + "\n")
-        rest_list.flush()
-        _pg.run_tool(base + ["--section=pre-data", archive], params, dbname=target)
+    keep = [e for e in toc if not (e["kind"] == "FK CONSTRAINT" and e["oid"] in skip_oids)]
+    with contextlib.ExitStack() as stack:
+        keep_list = stack.enter_context(_write_list(keep))
+        if jobs <= 1:
+            _pg.run_tool(base + ["-L", keep_list.name, archive], params, dbname=target)
+            return
+        # Catalog and schema serially, then the bulk in parallel (see the module docstring).
+        catalog = [e for e in keep if e["kind"] == "TABLE DATA" and any(in_schema(e, s) for s in CATALOG_SCHEMAS)]
+        cat_list = stack.enter_context(_write_list(catalog))
+        rest_list = stack.enter_context(_write_list([e for e in keep if e not in catalog]))
+        parallel = ["-j", str(jobs)]
+        _pg.run_tool(base + ["--section=pre-data", "-L", keep_list.name, archive], params, dbname=target)
         _pg.run_tool(base + ["--section=data", "-L", cat_list.name, archive], params, dbname=target)
-        _pg.run_tool(base + ["--section=data", "-j", str(jobs), "-L", rest_list.name, archive], params, dbname=target)
-        _pg.run_tool(base + ["--section=post-data", "-j", str(jobs), archive], params, dbname=target)
+        _pg.run_tool(base + ["--section=data"] + parallel + ["-L", rest_list.name, archive], params, dbname=target)
+        _pg.run_tool(base + ["--section=post-data"] + parallel + ["-L", keep_list.name, archive], params, dbname=target)
+
+
+# What pg_get_constraintdef() writes for a foreign key, once quoted identifiers are set aside.
+_FK_DEFINITION_RE = re.compile(r"^FOREIGN KEY \([\w ,]+\) REFERENCES [\w .]+\([\w ,]+\)[\w ()\s,]*$")
+
+
+def reference_statement(ref):
+    """The ALTER TABLE that re-creates a foreign key recorded in a manifest. The manifest is
+    data, not code: the table and constraint names are re-quoted, and the definition must be a
+    plain FOREIGN KEY clause."""
+    definition = ref.get("definition") or ""
+    if not _FK_DEFINITION_RE.match(_pg.without_quoted_identifiers(definition)):
+        raise RestoreError(
+            "the manifest's foreign key %r on %s is not a plain FOREIGN KEY clause (%r); refusing to run it"
+            % (ref.get("name"), ref.get("table"), definition[:200])
+        )
+    table = sql.Identifier(*_pg.split_qualified(ref["table"]))
+    return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(table, sql.Identifier(ref["name"])) + sql.SQL(definition)
+
+
+def add_references(conn, manifest):
+    """Adds (and so validates) the foreign keys that point at hypertables, once the hypertables'
+    rows are visible again (after timescaledb_post_restore())."""
+    for ref in manifest.get("hypertable_references") or []:
+        statement = reference_statement(ref)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        except _pg.psycopg2.Error as e:
+            raise RestoreError(
+                "the foreign key %s on %s (%s) could not be re-created after the restore: %s"
+                % (_pg.qualify_part(ref["name"]), ref["table"], ref["definition"], ("%s" % e).strip().splitlines()[0])
+            ) from None
 
 
 def compare(manifest, facts):
     """Differences between what the manifest says the backup holds and what a database holds.
     Each is a dict: check, table, expected, found."""
     diffs = []
-    tables = facts["tables"]
+    tables = _keyed_like(manifest, facts["tables"])
     for name, info in sorted(manifest["tables"].items()):
         if name not in tables:
             diffs.append({"check": "table present", "table": name, "expected": "present", "found": "missing"})
@@ -240,7 +350,18 @@ def compare(manifest, facts):
             diffs.append({"check": "row count", "table": name, "expected": info["rows"], "found": tables[name]["rows"]})
     for name in sorted(set(tables) - set(manifest["tables"])):
         diffs.append({"check": "table present", "table": name, "expected": "absent", "found": "present"})
-    hyper = facts["hypertables"]
+    present = {(r["table"], r["name"]) for r in facts.get("hypertable_references") or []}
+    for ref in manifest.get("hypertable_references") or []:
+        if (ref["table"], ref["name"]) not in present:
+            diffs.append(
+                {
+                    "check": "foreign key " + ref["name"],
+                    "table": ref["table"],
+                    "expected": "present",
+                    "found": "missing",
+                }
+            )
+    hyper = _keyed_like(manifest, facts["hypertables"])
     for name, info in sorted((manifest.get("hypertables") or {}).items()):
         got = hyper.get(name)
         if got is None:
@@ -250,6 +371,14 @@ def compare(manifest, facts):
             if got.get(key) != info.get(key):
                 diffs.append({"check": key, "table": name, "expected": info.get(key), "found": got.get(key)})
     return diffs
+
+
+def _keyed_like(manifest, found):
+    """``found`` (keyed by _pg.qualified) with the keys the manifest uses: manifests written
+    before identifiers were quoted (no table oids) joined schema and name with a bare '.'."""
+    if any("oid" in info for info in manifest["tables"].values()) or not manifest["tables"]:
+        return found
+    return {"%s.%s" % _pg.split_qualified(name): info for name, info in found.items()}
 
 
 def describe_diffs(diffs, limit=10):
@@ -294,7 +423,6 @@ def restore_backup(
     backup_id = manifest["backup_id"]
     conn = _pg.connect(params)
     try:
-        server_major = int(_pg.scalar(conn, "SHOW server_version_num")) // 10000
         exists = _pg.database_exists(conn, target)
         check_extension_available(conn, manifest)
         free = data_directory_free(conn)
@@ -307,9 +435,8 @@ def restore_backup(
             )
     finally:
         conn.close()
-    psql = _pg.find_tool("psql", server_major, params.pg_bin_dir)[0]
     if roles:
-        result["warnings"] += restore_roles(params, backup_set.globals_sql, psql)
+        result["warnings"] += restore_roles(params, backup_set.globals_sql)
     if exists and safety_backup:
         if not backup_dir:
             raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")

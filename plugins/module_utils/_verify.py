@@ -163,16 +163,16 @@ def verify_archive(params, bset, manifest, checks, pg_restore):
     except _pg.ToolError as e:
         checks.add("archive toc", False, "pg_restore cannot read the table of contents: %s" % e)
         return
-    tables = {"%s.%s" % (e["schema"], e["name"]) for e in toc if e["kind"] == "TABLE"}
-    missing = sorted(set(manifest["tables"]) - tables)
+    missing = _restore.missing_from_toc(manifest, toc)
+    wanted = len(manifest["tables"]) + len(manifest.get("hypertable_references") or [])
     checks.add(
         "archive toc",
         not missing,
         "every table of the manifest is in the archive"
         if not missing
-        else "tables in the manifest but not in the archive: %s" % ", ".join(missing),
-        expected=len(manifest["tables"]),
-        found=len(manifest["tables"]) - len(missing),
+        else "in the manifest but not in the archive: %s" % ", ".join(missing),
+        expected=wanted,
+        found=wanted - len(missing),
     )
     try:
         _pg.run_tool([pg_restore, "--file=/dev/null", bset.archive], params)

@@ -22,7 +22,8 @@ description:
     in the same transaction, and only if it drops exactly the checked chunks.
   - Every other due slice is kept and reported in RV(held_back) with a reason code - V(not_archived),
     V(changed_since_archive), V(archive_damaged), V(archive_unreachable), V(lock_timeout), V(unexpected_chunks),
-    V(error). Azure being unreachable holds everything back; it never fails the module.
+    V(referenced_by_foreign_key) (TimescaleDB cannot drop chunks that a foreign key points at; the reason names
+    the key and what to do), V(error). Azure being unreachable holds everything back; it never fails the module.
   - Warns when a TimescaleDB retention policy job exists on a hypertable, since that one drops chunks without this
     check.
   - Each dropped slice is appended to O(audit_log) as a JSON line.

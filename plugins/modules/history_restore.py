@@ -55,6 +55,9 @@ options:
     description:
       - Create O(target_table) from the archived columns when it does not exist (a hypertable when the target
         database has the timescaledb extension). Without it, a missing table fails the module.
+      - A column whose type (a domain, enum, composite or range of the source database) does not exist in the
+        target database is created with the built-in type of the same text form recorded in the history manifest
+        (a domain's base type, otherwise C(text)), with a warning that names it. Create the types first to keep them.
     type: bool
     default: false
   start:

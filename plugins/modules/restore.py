@@ -70,7 +70,14 @@ options:
     type: bool
     default: true
   restore_roles:
-    description: Create the backup's roles that are missing on this server (without passwords) before restoring.
+    description:
+      - Create the backup's roles that are missing on this server before restoring, without passwords and without
+        SUPERUSER, REPLICATION or BYPASSRLS (each such attribute left out is named in RV(warnings_roles)).
+      - Roles that exist on this server are never changed - no attributes, settings or memberships from an old backup
+        come back (a revoked SUPERUSER stays revoked).
+      - The globals file is parsed, never run through C(psql). A statement this collection does not understand (a
+        psql meta-command such as C(\!), a function, anything but roles, memberships, role settings and comments)
+        refuses the whole file before anything is changed; set V(false) to restore without roles.
     type: bool
     default: true
   jobs:
@@ -137,7 +144,7 @@ tables:
   returned: success
   type: dict
 warnings_roles:
-  description: Problems creating roles, other than roles that already existed.
+  description: Roles created, and everything of the globals file that was left alone (existing roles, privileged attributes, tablespaces) with the reason.
   returned: success
   type: list
   elements: str

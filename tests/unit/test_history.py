@@ -35,10 +35,33 @@ def test_range_month_is_the_start_month():
     assert h.month_folder("f", start) == "f/2025/12"
 
 
-@pytest.mark.parametrize("bad", ["", "a;b", "Esp Telemetry", "public.", 'x"y', "a.b.c", "1abc"])
-def test_table_names_must_be_plain_identifiers(bad):
+@pytest.mark.parametrize("bad", ["", "a;b", "Esp Telemetry", "public.", 'x"y', "a.b.c", "1abc", '"open', '"a"b'])
+def test_table_names_are_read_as_postgresql_reads_identifiers(bad):
     with pytest.raises(h.HistoryError):
         h.split_table_name(bad)
+
+
+@pytest.mark.parametrize(
+    "name, parts, segment",
+    [
+        ("Esp_Telemetry", ("public", "esp_telemetry"), "public.esp_telemetry"),
+        ('"Plant A"."Telemetry"', ("Plant A", "Telemetry"), "Plant~20A.Telemetry"),
+        ('"a.b".c', ("a.b", "c"), "a~2eb.c"),
+        ('a."b.c"', ("a", "b.c"), "a.b~2ec"),
+        ('public."x""y 🚀"', ("public", 'x"y 🚀'), "public.x~22y~20~f0~9f~9a~80"),
+    ],
+)
+def test_quoted_names_have_their_own_history_folder(name, parts, segment):
+    assert h.split_table_name(name) == parts
+    assert h.split_table_name(h.qualified(*parts)) == parts
+    assert h.history_folder("p", "my db", name) == "p/history/my~20db/" + segment
+
+
+def test_the_longest_names_fit_the_layout():
+    a = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "x"))
+    b = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "y"))
+    assert a != b and len(a.rsplit("/", 1)[1]) <= 254 and "~~" in a
+    assert len(h.object_name(a, JAN5, JAN6, 1, h.DATA_EXT)) < 1024
 
 
 def test_table_names():

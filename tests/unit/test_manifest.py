@@ -29,10 +29,45 @@ def test_backup_ids_sort_by_time_and_reject_paths():
             mf.validate_backup_id(bad)
 
 
-@pytest.mark.parametrize("name", ["..", "a/b", "", "x" * 64, "iot\n", "-iot"])
-def test_database_names_that_are_unsafe_as_paths(name):
+@pytest.mark.parametrize("name", ["", "x" * 64, "é" * 32, "a\0b", None])
+def test_names_postgresql_does_not_accept(name):
     with pytest.raises(ValueError):
         mf.validate_database_name(name)
+
+
+@pytest.mark.parametrize(
+    "name, segment",
+    [
+        ("iot", "iot"),
+        ("iot-prod.2", "iot-prod.2"),
+        ("..", "~2e~2e"),
+        ("a/b", "a~2fb"),
+        ("iot\n", "iot~0a"),
+        ("-iot", "~2diot"),
+        ("my db", "my~20db"),
+        ("x~1", "x~7e1"),
+        ("Plant 🚀", "Plant~20~f0~9f~9a~80"),
+        ("日" * 21, "~e6~97~a5" * 21),
+    ],
+)
+def test_any_database_name_gets_its_own_safe_path_segment(name, segment):
+    assert mf.database_segment(name) == segment
+    assert mf.database_from_segment(segment) == name
+    assert "/" not in segment and ".." not in segment and len(segment) <= 189
+
+
+@pytest.mark.parametrize("segment", ["~zz", "a~2", ".hidden", "a~2F", "~ff~fe", "x" * 64, "a b"])
+def test_folders_that_are_not_database_segments(segment):
+    assert mf.database_from_segment(segment) is None
+
+
+def test_local_listing_reads_escaped_folders(tmp_path):
+    bset = mf.BackupSet(str(tmp_path), "my db ü", "20261127T020000Z")
+    os.makedirs(bset.folder)
+    mf.write_manifest(bset.manifest, sample(database="my db ü"))
+    os.makedirs(str(tmp_path / "not~zzdb"))
+    assert [(e["database"], e["error"]) for e in mf.list_local(str(tmp_path))] == [("my db ü", None)]
+    assert [e["database"] for e in mf.list_local(str(tmp_path), "my db ü")] == ["my db ü"]
 
 
 def test_sealed_manifest_round_trip_and_tamper_detection(tmp_path):

@@ -12,15 +12,58 @@ TOC = """;
 4310; 0 16553 TABLE DATA _timescaledb_catalog hypertable postgres
 4320; 0 17201 TABLE DATA public devices postgres
 4330; 0 17300 TABLE DATA _timescaledb_internal _hyper_1_1_chunk postgres
+281; 1259 17901 TABLE public ev ent postgres
+282; 1259 17902 TABLE my schema x y postgres
+3906; 2606 18711 FK CONSTRAINT public ev ent ev ent_t_dev_fkey postgres
 """
 
 
-def test_parse_toc():
+def test_parse_toc_keys_entries_by_oid_not_by_splitting_names():
     toc = _restore.parse_toc(TOC)
-    tables = [(e["schema"], e["name"]) for e in toc if e["kind"] == "TABLE"]
-    assert tables == [("public", "devices"), ("public", "esp_telemetry")]
-    data = [(e["schema"], e["name"]) for e in toc if e["kind"] == "TABLE DATA"]
-    assert ("_timescaledb_catalog", "hypertable") in data and len(data) == 3
+    tables = {e["oid"]: e["rest"] for e in toc if e["kind"] == "TABLE"}
+    assert tables == {
+        17201: "public devices postgres",
+        17210: "public esp_telemetry postgres",
+        17901: "public ev ent postgres",
+        17902: "my schema x y postgres",
+    }
+    data = [e for e in toc if e["kind"] == "TABLE DATA"]
+    assert len(data) == 3 and [e["dump_id"] for e in data if _restore.in_schema(e, "_timescaledb_catalog")] == [4310]
+    assert [(e["kind"], e["oid"]) for e in toc if e["kind"].endswith("CONSTRAINT")] == [("FK CONSTRAINT", 18711)]
+
+
+def test_missing_from_toc_matches_oids_and_legacy_names():
+    toc = _restore.parse_toc(TOC)
+    manifest = {
+        "tables": {'public."ev ent"': {"rows": 1, "oid": 17901}, '"my schema"."x y"': {"rows": 0, "oid": 17902}},
+        "hypertable_references": [{"oid": 18711, "table": 'public."ev ent"', "name": "ev ent_t_dev_fkey"}],
+    }
+    assert _restore.missing_from_toc(manifest, toc) == []
+    manifest["tables"]["public.gone"] = {"rows": 0, "oid": 99}
+    manifest["hypertable_references"].append({"oid": 98, "table": "public.gone", "name": "fk"})
+    assert _restore.missing_from_toc(manifest, toc) == ["public.gone", "foreign key fk on public.gone"]
+    # A manifest of an earlier release: plain names, no oids.
+    assert _restore.missing_from_toc({"tables": {"public.devices": {"rows": 1}, "public.x": {"rows": 0}}}, toc) == [
+        "public.x"
+    ]
+
+
+def test_reference_statement_requotes_names_and_refuses_anything_but_a_foreign_key():
+    ref = {
+        "table": 'public."ev ent"',
+        "name": 'ev "ent" fk',
+        "definition": 'FOREIGN KEY (t, "dév") REFERENCES "My"."hyper; table"(t, "dév") ON DELETE CASCADE NOT VALID',
+    }
+    text = repr(_restore.reference_statement(ref))  # a psycopg2 Composed: names stay identifiers
+    assert "Identifier('public', 'ev ent')" in text and 'ev "ent" fk' in text
+    for bad in (
+        "FOREIGN KEY (t) REFERENCES m(t); DROP TABLE x",
+        "CHECK (true)",
+        "FOREIGN KEY (t) REFERENCES m(t) -- x",
+        "FOREIGN KEY (t) REFERENCES m(t) ON DELETE SET DEFAULT /* */",
+    ):
+        with pytest.raises(_restore.RestoreError, match="not a plain FOREIGN KEY"):
+            _restore.reference_statement(dict(ref, definition=bad))
 
 
 def test_compare_reports_each_difference():
@@ -51,5 +94,9 @@ def test_compare_reports_each_difference():
 
 def test_scratch_names_respect_the_63_byte_limit():
     assert _restore.scratch_name("iot", "restore", "20261127T020000Z") == "iot__restore_20261127T020000Z"
-    with pytest.raises(_restore.RestoreError, match="63"):
-        _restore.scratch_name("x" * 40, "pre_restore", "20261127T020000Z")
+    long_a, long_b = "x" * 40 + "a", "x" * 40 + "b"
+    a = _restore.scratch_name(long_a, "pre_restore", "20261127T020000Z")
+    b = _restore.scratch_name(long_b, "pre_restore", "20261127T020000Z")
+    assert a != b and len(a.encode()) == len(b.encode()) == 63 and a.endswith("__pre_restore_20261127T020000Z")
+    emoji = _restore.scratch_name("🚀" * 15, "restore", "20261127T020000Z")
+    assert len(emoji.encode()) <= 63 and emoji.startswith("🚀") and "\ufffd" not in emoji

@@ -17,9 +17,11 @@ def dump(pg, db, backup_dir, **kw):
         ({"login_password": "wrong-password"}, "authentication failed"),
         ({"database": "no_such_db"}, "database 'no_such_db' does not exist"),
         ({"port": 1}, "cannot reach PostgreSQL at 127.0.0.1:1"),
-        ({"database": "../etc"}, "invalid database name"),
+        # Any name PostgreSQL accepts is a name, never a path: this one is looked up, not followed.
+        ({"database": "../etc"}, "database '../etc' does not exist"),
+        ({"database": "x" * 64}, "invalid database name"),
     ],
-    ids=["wrong-password", "unknown-database", "unreachable", "path-in-name"],
+    ids=["wrong-password", "unknown-database", "unreachable", "path-in-name", "too-long"],
 )
 def test_connection_problems(container, pg, engine_db, backup_dir, override, expected):
     args = dict(pg, database=engine_db, backup_dir=backup_dir)

@@ -312,7 +312,7 @@ def test_bad_input_fails_clearly(db, args):
     res = hh.run_module("chunk_retention", dict(args, database=db, hypertables=[{"name": "nope", "retention_days": 3}]))
     assert res.get("failed") is True and "not a hypertable" in res["msg"]
     res = hh.run_module("chunk_archive", dict(args, database=db, hypertables=["bad name;"]))
-    assert res.get("failed") is True and "plain identifiers" in res["msg"]
+    assert res.get("failed") is True and "quote parts with spaces" in res["msg"]
     restore = dict(
         args, database=db, hypertable="esp_telemetry", start="2020-01-01T00:00:00Z", end="2020-01-02T00:00:00Z"
     )

@@ -95,8 +95,14 @@ def test_whole_name_limits():
         az.validate_blob_name("/".join(["x" * 200] * 6))
     with pytest.raises(az.BlobNameError, match="start or end"):
         az.validate_blob_name("/a/b")
+    assert (
+        az.blob_name("p", "h", "my db/ü", "20261127T020000Z", ".dump")
+        == "p/h/my~20db~2f~c3~bc/2026/11/20261127T020000Z.dump"
+    )
+    assert az.parse_blob_name("p/h/my~20db~2f~c3~bc/2026/11/20261127T020000Z.dump", "p")["database"] == "my db/ü"
+    assert az.parse_blob_name("p/h/my~zzdb/2026/11/20261127T020000Z.dump", "p") is None
     with pytest.raises(ValueError, match="invalid database name"):
-        az.blob_name("p", "h", "bad db", "20261127T020000Z", ".dump")
+        az.blob_name("p", "h", "x" * 64, "20261127T020000Z", ".dump")
     with pytest.raises(ValueError, match="backup id"):
         az.blob_name("p", "h", "iot", "2026-11-27", ".dump")
 
