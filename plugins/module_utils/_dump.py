@@ -289,6 +289,7 @@ def dump(
                 "timescaledb_version": facts["timescaledb_version"],
             },
             "database_owner": facts.get("database_owner"),
+            "database_properties": facts.get("database_properties"),
             "extensions": facts["extensions"],
             "database_size_bytes": facts["database_size_bytes"],
             "dump": {

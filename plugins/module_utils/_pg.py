@@ -307,6 +307,33 @@ def server_facts(conn):
         "database_owner": scalar(
             conn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
         ),
+        "database_properties": database_properties(conn),
+    }
+
+
+def database_properties(conn):
+    """The database's own grants, comment and settings. pg_restore brings them back only with
+    --create, which a restore into a new name cannot use; _restore applies them from here.
+    acl None means the default privileges."""
+    acl = rows(
+        conn,
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+        "a.is_grantable "
+        "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database() AND d.datacl IS NOT NULL "
+        "ORDER BY 1 NULLS FIRST, 2",
+    )
+    has_acl = scalar(conn, "SELECT datacl IS NOT NULL FROM pg_database WHERE datname = current_database()")
+    settings = scalar(
+        conn,
+        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+        "WHERE d.datname = current_database() AND s.setrole = 0",
+    )
+    return {
+        "acl": [{"grantee": g, "privilege": p, "grantable": bool(w)} for g, p, w in acl] if has_acl else None,
+        "comment": scalar(
+            conn, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+        ),
+        "settings": list(settings or []),
     }
 
 

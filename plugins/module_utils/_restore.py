@@ -254,6 +254,7 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                 if version:
                     cur.execute("SELECT timescaledb_post_restore()")
             add_references(tconn, manifest)
+            warnings = apply_database_properties(tconn, target, manifest)
             with tconn.cursor() as cur:
                 if analyze:
                     t1 = time.monotonic()
@@ -270,7 +271,63 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
             cleanup.close()
         raise
     timings["restore_seconds"] = round(time.monotonic() - t0, 3)
-    return {"timings": timings, "facts": facts, "target": target}
+    return {"timings": timings, "facts": facts, "target": target, "warnings": warnings}
+
+
+_PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")
+
+
+def apply_database_properties(conn, target, manifest):
+    """Gives the restored database the grants, comment and settings of the backed-up one
+    (recorded in the manifest, see _pg.database_properties). Grants to roles missing here and
+    settings an ordinary user could not set are left out, and said so. Returns warnings."""
+    props = manifest.get("database_properties") or {}
+    db = sql.Identifier(target)
+    warnings = []
+    roles = {r[0] for r in _pg.rows(conn, "SELECT rolname FROM pg_roles")}
+    user_settings = {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")}
+    with conn.cursor() as cur:
+        if props.get("acl") is not None:
+            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+            for item in props["acl"]:
+                if item["privilege"] not in _PRIVILEGES or (item["grantee"] and item["grantee"] not in roles):
+                    warnings.append("database grant %(privilege)s to %(grantee)s left out: no such role here" % item)
+                    continue
+                grantee = sql.Identifier(item["grantee"]) if item["grantee"] else sql.SQL("PUBLIC")
+                option = sql.SQL(" WITH GRANT OPTION" if item["grantable"] else "")
+                cur.execute(
+                    sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(sql.SQL(item["privilege"]), db, grantee, option)
+                )
+        if props.get("comment") is not None:
+            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(db), (props["comment"],))
+        for setting in props.get("settings") or []:
+            name, _eq, value = setting.partition("=")
+            if name not in user_settings:
+                warnings.append("database setting %s left out: only settings any user may set are restored" % name)
+                continue
+            values = _setting_values(name, value)
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} SET {} TO {}").format(
+                    db, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)
+                )
+            )
+    return warnings
+
+
+# User-settable settings that take a list: stored as '"$user", public', given back element by element.
+_LIST_SETTINGS = ("search_path", "datestyle", "temp_tablespaces")
+_LIST_ITEM = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|$)')
+
+
+def _setting_values(name, value):
+    if name.lower() not in _LIST_SETTINGS:
+        return [value]
+    items = []
+    for m in _LIST_ITEM.finditer(value):
+        if m.end() == m.start():
+            break
+        items.append(m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2))
+    return items
 
 
 def _write_list(entries):
@@ -458,6 +515,7 @@ def restore_backup(
             if audit:
                 audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
         restored = restore_into(params, backup_set.archive, target, manifest, jobs=jobs, progress=progress)
+        result["warnings"] += restored.pop("warnings")
         result.update(restored)
         result["differences"] = compare(manifest, restored["facts"])
         return result
@@ -470,6 +528,7 @@ def restore_backup(
     finally:
         conn.close()
     restored = restore_into(params, backup_set.archive, staging, manifest, jobs=jobs, progress=progress)
+    result["warnings"] += restored.pop("warnings")
     result.update(restored)
     diffs = compare(manifest, restored["facts"])
     result["differences"] = diffs

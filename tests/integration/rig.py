@@ -58,6 +58,24 @@ def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None)
         raise AssertionError(msg) from None
 
 
+def playbook(name, extra, timeout=900):
+    """Runs playbooks/<name> on the local inventory with extra vars; returns (rc, output)."""
+    env = dict(os.environ)
+    env.update(load_env())
+    env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "-i", "inventories/local", "playbooks/" + name]
+    proc = subprocess.run(
+        argv + ["-e", json.dumps(extra)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def sh(container, script, check=True):
     """Runs a shell snippet in a container; returns stdout."""
     proc = subprocess.run(
@@ -127,7 +145,7 @@ def seed(dbname, devices=4, days=10, interval=300):
 
 
 def drop_database(dbname):
-    query("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname)
+    query("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname.replace('"', '""'))
 
 
 def write_file(container, path, content, mode="0644"):

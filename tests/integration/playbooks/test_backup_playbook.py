@@ -1,36 +1,11 @@
 """backup.yml end to end on the rig: setup.yml, then a run where one database is broken.
 The good one is dumped, verified and in Azurite; the summary names the broken one; rc != 0."""
 
-import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rig  # noqa: E402
-
-
-def playbook(name, extra):
-    env = dict(os.environ)
-    env.update(rig.load_env())
-    env["ANSIBLE_CONFIG"] = os.path.join(rig.REPO, "ansible.cfg")
-    proc = subprocess.run(
-        [
-            os.path.join(rig.REPO, ".venv", "bin", "ansible-playbook"),
-            "-i",
-            "inventories/local",
-            "playbooks/%s" % name,
-            "-e",
-            json.dumps(extra),
-        ],
-        cwd=rig.REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_one_broken_database_does_not_stop_the_others():
@@ -41,9 +16,9 @@ def test_one_broken_database_does_not_stop_the_others():
     rig.drop_database(good)
     rig.seed(good, devices=2, days=3, interval=600)
     try:
-        rc, out = playbook("setup.yml", {})
+        rc, out = rig.playbook("setup.yml", {})
         assert rc == 0, out
-        rc, out = playbook("backup.yml", {"tsdb_backup_databases": [good, "it_no_such_db"]})
+        rc, out = rig.playbook("backup.yml", {"tsdb_backup_databases": [good, "it_no_such_db"]})
         assert rc != 0, "a failed database must fail the run"
         table = out[out.index("HOST ") :]
         good_line = next(ln for ln in table.splitlines() if good in ln)
