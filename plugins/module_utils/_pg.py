@@ -323,17 +323,23 @@ def database_properties(conn):
         "ORDER BY 1 NULLS FIRST, 2",
     )
     has_acl = scalar(conn, "SELECT datacl IS NOT NULL FROM pg_database WHERE datname = current_database()")
-    settings = scalar(
-        conn,
-        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-        "WHERE d.datname = current_database() AND s.setrole = 0",
-    )
+    settings = {
+        role: list(config or [])
+        for role, config in rows(
+            conn,
+            "SELECT CASE WHEN s.setrole = 0 THEN '' ELSE pg_get_userbyid(s.setrole) END, s.setconfig "
+            "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database()",
+        )
+    }
     return {
         "acl": [{"grantee": g, "privilege": p, "grantable": bool(w)} for g, p, w in acl] if has_acl else None,
         "comment": scalar(
             conn, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
         ),
-        "settings": list(settings or []),
+        "settings": settings.pop("", []),
+        # ALTER ROLE ... IN DATABASE ... SET: part of the database, not of the roles file.
+        "role_settings": settings,
     }
 
 

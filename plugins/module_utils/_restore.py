@@ -300,17 +300,20 @@ def apply_database_properties(conn, target, manifest):
                 )
         if props.get("comment") is not None:
             cur.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(db), (props["comment"],))
-        for setting in props.get("settings") or []:
-            name, _eq, value = setting.partition("=")
-            if name not in user_settings:
-                warnings.append("database setting %s left out: only settings any user may set are restored" % name)
+        owners = [(None, props.get("settings") or [])] + sorted((props.get("role_settings") or {}).items())
+        for role, settings in owners:
+            if role is not None and role not in roles:
+                warnings.append("settings of role %s in this database left out: no such role here" % role)
                 continue
-            values = _setting_values(name, value)
-            cur.execute(
-                sql.SQL("ALTER DATABASE {} SET {} TO {}").format(
-                    db, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)
-                )
-            )
+            head = sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), db) if role else None
+            for setting in settings:
+                name, _eq, value = setting.partition("=")
+                if name not in user_settings:
+                    warnings.append("database setting %s left out: only settings any user may set are restored" % name)
+                    continue
+                values = sql.SQL(", ").join(sql.Literal(v) for v in _setting_values(name, value))
+                prefix = head or sql.SQL("ALTER DATABASE {}").format(db)
+                cur.execute(prefix + sql.SQL(" SET {} TO {}").format(sql.Identifier(name), values))
     return warnings
 
 

@@ -2,6 +2,7 @@
 that needs quoting, a private Azure prefix, and its fingerprint before anything is done to it."""
 
 import os
+import shlex
 import sys
 import uuid
 
@@ -15,7 +16,7 @@ import hashlib  # noqa: E402, F401 - used by the tests through this module
 import fingerprint as fp  # noqa: E402
 import history_helpers as hh  # noqa: E402, F401 - runs the history modules with the agent's venv
 import rig  # noqa: E402
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402, F401
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import split_qualified  # noqa: E402, F401
 from psycopg2 import sql  # noqa: E402
 
@@ -60,7 +61,11 @@ def prefix():
 
 @pytest.fixture(scope="module")
 def source(agent_host):
-    """The fixture database and its fingerprint, taken before any backup touched it."""
+    """The fixture database and its fingerprint, taken before any backup touched it. Its local
+    sets (backup.yml's backup_dir) start empty, so catch-up uploads only this run's set."""
+    local = "rm -rf " + shlex.quote("/var/backups/tsdb/" + mf.database_segment(SOURCE))
+    rig.sh(agent_host, local)
     load_fixture(SOURCE)
     yield {"name": SOURCE, "fingerprint": fingerprint_of(SOURCE)}
     rig.drop_database(SOURCE)
+    rig.sh(agent_host, local)
