@@ -1671,6 +1671,7 @@ def enforce_retention(
             unreachable = None
             referenced = _referenced_reason(conn, info)
             for s in due:
+                manifest = None
                 if referenced is not None:
                     held = (HELD_REFERENCED, referenced)
                 elif unreachable is not None:

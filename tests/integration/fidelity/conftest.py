@@ -11,13 +11,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "history"))
-import hashlib  # noqa: E402, F401 - used by the tests through this module
-
 import fingerprint as fp  # noqa: E402
-import history_helpers as hh  # noqa: E402, F401 - runs the history modules with the agent's venv
 import rig  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import split_qualified  # noqa: E402, F401
 from psycopg2 import sql  # noqa: E402
 
 FIXTURE = os.path.join(rig.REPO, "tests", "fixtures", "fidelity.sql")

@@ -7,14 +7,18 @@ comments, RLS, large objects, TimescaleDB dimensions and chunk ranges, database 
 The tests of this file build on each other, in order."""
 
 import datetime
+import hashlib
 import json
 import re
 import shlex
 
 import conftest as fx
+import history_helpers as hh
 import pytest
 import rig
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from history_helpers import _pg
+from psycopg2 import sql
 
 pytestmark = pytest.mark.rig
 
@@ -118,7 +122,7 @@ def tampered_copy(env, source, name, globals_text):
     manifest_path = rig.sh(c, "ls %s/*.manifest.json | tail -1" % seg).strip()
     manifest = json.loads(rig.sh(c, "cat %s" % manifest_path))
     data = globals_text.encode("utf-8")
-    manifest["globals"].update(size_bytes=len(data), sha256=fx.hashlib.sha256(data).hexdigest())
+    manifest["globals"].update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     rig.write_file(c, manifest_path.replace(".manifest.json", ".globals.sql"), globals_text, mode="0600")
     rig.write_file(c, manifest_path, fx.mf.dumps(manifest).decode("utf-8"), mode="0600")
     return d, manifest["backup_id"]
@@ -204,7 +208,7 @@ def history_args(env, prefix):
 
 
 def time_column(db, table):
-    schema, name = fx.split_qualified(table)
+    schema, name = _pg.split_qualified(table)
     return rig.query(
         db,
         "SELECT column_name FROM timescaledb_information.dimensions WHERE hypertable_schema = %s "
@@ -215,14 +219,14 @@ def time_column(db, table):
 
 def rows_text(db, table, col, start, end):
     """The rows of [start, end) as text, in order: what the history restore must reproduce."""
-    query = fx.sql.SQL("SELECT t::text FROM {} t WHERE {} >= %s AND {} < %s ORDER BY 1").format(
-        fx.sql.Identifier(*fx.split_qualified(table)), fx.sql.Identifier(col), fx.sql.Identifier(col)
+    query = sql.SQL("SELECT t::text FROM {} t WHERE {} >= %s AND {} < %s ORDER BY 1").format(
+        sql.Identifier(*_pg.split_qualified(table)), sql.Identifier(col), sql.Identifier(col)
     )
     return [r[0] for r in rig.query(db, query, (start, end))]
 
 
 def test_history_of_the_fixture_restores_into_an_empty_database(env, source, history_args):
-    res = fx.hh.run_module(
+    res = hh.run_module(
         "chunk_archive",
         dict(history_args, database=source["name"], hypertables=HISTORY_TABLES, reference_time=REFERENCE),
     )
@@ -232,7 +236,7 @@ def test_history_of_the_fixture_restores_into_an_empty_database(env, source, his
     try:
         for table in HISTORY_TABLES:
             args = dict(history_args, database=analysis, source_database=source["name"], hypertable=table)
-            res = fx.hh.run_module(
+            res = hh.run_module(
                 "history_restore", dict(args, start="1960-01-01T00:00:00Z", end=REFERENCE, create_table=True)
             )
             assert res.get("failed") is not True, res
@@ -252,7 +256,7 @@ def test_retention_names_the_foreign_key_that_keeps_chunks(source, history_args)
     table = '"Plant A".readings'
     chunks = "SELECT count(*) FROM show_chunks('\"Plant A\".readings')"
     before = rig.query(source["name"], chunks)[0][0]
-    res = fx.hh.run_module(
+    res = hh.run_module(
         "chunk_retention",
         dict(
             history_args,
