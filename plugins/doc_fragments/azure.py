@@ -78,7 +78,9 @@ options:
       - First part of every blob name; blobs are named
         C(<prefix>/<host>/<database>/<YYYY>/<MM>/<backup_id>.<ext>) with ext C(dump), C(globals.sql),
         C(manifest.json) (or C(dir/<file>) for a directory-format archive).
-      - Letters, digits, C(_), C(-), C(.) and C(=) in segments separated by C(/); an empty string means no prefix.
+      - Letters, digits, C(_), C(-), C(.), C(=) and C(~) in segments separated by C(/); an empty string means no prefix.
+      - A database name that is not plain (letters, digits, C(_), C(-), C(.)) is written with each byte outside
+        C([A-Za-z0-9_]) as C(~XX), so C(my db) is C(my~20db).
     type: str
     default: timescaledb
   create_container:

@@ -24,6 +24,7 @@ __metaclass__ = type
 import bisect
 import re
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
 
 # Role attributes that let a role bypass every permission check or read all data.
@@ -32,6 +33,9 @@ FLAG_ATTRIBUTES = ("SUPERUSER", "INHERIT", "CREATEROLE", "CREATEDB", "LOGIN", "R
 _ATTRIBUTE_WORDS = FLAG_ATTRIBUTES + tuple("NO" + a for a in FLAG_ATTRIBUTES)
 # Membership in these lets a role run programs or read and write files as the server's OS user.
 SERVER_ACCESS_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+# The predefined roles a backup may give back: they only let a member read statistics and
+# settings. Every other pg_* role (read or write all data, signal backends...) is for a person.
+SAFE_PREDEFINED_ROLES = ("pg_monitor", "pg_read_all_settings", "pg_read_all_stats", "pg_stat_scan_tables")
 # Unquoted, these are keywords, not role names.
 _ROLE_KEYWORDS = ("PUBLIC", "NONE", "ALL", "CURRENT_USER", "CURRENT_ROLE", "SESSION_USER")
 
@@ -45,8 +49,9 @@ _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SETTING_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 VALUE_WORD_RE = re.compile(r"[A-Za-z0-9_.+-]*[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 _INTEGER_RE = re.compile(r"-?[0-9]+\Z")
-_PASSWORD_RE = re.compile(r"(PASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
-_NAME_LIMIT = 63  # bytes; PostgreSQL would silently truncate a longer name
+# Whatever follows PASSWORD is left out of messages (quoted, E'', unterminated: all of it).
+_PASSWORD_RE = re.compile(r"(PASSWORD\s+)\S.*", re.IGNORECASE)
+_NAME_LIMIT = mf.MAX_NAME_BYTES  # PostgreSQL would silently truncate a longer name
 
 REFUSAL_ADVICE = "inspect the file; restore with roles: false to skip roles"
 
@@ -624,8 +629,10 @@ class _Planner:
     def _create(self, role):
         info = self.roles[role]
         words, privileged = [], []
+        # Before PostgreSQL 16, CREATEROLE lets a role grant itself any role but superuser.
+        withheld = PRIVILEGED_ATTRIBUTES + (("CREATEROLE",) if self.server_major < 16 else ())
         for attribute in info["attributes"].values():
-            if attribute in PRIVILEGED_ATTRIBUTES:
+            if attribute in withheld:
                 privileged.append(attribute)
                 attribute = "NO" + attribute
             words.append(attribute)
@@ -682,12 +689,16 @@ class _Planner:
             return "%s does not exist on this server" % _q(member)
         if granted in SERVER_ACCESS_ROLES:
             return "it lets a member run programs or read and write files as the server's OS user (grant it by hand)"
+        if granted.startswith("pg_") and granted not in SAFE_PREDEFINED_ROLES:
+            return "predefined roles other than %s are granted by hand" % ", ".join(SAFE_PREDEFINED_ROLES)
         if granted == member:
             return "a role cannot be a member of itself"
         if granted not in self.existing and granted not in self.will_create:
             return "%s does not exist on this server" % _q(granted)
         if self.existing.get(granted, {}).get("superuser"):
             return "%s is a superuser on this server" % _q(granted)
+        if self.existing.get(granted, {}).get("privileged"):
+            return "%s has SUPERUSER, REPLICATION, BYPASSRLS or (before PostgreSQL 16) CREATEROLE here" % _q(granted)
         if granted in self.will_create and self.roles[granted]["attributes"].get("SUPERUSER") == "SUPERUSER":
             # If SUPERUSER is given back by hand, SET ROLE would make every member one: that is for a person to decide.
             return "%s was a superuser in the backup (grant it by hand once you decide about its SUPERUSER)" % _q(
@@ -753,8 +764,9 @@ _KINDS = (
 def plan(statements, existing_roles, user_settings, databases=(), current_user=None, server_major=17):
     """The SQL that restores what ``parse`` read, without touching roles the server has.
 
-    existing_roles: {role name: {'superuser': bool}} on the target (current_user always counts
-    as existing). user_settings: names of settings whose pg_settings.context is 'user'.
+    existing_roles: {role name: {'superuser': bool, 'privileged': bool}} on the target, privileged
+    meaning any of SUPERUSER, REPLICATION, BYPASSRLS, or CREATEROLE before 16 (current_user
+    always counts as existing). user_settings: names of settings whose pg_settings.context is 'user'.
     databases: names of the target's databases. server_major: the target's major version
     (membership options are written for it). The SQL expects standard_conforming_strings on.
     -> {'sql': [str, ...] to run in order, 'created': [role, ...], 'skipped': [str, ...]}"""

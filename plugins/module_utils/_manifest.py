@@ -88,9 +88,14 @@ def database_segment(name):
     outside [A-Za-z0-9_] as ``~XX`` (UTF-8, lower-case hex). Plain names never contain '~' and
     escaped ones always do, so two databases never share a folder."""
     validate_database_name(name)
-    if DATABASE_RE.fullmatch(name) and ".." not in name:
+    if _plain_database(name):
         return name
     return escape_name(name)
+
+
+def _plain_database(name):
+    # No '..' and no trailing '.': blob name segments allow neither.
+    return bool(DATABASE_RE.fullmatch(name)) and ".." not in name and not name.endswith(".")
 
 
 def escape_name(text):
@@ -103,7 +108,7 @@ def escape_name(text):
 def database_from_segment(segment):
     """The database name a folder or blob segment stands for, or None if it is not one."""
     if SEGMENT_ESCAPE not in segment:
-        return segment if DATABASE_RE.fullmatch(segment) and ".." not in segment else None
+        return segment if _plain_database(segment) else None
     if not re.fullmatch(r"(?:[A-Za-z0-9_]|~[0-9a-f]{2})+", segment):
         return None
     raw = bytearray()

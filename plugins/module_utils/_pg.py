@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
 try:
     import psycopg2
     import psycopg2.extensions
@@ -204,6 +206,27 @@ def quote_ident(name):
 # reads identifiers. Keys are never run as SQL: they are split and passed as identifiers.
 
 _PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+# PostgreSQL 17's keywords that are not unreserved (pg_get_keywords() catcode <> 'U'): bare,
+# they would not read as names.
+_KEYWORDS = frozenset(
+    (
+        "all analyse analyze and any array as asc asymmetric authorization between bigint binary bit boolean "
+        "both case cast char character check coalesce collate collation column concurrently constraint create "
+        "cross current_catalog current_date current_role current_schema current_time current_timestamp "
+        "current_user dec decimal default deferrable desc distinct do else end except exists extract false "
+        "fetch float for foreign freeze from full grant greatest group grouping having ilike in initially "
+        "inner inout int integer intersect interval into is isnull join json json_array json_arrayagg "
+        "json_exists json_object json_objectagg json_query json_scalar json_serialize json_table json_value "
+        "lateral leading least left like limit localtime localtimestamp merge_action national natural nchar "
+        "none normalize not notnull null nullif numeric offset on only or order out outer overlaps overlay "
+        "placing position precision primary real references returning right row select session_user setof "
+        "similar smallint some substring symmetric system_user table tablesample then time timestamp to "
+        "trailing treat trim true union unique user using values varchar variadic verbose when where window "
+        "with xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot "
+        "xmlserialize xmltable"
+    ).split()
+)
+
 # What PostgreSQL reads as an unquoted identifier (letters include any non-ASCII character).
 _BARE_IDENT = re.compile(r"^[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*$")
 
@@ -218,11 +241,14 @@ def without_quoted_identifiers(text):
 
 
 def qualify_part(part):
-    return part if _PLAIN_IDENT.match(part) else quote_ident(part)
+    return part if _PLAIN_IDENT.match(part) and part not in _KEYWORDS else quote_ident(part)
 
 
 def qualified(schema, name):
     return "%s.%s" % (qualify_part(schema), qualify_part(name))
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
 def _read_ident(text, pos):
@@ -245,7 +271,8 @@ def _read_ident(text, pos):
     part = text[pos:end]
     if not _BARE_IDENT.match(part):
         raise ValueError("%r is not a valid name: quote parts with spaces or special characters" % (text,))
-    return part.lower(), end
+    # PostgreSQL folds only ASCII letters of bare names (in a UTF-8 database).
+    return part.translate(_ASCII_LOWER), end
 
 
 def split_qualified(text, default_schema="public"):
@@ -255,7 +282,7 @@ def split_qualified(text, default_schema="public"):
     parts, pos = [], 0
     while True:
         name, pos = _read_ident(text, pos)
-        if not name or len(name.encode("utf-8")) > 63:
+        if not name or len(name.encode("utf-8")) > mf.MAX_NAME_BYTES:
             raise ValueError("%r: each part of a name has 1 to 63 bytes" % (text,))
         parts.append(name)
         if pos == len(text):
@@ -493,7 +520,8 @@ def hypertable_references(conn, hypertable_oid=None):
     does). Restore leaves them out and adds them after timescaledb_post_restore() (_restore);
     retention cannot drop chunks such a key points at (_history)."""
     query = (
-        "SELECT c.oid::int8, n.nspname, r.relname, c.conname, fn.nspname, f.relname, pg_get_constraintdef(c.oid) "
+        "SELECT c.oid::int8, n.nspname, r.relname, c.conname, fn.nspname, f.relname, pg_get_constraintdef(c.oid), "
+        "obj_description(c.oid, 'pg_constraint') "
         "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace "
         "JOIN pg_class f ON f.oid = c.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace "
         "JOIN _timescaledb_catalog.hypertable h ON h.schema_name = fn.nspname AND h.table_name = f.relname "
@@ -504,6 +532,14 @@ def hypertable_references(conn, hypertable_oid=None):
     if hypertable_oid is not None:
         query += " AND c.confrelid = %s"
         args = (hypertable_oid,)
+    # With only pg_catalog on the path, pg_get_constraintdef() qualifies every table it names:
+    # the definition then means the same under any search_path at restore time.
+    saved = scalar(conn, "SELECT current_setting('search_path')")
+    scalar(conn, "SELECT set_config('search_path', 'pg_catalog', false)")
+    try:
+        found = rows(conn, query + " ORDER BY 2, 3, 4", args)
+    finally:
+        scalar(conn, "SELECT set_config('search_path', %s, false)", (saved,))
     return [
         {
             "oid": oid,
@@ -511,8 +547,11 @@ def hypertable_references(conn, hypertable_oid=None):
             "name": name,
             "references": qualified(fschema, ftable),
             "definition": definition,
+            "comment": comment,
+            # How pg_restore --list names the key's comment: it is left out with the key.
+            "comment_tag": "%s CONSTRAINT %s ON %s" % (schema, qualify_part(name), qualify_part(table)),
         }
-        for oid, schema, table, name, fschema, ftable, definition in rows(conn, query + " ORDER BY 2, 3, 4", args)
+        for oid, schema, table, name, fschema, ftable, definition, comment in found
     ]
 
 

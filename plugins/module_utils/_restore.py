@@ -133,6 +133,12 @@ def check_extension_available(conn, manifest):
     return version
 
 
+_ROLES_QUERY = (
+    "SELECT rolname, rolsuper, rolsuper OR rolreplication OR rolbypassrls "
+    "OR (rolcreaterole AND current_setting('server_version_num')::int < 160000) FROM pg_roles"
+)
+
+
 def restore_roles(params, globals_path):
     """Creates the roles of the backup's cluster that are missing here (no passwords, no
     SUPERUSER/REPLICATION/BYPASSRLS); roles that exist are left exactly as they are. The file
@@ -140,8 +146,11 @@ def restore_roles(params, globals_path):
     before anything changed. Returns what was left alone, for the operator to read."""
     if not globals_path or not os.path.exists(globals_path):
         return ["no globals file; roles were not restored"]
-    with open(globals_path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    try:
+        with open(globals_path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise RestoreError("%s is not UTF-8 (%s); nothing was changed" % (globals_path, e)) from None
     try:
         statements = _globals.parse(text)
     except _globals.GlobalsError as e:
@@ -150,7 +159,10 @@ def restore_roles(params, globals_path):
     try:
         planned = _globals.plan(
             statements,
-            {name: {"superuser": sup} for name, sup in _pg.rows(conn, "SELECT rolname, rolsuper FROM pg_roles")},
+            {
+                name: {"superuser": sup, "privileged": privileged}
+                for name, sup, privileged in _pg.rows(conn, _ROLES_QUERY)
+            },
             {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")},
             databases=[r[0] for r in _pg.rows(conn, "SELECT datname FROM pg_database")],
             current_user=_pg.scalar(conn, "SELECT current_user"),
@@ -244,9 +256,8 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         if progress is not None:
             reporter = progress("restore %s" % target, int(manifest.get("database_size_bytes") or 0))
             watcher = SizeWatcher(params, target, reporter)
-        skip_oids = {ref["oid"] for ref in manifest.get("hypertable_references") or []}
         with watcher:
-            _run_pg_restore(params, pg_restore, archive, target, jobs, skip_oids)
+            _run_pg_restore(params, pg_restore, archive, target, jobs, manifest.get("hypertable_references") or [])
         timings["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
         tconn = _pg.connect(params, target)
         try:
@@ -284,13 +295,18 @@ def apply_database_properties(conn, target, manifest):
     props = manifest.get("database_properties") or {}
     db = sql.Identifier(target)
     warnings = []
-    roles = {r[0] for r in _pg.rows(conn, "SELECT rolname FROM pg_roles")}
+    roles = dict(_pg.rows(conn, "SELECT rolname, rolsuper FROM pg_roles"))
     user_settings = {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")}
     with conn.cursor() as cur:
         if props.get("acl") is not None:
             cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
             for item in props["acl"]:
-                if item["privilege"] not in _PRIVILEGES or (item["grantee"] and item["grantee"] not in roles):
+                if item["privilege"] not in _PRIVILEGES:
+                    warnings.append(
+                        "database grant %(privilege)s to %(grantee)s left out: not a database privilege" % item
+                    )
+                    continue
+                if item["grantee"] and item["grantee"] not in roles:
                     warnings.append("database grant %(privilege)s to %(grantee)s left out: no such role here" % item)
                     continue
                 grantee = sql.Identifier(item["grantee"]) if item["grantee"] else sql.SQL("PUBLIC")
@@ -305,6 +321,13 @@ def apply_database_properties(conn, target, manifest):
             if role is not None and role not in roles:
                 warnings.append("settings of role %s in this database left out: no such role here" % role)
                 continue
+            if role is not None and roles[role]:
+                # A superuser's search_path in this database is a way into its sessions.
+                warnings.append(
+                    "settings of role %s in this database left out: it is a superuser here; set them by hand: %s"
+                    % (role, ", ".join(settings))
+                )
+                continue
             head = sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), db) if role else None
             for setting in settings:
                 name, _eq, value = setting.partition("=")
@@ -318,7 +341,7 @@ def apply_database_properties(conn, target, manifest):
 
 
 # User-settable settings that take a list: stored as '"$user", public', given back element by element.
-_LIST_SETTINGS = ("search_path", "datestyle", "temp_tablespaces")
+_LIST_SETTINGS = ("search_path", "datestyle", "temp_tablespaces", "local_preload_libraries")
 _LIST_ITEM = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|$)')
 
 
@@ -340,15 +363,24 @@ def _write_list(entries):
     return f
 
 
-def _run_pg_restore(params, pg_restore, archive, target, jobs, skip_oids=()):
-    """pg_restore of everything but the foreign keys in skip_oids (added after
-    timescaledb_post_restore() by add_references)."""
+def _deferred(entry, skip_oids, skip_comments):
+    """A foreign key that add_references adds later, or its comment (which names it)."""
+    if entry["kind"] == "FK CONSTRAINT":
+        return entry["oid"] in skip_oids
+    return entry["kind"] == "COMMENT" and any(entry["rest"].startswith(tag + " ") for tag in skip_comments)
+
+
+def _run_pg_restore(params, pg_restore, archive, target, jobs, references=()):
+    """pg_restore of everything but the foreign keys to hypertables (and their comments), which
+    add_references adds after timescaledb_post_restore()."""
+    skip_oids = {ref["oid"] for ref in references}
+    skip_comments = [ref["comment_tag"] for ref in references if ref.get("comment") and ref.get("comment_tag")]
     base = [pg_restore, "--no-password", "--exit-on-error", "--dbname=%s" % target]
     if jobs <= 1 and not skip_oids:
         _pg.run_tool(base + [archive], params, dbname=target)
         return
     toc = parse_toc(list_archive(pg_restore, archive, params))
-    keep = [e for e in toc if not (e["kind"] == "FK CONSTRAINT" and e["oid"] in skip_oids)]
+    keep = [e for e in toc if not _deferred(e, skip_oids, skip_comments)]
     with contextlib.ExitStack() as stack:
         keep_list = stack.enter_context(_write_list(keep))
         if jobs <= 1:
@@ -391,6 +423,13 @@ def add_references(conn, manifest):
         try:
             with conn.cursor() as cur:
                 cur.execute(statement)
+                if ref.get("comment") is not None:
+                    cur.execute(
+                        sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS %s").format(
+                            sql.Identifier(ref["name"]), sql.Identifier(*_pg.split_qualified(ref["table"]))
+                        ),
+                        (ref["comment"],),
+                    )
         except _pg.psycopg2.Error as e:
             raise RestoreError(
                 "the foreign key %s on %s (%s) could not be re-created after the restore: %s"

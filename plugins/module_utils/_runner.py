@@ -406,7 +406,7 @@ def run_history(config, logger, kind):
                 store,
                 hypertables=tables,
                 grace=datetime.timedelta(hours=h["grace_hours"]),
-                state_file=os.path.join(config["state_dir"], "history-%s.json" % database),
+                state_file=os.path.join(config["state_dir"], "history-%s.json" % mf.database_segment(database)),
             )
             logger.info(
                 "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",

@@ -163,7 +163,11 @@ def verify_archive(params, bset, manifest, checks, pg_restore):
     except _pg.ToolError as e:
         checks.add("archive toc", False, "pg_restore cannot read the table of contents: %s" % e)
         return
-    missing = _restore.missing_from_toc(manifest, toc)
+    try:
+        missing = _restore.missing_from_toc(manifest, toc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        checks.add("archive toc", False, "the manifest's table list is malformed (%s: %s)" % (e.__class__.__name__, e))
+        return
     wanted = len(manifest["tables"]) + len(manifest.get("hypertable_references") or [])
     checks.add(
         "archive toc",
@@ -182,7 +186,7 @@ def verify_archive(params, bset, manifest, checks, pg_restore):
 
 
 def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
-    scratch = _restore.scratch_name(manifest["database"][:20], "verify", manifest["backup_id"])
+    scratch = _restore.scratch_name(manifest["database"], "verify", manifest["backup_id"])
     conn = _pg.connect(params)
     try:
         _pg.drop_database(conn, scratch)

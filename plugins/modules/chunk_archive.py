@@ -52,7 +52,7 @@ options:
     required: true
   hypertables:
     description:
-      - Hypertables to archive, as C(table) (schema C(public)) or C(schema.table).
+      - Hypertables to archive, as C(table) (schema C(public)) or C(schema.table), read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example C('"Plant A"."Readings"').
       - Default is every hypertable of the database - history is kept for all of them unless you say otherwise.
     type: list
     elements: str
@@ -116,7 +116,8 @@ notes:
   - Run it on the database host with the interpreter of the collection's virtual environment, which has pyarrow and
     the Azure SDK (C(ansible_python_interpreter=/opt/tsdb-backup/venv/bin/python)).
   - Integer-time hypertables are not supported.
-  - Hypertable and schema names must be plain identifiers (letters, digits, C(_)); they become part of blob names.
+  - Names of any shape are archived; in blob names, each byte outside C([A-Za-z0-9_]) of the database, schema and
+    table names is written C(~XX) (plain names stand for themselves).
   - Database names must be unique within one O(prefix) - use a prefix per server when names repeat across servers.
 seealso:
   - module: insa.timescaledb_backup.chunk_retention

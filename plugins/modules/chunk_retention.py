@@ -57,7 +57,7 @@ options:
     required: true
     suboptions:
       name:
-        description: Hypertable, as C(table) (schema C(public)) or C(schema.table).
+        description: Hypertable, as C(table) (schema C(public)) or C(schema.table), read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example C('"Plant A"."Readings"').
         type: str
         required: true
       retention_days:

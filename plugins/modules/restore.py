@@ -74,7 +74,8 @@ options:
       - Create the backup's roles that are missing on this server before restoring, without passwords and without
         SUPERUSER, REPLICATION or BYPASSRLS (each such attribute left out is named in RV(warnings_roles)).
       - Roles that exist on this server are never changed - no attributes, settings or memberships from an old backup
-        come back (a revoked SUPERUSER stays revoked).
+        come back (a revoked SUPERUSER stays revoked). Only the settings a role had in the restored database itself
+        (C(ALTER ROLE ... IN DATABASE ... SET)) are given back, and never for a superuser.
       - The globals file is parsed, never run through C(psql). A statement this collection does not understand (a
         psql meta-command such as C(\!), a function, anything but roles, memberships, role settings and comments)
         refuses the whole file before anything is changed; set V(false) to restore without roles.

@@ -354,13 +354,13 @@ def test_passwords_are_never_set_and_said_once():
 )
 def test_identifiers_round_trip(name):
     q = '"' + name.replace('"', '""') + '"'
-    text = NEW_ROLE.format(q) + "COMMENT ON ROLE %s IS 'x';\nGRANT pg_read_all_data TO %s;\n" % (q, q)
-    p = plan_of(text, existing={"pg_read_all_data": {"superuser": False}})
+    text = NEW_ROLE.format(q) + "COMMENT ON ROLE %s IS 'x';\nGRANT pg_monitor TO %s;\n" % (q, q)
+    p = plan_of(text, existing={"pg_monitor": {"superuser": False}})
     assert p["created"] == [name]
     assert p["sql"] == [
         "CREATE ROLE %s WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS" % q,
         "COMMENT ON ROLE %s IS 'x'" % q,
-        'GRANT "pg_read_all_data" TO %s' % q,
+        'GRANT "pg_monitor" TO %s' % q,
     ]
 
 
@@ -474,3 +474,31 @@ def test_reserved_names_are_not_created():
     p = plan_of("CREATE ROLE pg_mine;\nALTER ROLE pg_mine WITH LOGIN;\n")
     assert p["sql"] == []
     assert p["skipped"] == ['role "pg_mine" not created: names beginning with pg_ are reserved']
+
+
+@pytest.mark.parametrize(
+    "granted, existing",
+    [
+        ("pg_read_all_data", {"pg_read_all_data": {"superuser": False}}),
+        ("pg_write_all_data", {"pg_write_all_data": {"superuser": False}}),
+        ("pg_signal_backend", {"pg_signal_backend": {"superuser": False}}),
+        ("replicator", {"replicator": {"superuser": False, "privileged": True}}),
+    ],
+)
+def test_no_membership_in_a_role_with_powers_beyond_reading(granted, existing):
+    text = NEW_ROLE.format("app") + "GRANT %s TO app;\n" % granted
+    p = plan_of(text, existing=dict(POSTGRES, **existing))
+    assert p["created"] == ["app"] and not any(s.startswith("GRANT") for s in p["sql"]), p["sql"]
+    assert any('membership of "app" in "%s" not granted' % granted in s for s in p["skipped"]), p["skipped"]
+
+
+def test_createrole_is_withheld_before_postgresql_16():
+    text = "CREATE ROLE admin;\nALTER ROLE admin WITH NOSUPERUSER CREATEROLE LOGIN;\n"
+    assert plan_of(text, server_major=15)["sql"] == ['CREATE ROLE "admin" WITH NOSUPERUSER NOCREATEROLE LOGIN']
+    assert plan_of(text, server_major=16)["sql"] == ['CREATE ROLE "admin" WITH NOSUPERUSER CREATEROLE LOGIN']
+
+
+@pytest.mark.parametrize("secret", ["'md5abc'", "E'md5abc'", "'unterminated md5abc"])
+def test_a_refused_statement_never_shows_a_password(secret):
+    message = refused("CREATE ROLE a;\nALTER ROLE a WITH LOGIN PASSWORD %s;\n\\! id\n" % secret)
+    assert "md5abc" not in message and "line " in message

@@ -45,6 +45,9 @@ def test_table_names_are_read_as_postgresql_reads_identifiers(bad):
     "name, parts, segment",
     [
         ("Esp_Telemetry", ("public", "esp_telemetry"), "public.esp_telemetry"),
+        # Only ASCII letters fold, as PostgreSQL does in a UTF-8 database.
+        ("Ärger_X", ("public", "Ärger_x"), "public.~c3~84rger_x"),
+        ("user.order", ("user", "order"), "user.order"),
         ('"Plant A"."Telemetry"', ("Plant A", "Telemetry"), "Plant~20A.Telemetry"),
         ('"a.b".c', ("a.b", "c"), "a~2eb.c"),
         ('a."b.c"', ("a", "b.c"), "a.b~2ec"),
@@ -55,6 +58,11 @@ def test_quoted_names_have_their_own_history_folder(name, parts, segment):
     assert h.split_table_name(name) == parts
     assert h.split_table_name(h.qualified(*parts)) == parts
     assert h.history_folder("p", "my db", name) == "p/history/my~20db/" + segment
+
+
+def test_keywords_are_quoted_in_keys():
+    assert h.qualified("user", "order") == '"user"."order"'
+    assert h.qualified("public", "readings") == "public.readings"
 
 
 def test_the_longest_names_fit_the_layout():

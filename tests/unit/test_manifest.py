@@ -46,6 +46,7 @@ def test_names_postgresql_does_not_accept(name):
         ("-iot", "~2diot"),
         ("my db", "my~20db"),
         ("x~1", "x~7e1"),
+        ("x.", "x~2e"),
         ("Plant 🚀", "Plant~20~f0~9f~9a~80"),
         ("日" * 21, "~e6~97~a5" * 21),
     ],

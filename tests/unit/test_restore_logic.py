@@ -100,3 +100,13 @@ def test_scratch_names_respect_the_63_byte_limit():
     assert a != b and len(a.encode()) == len(b.encode()) == 63 and a.endswith("__pre_restore_20261127T020000Z")
     emoji = _restore.scratch_name("🚀" * 15, "restore", "20261127T020000Z")
     assert len(emoji.encode()) <= 63 and emoji.startswith("🚀") and "\ufffd" not in emoji
+
+
+def test_a_deferred_key_takes_its_comment_along():
+    toc = _restore.parse_toc(
+        "3906; 2606 18711 FK CONSTRAINT public ev ent ev ent_t_dev_fkey postgres\n"
+        '4001; 0 0 COMMENT public CONSTRAINT "ev ent_t_dev_fkey" ON "ev ent" postgres\n'
+        '4002; 0 0 COMMENT public CONSTRAINT "ev ent_pkey" ON "ev ent" postgres\n'
+    )
+    tags = ['public CONSTRAINT "ev ent_t_dev_fkey" ON "ev ent"']
+    assert [e["dump_id"] for e in toc if _restore._deferred(e, {18711}, tags)] == [3906, 4001]
