@@ -374,7 +374,7 @@ def describe_hypertable(conn, name):
     time_column, time_type = found[0]
     columns = []
     for attname, pg_type, typname, typmod, typtype, fallback in _pg.rows(
-        conn, _COLUMNS_QUERY, (_pg.quote_ident(schema) + "." + _pg.quote_ident(table),)
+        conn, _COLUMNS_QUERY, (_pg.regclass_text(schema, table),)
     ):
         wire, parquet = column_plan(typname if typtype == "b" else "", typmod)
         column = {"name": attname, "pg_type": pg_type, "wire": wire, "parquet_type": parquet}
@@ -1499,7 +1499,7 @@ def _referenced_reason(conn, info):
     oid = _pg.scalar(
         conn,
         "SELECT %s::regclass::oid::int8",
-        (_pg.quote_ident(info["schema"]) + "." + _pg.quote_ident(info["table"]),),
+        (_pg.regclass_text(info["schema"], info["table"]),),
     )
     refs = _pg.hypertable_references(conn, oid)
     if not refs:
@@ -1594,13 +1594,14 @@ def _drop_slice(conn, info, s, manifest, check_mode, lock_timeout):
                     "newer_than => (%(lo)s)::{t})::text"
                 ).format(t=time_type),
                 {
-                    "ht": _pg.quote_ident(info["schema"]) + "." + _pg.quote_ident(info["table"]),
+                    "ht": _pg.regclass_text(info["schema"], info["table"]),
                     "hi": s["end"],
                     "lo": s["start"],
                 },
             )
             dropped = sorted(r[0] for r in cur.fetchall())
-            expected = sorted("%s.%s" % (c["schema"], c["name"]) for c in s["chunks"])
+            # drop_chunks() names the chunks as quote_identifier() writes them.
+            expected = sorted(_pg.qualified(c["schema"], c["name"]) for c in s["chunks"])
             if dropped != expected:
                 cur.execute("ROLLBACK")
                 return None, (
@@ -1810,9 +1811,7 @@ def restore_range(
         }
         t_schema, t_table = split_table_name(target)
         target_ident = _ident(t_schema, t_table)
-        exists = _pg.scalar(
-            conn, "SELECT to_regclass(%s) IS NOT NULL", (_pg.quote_ident(t_schema) + "." + _pg.quote_ident(t_table),)
-        )
+        exists = _pg.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (_pg.regclass_text(t_schema, t_table),))
         if not exists:
             if not create_table:
                 raise HistoryError(
@@ -1829,7 +1828,7 @@ def restore_range(
                     conn,
                     "SELECT attname::text FROM pg_attribute "
                     "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                    (_pg.quote_ident(t_schema) + "." + _pg.quote_ident(t_table),),
+                    (_pg.regclass_text(t_schema, t_table),),
                 )
             }
             lacking = [c["name"] for c in columns if c["name"] not in present]
@@ -1927,7 +1926,7 @@ def _create_table(conn, schema, table, columns, time_column):
         if _pg.scalar(conn, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
             cur.execute(
                 "SELECT create_hypertable(%s::regclass, by_range(%s))",
-                (_pg.quote_ident(schema) + "." + _pg.quote_ident(table), time_column),
+                (_pg.regclass_text(schema, table), time_column),
             )
 
 

@@ -293,6 +293,11 @@ def split_qualified(text, default_schema="public"):
     return (default_schema, parts[0]) if len(parts) == 1 else tuple(parts)
 
 
+def regclass_text(schema, name):
+    """A relation's name as ::regclass reads it, whatever the names hold."""
+    return quote_ident(schema) + "." + quote_ident(name)
+
+
 def quote_literal(value):
     return "'" + str(value).replace("'", "''") + "'"
 
