@@ -61,11 +61,47 @@ def _bool(value, default):
     raise ConfigError("expected true or false, got %r" % value)
 
 
+def _json_list(name, text):
+    """The value of a list setting written as JSON (what the roles write: names may hold ',' or
+    '='), or None for the comma-separated form of earlier releases."""
+    text = (text or "").strip()
+    if not text.startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s is not a valid JSON list: %s" % (name, e)) from None
+    if not isinstance(value, list):
+        raise ConfigError("%s must be a JSON list" % name)
+    return value
+
+
+def _database_list(text):
+    """'["iot", "plant 1"]' or 'iot,plant1' -> names."""
+    found = _json_list("TSDB_BACKUP_DATABASES", text)
+    if found is None:
+        return [d.strip() for d in (text or "").split(",") if d.strip()]
+    if not all(isinstance(d, str) for d in found):
+        raise ConfigError("TSDB_BACKUP_DATABASES must list database names (strings)")
+    return found
+
+
 def _retention_list(text):
-    """'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
+    """'[{"hypertable": "public.esp_telemetry", "retention_days": 30}]', or the older
+    'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
+    found = _json_list("TSDB_HISTORY_RETENTION", text)
+    if found is not None:
+        for item in found:
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("hypertable"), str)
+                and str(item.get("retention_days", "")).isdigit()
+            ):
+                raise ConfigError("TSDB_HISTORY_RETENTION entries need hypertable and retention_days, got %r" % item)
+        return [{"hypertable": i["hypertable"], "retention_days": int(i["retention_days"])} for i in found]
     out = []
     for item in [i.strip() for i in text.split(",") if i.strip()]:
-        name, sep, days = item.partition("=")
+        name, sep, days = item.rpartition("=")
         if not sep or not days.strip().isdigit():
             raise ConfigError("TSDB_HISTORY_RETENTION entries are <hypertable>=<days>, got %r" % item)
         out.append({"hypertable": name.strip(), "retention_days": int(days)})
@@ -74,11 +110,14 @@ def _retention_list(text):
 
 def load_config(environ=None):
     env = os.environ if environ is None else environ
-    databases = [d.strip() for d in env.get("TSDB_BACKUP_DATABASES", "").split(",") if d.strip()]
+    databases = _database_list(env.get("TSDB_BACKUP_DATABASES", ""))
     if not databases:
-        raise ConfigError("TSDB_BACKUP_DATABASES is empty: list the databases to back up (comma-separated)")
+        raise ConfigError("TSDB_BACKUP_DATABASES is empty: list the databases to back up (a JSON list)")
     for d in databases:
-        mf.validate_database_name(d)
+        try:
+            mf.validate_database_name(d)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     try:
         config = {
             "databases": databases,

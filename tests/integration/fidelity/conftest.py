@@ -11,6 +11,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "history"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "..", "collections"))
 import fingerprint as fp  # noqa: E402
 import rig  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf  # noqa: E402
