@@ -232,10 +232,18 @@ def dump(
     t0 = time.monotonic()
     facts = facts or preflight(params, database, backup_dir, compression, directory_format)
     folder = check_backup_dir(backup_dir, database=database)
+    chosen = backup_id
     backup_id = backup_id or mf.new_backup_id(started)
     bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
     with FolderLock(folder):
         stale = clean_partials(folder)
+        # Ids have one-second resolution: a backup started in the same second as the previous
+        # one waits for the next second rather than fail.
+        while chosen is None and (os.path.exists(bset.manifest) or os.path.exists(bset.archive)):
+            time.sleep(0.1)
+            started = mf.utcnow()
+            backup_id = mf.new_backup_id(started)
+            bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
         if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
             raise BackupError("a backup %s of %s already exists in %s" % (backup_id, database, folder))
         archive_partial = bset.archive + mf.PARTIAL_SUFFIX

@@ -52,8 +52,10 @@ options:
     required: true
   hypertables:
     description:
-      - Hypertables to archive, as C(table) (schema C(public)) or C(schema.table), read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example C('"Plant A"."Readings"').
+      - Hypertables to archive, as C(table) (schema C(public)) or C(schema.table).
       - Default is every hypertable of the database - history is kept for all of them unless you say otherwise.
+      - Names are read as PostgreSQL reads them - bare parts fold to lower case; quote the others, for example
+        C('"Plant A"."Readings"').
     type: list
     elements: str
   grace_minutes:

@@ -57,7 +57,10 @@ options:
     required: true
     suboptions:
       name:
-        description: Hypertable, as C(table) (schema C(public)) or C(schema.table), read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example C('"Plant A"."Readings"').
+        description:
+          - Hypertable, as C(table) (schema C(public)) or C(schema.table).
+          - Read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example
+            C('"Plant A"."Readings"').
         type: str
         required: true
       retention_days:

@@ -42,7 +42,10 @@ options:
     type: str
     required: true
   hypertable:
-    description: Archived hypertable, as C(table) (schema C(public)) or C(schema.table), read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example C('"Plant A"."Readings"').
+    description:
+      - Archived hypertable, as C(table) (schema C(public)) or C(schema.table).
+      - Read as PostgreSQL reads names - bare parts fold to lower case; quote the others, for example
+        C('"Plant A"."Readings"').
     type: str
     required: true
   source_database:

@@ -56,6 +56,18 @@ def test_backup_yml_verifies_and_uploads_the_fixture(env, prefix, source):
     assert manifest["database_properties"]["comment"].startswith("Fidelity fixture")
 
 
+def test_the_set_verifies_at_restore_level(env, source):
+    """What the drill does: a real restore into a scratch database, compared with the manifest;
+    the scratch database is gone afterwards."""
+    before = rig.databases()
+    backup_id = STATE["set_url_path"].rsplit("/", 1)[1]
+    pg = {"login_host": "127.0.0.1", "port": int(env["PGPORT"]), "login_password": env["PGPASSWORD"]}
+    args = dict(pg, backup_dir="/var/backups/tsdb", database=source["name"], backup_id=backup_id, level="restore")
+    res = rig.ansible_module("verify", args)
+    assert res.get("failed") is not True and res["ok"] is True, res
+    assert rig.databases() == before
+
+
 def test_restore_yml_from_azure_rebuilds_the_destroyed_database(env, prefix, source):
     rig.drop_database(source["name"])  # the damage: the database is gone
     rc, out = rig.playbook(
@@ -69,6 +81,27 @@ def test_restore_yml_from_azure_rebuilds_the_destroyed_database(env, prefix, sou
     )
     assert rc == 0, out[-4000:]
     assert_same(source["fingerprint"], source["name"])
+
+
+def test_the_nightly_runner_backs_up_the_fixture_too(env, prefix, source):
+    """The timer's path: the runner with the role's settings files, the database list as the
+    role writes it (JSON), into a prefix of its own."""
+    c = env["TSDB_CONTAINER"]
+    script = (
+        "set -a; . /etc/tsdb-backup/agent.env; . /etc/tsdb-backup/credentials.env; set +a; "
+        "export TSDB_BACKUP_DATABASES=%s TSDB_BACKUP_AZURE_PREFIX=%s TSDB_BACKUP_METRICS_DIR=; "
+        "runuser -u tsdb-backup -- /opt/tsdb-backup/venv/bin/python /opt/tsdb-backup/lib/tsdb_backup_run.py run"
+        % (shlex.quote(json.dumps([source["name"]])), prefix + "-timer")
+    )
+    rig.sh(c, script)
+    container = blob_service(env).get_container_client(env["AZURE_STORAGE_CONTAINER"])
+    names = [b.name for b in container.list_blobs(name_starts_with=prefix + "-timer/")]
+    manifests = [n for n in names if "/%s/" % fx.mf.database_segment(source["name"]) in n and n.endswith(".json")]
+    assert manifests, names
+    newest = json.loads(container.download_blob(sorted(manifests)[-1]).readall())
+    assert newest["database"] == source["name"] and newest["backup_id"] > STATE["set_url_path"].rsplit("/", 1)[1]
+    local = "/var/backups/tsdb/%s/%s.verify.json" % (fx.mf.database_segment(source["name"]), newest["backup_id"])
+    assert json.loads(rig.sh(c, "cat %s" % shlex.quote(local)))["ok"] is True
 
 
 def manual_procedure():
