@@ -21,7 +21,7 @@ mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
   | rsync -a --from0 --files-from=- --exclude tests/output/ ./ "$dest/"
 # rsync --files-from does not delete files that left the checkout: remove them ourselves.
-(cd "$dest" && find . -path ./tests/output -prune -o -path ./.git -prune -o -type f -print0) \
+(cd "$dest" && find . -path ./tests/output -prune -o -path ./.git -prune -o \( -type f -o -type l \) -print0) \
   | while IFS= read -r -d '' f; do [ -e "$root/$f" ] || rm -f "$dest/$f"; done
 
 # ansible-test bootstraps pip into every venv it creates with a script it downloads from

@@ -21,15 +21,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils._globals_parse import (  # noqa: F401 - the API
-    FLAG_ATTRIBUTES,
-    REFUSAL_ADVICE,
-    VALUE_WORD_RE,
-    GlobalsError,
-    _snippet,
-    parse,
-)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _globals_parse, _pg
+
+# The parser's API, so that callers need one module.
+GlobalsError = _globals_parse.GlobalsError
+parse = _globals_parse.parse
+REFUSAL_ADVICE = _globals_parse.REFUSAL_ADVICE
+FLAG_ATTRIBUTES = _globals_parse.FLAG_ATTRIBUTES
+VALUE_WORD_RE = _globals_parse.VALUE_WORD_RE
+snippet = _globals_parse.snippet
 
 # Role attributes that let a role bypass every permission check or read all data.
 PRIVILEGED_ATTRIBUTES = ("SUPERUSER", "REPLICATION", "BYPASSRLS")
@@ -271,7 +271,7 @@ class _Planner:
         self._unapplied(st, "security labels are not restored: apply them by hand if this server has the provider")
 
     def _unapplied(self, st, why):
-        self.skipped.append("line %d: %s: %s" % (st["line"], why, _snippet(st["text"], 200)))
+        self.skipped.append("line %d: %s: %s" % (st["line"], why, snippet(st["text"], 200)))
 
     def session(self, st):
         return None

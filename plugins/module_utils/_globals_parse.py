@@ -447,7 +447,7 @@ def _check_session_setting(name, values, ctx):
 # --- parse ---------------------------------------------------------------------------------------
 
 
-def _snippet(text, limit=80):
+def snippet(text, limit=80):
     flat = _PASSWORD_RE.sub(r"\1'...'", " ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
@@ -483,7 +483,7 @@ def parse(text):
         try:
             statements.append(_read_item(item, ascii_only))
         except _NotUnderstood as e:
-            problems.append("line %d: %s (%s)" % (item["line"], _snippet(item["text"]), e))
+            problems.append("line %d: %s (%s)" % (item["line"], snippet(item["text"]), e))
     if problems:
         raise GlobalsError(
             "the roles file has statements this collection does not apply, so none of it was run: %s. "
