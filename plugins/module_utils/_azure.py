@@ -32,8 +32,8 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _verify
 
 try:
     from azure.core import MatchConditions
@@ -107,35 +107,35 @@ SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~][A-Za-z0-9_.=~\-]*$")
 METADATA_VALUE_RE = re.compile(r"[^\x20-\x7e]")
 
 
-class AzureTierError(Exception):
+class AzureTierError(_errors.OperatorError):
     """Anything the Azure tier refuses or fails at. The message is safe to show."""
 
 
-class ConfigError(AzureTierError):
+class ConfigError(AzureTierError, _errors.ConfigError):
     """Missing or contradictory settings."""
 
 
-class BlobNameError(AzureTierError, ValueError):
+class BlobNameError(AzureTierError, _errors.ConfigError, ValueError):
     """A blob name or one of its parts is not acceptable."""
 
 
-class ConflictError(AzureTierError):
+class ConflictError(AzureTierError, _errors.ConflictError):
     """A blob with the same name but other content exists: never overwritten."""
 
 
-class IntegrityError(AzureTierError):
+class IntegrityError(AzureTierError, _errors.IntegrityError):
     """Content does not match its manifest or its sha256 metadata."""
 
 
-class NotFoundError(AzureTierError):
+class NotFoundError(AzureTierError, _errors.NotFoundError):
     """No backup matches the selection, or the container is missing."""
 
 
-class ArchivedError(AzureTierError):
+class ArchivedError(AzureTierError, _errors.ConflictError):
     """A blob is in the Archive tier and must be rehydrated before it can be read."""
 
 
-class ServiceError(AzureTierError):
+class ServiceError(AzureTierError, _errors.ServiceError):
     """Azure refused or could not be reached (after the retries)."""
 
 
@@ -490,20 +490,10 @@ def parse_timestamp(value):
     return dt.astimezone(datetime.timezone.utc)
 
 
-def select_backup(entries, backup_id=None, as_of=None):
-    """The entry a restore would take: by id, the newest at or before as_of, or the newest.
-    Entries need 'backup_id'; incomplete ones ('complete': False) are never selected."""
-    usable = sorted((e for e in entries if e.get("complete", True)), key=lambda e: e["backup_id"])
-    if backup_id and backup_id != "latest":
-        if as_of is not None:
-            raise ValueError("give backup_id or a time to select by, not both")
-        mf.validate_backup_id(backup_id)
-        matches = [e for e in usable if e["backup_id"] == backup_id]
-        return matches[-1] if matches else None
-    if as_of is not None:
-        limit = parse_timestamp(as_of)
-        usable = [e for e in usable if mf.backup_id_time(e["backup_id"]) <= limit]
-    return usable[-1] if usable else None
+def select_backup(entries, backup_id=None, as_of=None, include_safety=False):
+    """_manifest.select_backup, with ``as_of`` in any form parse_timestamp reads."""
+    limit = None if as_of is None else parse_timestamp(as_of)
+    return mf.select_backup(entries, backup_id=backup_id, as_of=limit, include_safety=include_safety)
 
 
 def merge_catalog(local, remote):
@@ -526,6 +516,7 @@ def merge_catalog(local, remote):
             "remote": None,
             "uploaded": False,
             "complete": entry.get("manifest") is not None,
+            "purpose": manifest.get("purpose"),
         }
     for entry in remote:
         key = (entry["database"], entry["backup_id"])
@@ -541,6 +532,7 @@ def merge_catalog(local, remote):
                 "complete": False,
             }
         item["remote"] = entry
+        item["purpose"] = item.get("purpose") or entry.get("purpose")
         item["uploaded"] = bool(entry["complete"])
         item["complete"] = item["complete"] or bool(entry["complete"])
     return sorted(merged.values(), key=lambda e: (e["backup_id"], e["database"]))
@@ -814,6 +806,7 @@ class BlobStore:
             "tsdb_version": server.get("timescaledb_version"),
             "archive_sha256": (manifest.get("archive") or {}).get("sha256"),
             "part": part,
+            "purpose": manifest.get("purpose"),
         }
         return {k: _metadata_value(v) for k, v in metadata.items() if v not in (None, "")}
 
@@ -1061,7 +1054,10 @@ class BlobStore:
                     "manifest_name": None,
                     "url": None,
                 }
-            info.pop("metadata")
+            purpose = info.pop("metadata").get("purpose")
+            if purpose:
+                # Recorded at upload: a safety backup is known as one without reading its manifest.
+                entry["purpose"] = purpose
             info.update({"kind": parsed["kind"], "part": parsed["part"]})
             entry["blobs"].append(info)
             entry["bytes"] += info["size"] or 0
@@ -1403,20 +1399,3 @@ def validate_tags(tags):
         if len("%s" % value) > 256 or not allowed.match("%s" % value):
             raise ConfigError("tag %s has a value Azure does not accept (0-256 of letters, digits, ' +-./:=_')" % key)
     return tags
-
-
-def module_call(module, redact, fn, *args, **kwargs):
-    """For modules: runs a core function; an operator-facing error becomes
-    module.fail_json(msg=...) with secrets redacted, never a traceback. `module` is duck-typed
-    (anything with fail_json), so this file still needs no Ansible import."""
-    redact = redact or Redactor()
-    try:
-        return fn(*args, **kwargs)
-    except (AzureTierError, mf.ManifestError, ValueError) as e:
-        module.fail_json(msg=redact(e))
-    except OSError as e:
-        module.fail_json(msg=redact("%s: %s" % (e.filename or "I/O error", e.strerror or e)))
-    except Exception as e:  # noqa: BLE001 - the SDK raises more than it documents; say it plainly
-        if HAS_AZURE_STORAGE and isinstance(e, AzureError):
-            module.fail_json(msg=redact("Azure request failed: %s" % ("%s" % (e,)).strip().splitlines()[0]))
-        raise

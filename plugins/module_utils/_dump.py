@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -41,7 +41,7 @@ SIZE_RATIO = {"zstd": 0.35, "lz4": 0.5, "gzip": 0.35, "none": 1.0}
 READ_CHUNK = 1024 * 1024
 
 
-class BackupError(Exception):
+class BackupError(_errors.OperatorError):
     """A backup cannot be taken; the message says why and what to do."""
 
 

@@ -13,6 +13,7 @@ __metaclass__ = type
 import bisect
 import re
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 FLAG_ATTRIBUTES = ("SUPERUSER", "INHERIT", "CREATEROLE", "CREATEDB", "LOGIN", "REPLICATION", "BYPASSRLS")
@@ -37,7 +38,7 @@ _NAME_LIMIT = mf.MAX_NAME_BYTES  # PostgreSQL would silently truncate a longer n
 REFUSAL_ADVICE = "inspect the file; restore with roles: false to skip roles"
 
 
-class GlobalsError(Exception):
+class GlobalsError(_errors.IntegrityError):
     """The file has statements this collection does not apply; nothing of it ran."""
 
 

@@ -48,7 +48,7 @@ import tempfile
 import threading
 import traceback
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 try:
@@ -118,7 +118,7 @@ SESSION_SETTINGS = (
 )
 
 
-class HistoryError(Exception):
+class HistoryError(_errors.OperatorError):
     """A history problem explained for an operator: what is wrong and what to do."""
 
 
@@ -1928,25 +1928,3 @@ def _create_table(conn, schema, table, columns, time_column):
                 "SELECT create_hypertable(%s::regclass, by_range(%s))",
                 (_pg.regclass_text(schema, table), time_column),
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# For modules
-
-
-def module_call(module, redact, fn, *args, **kwargs):
-    """_azure.module_call (operator-facing errors become module.fail_json(msg=...), secrets
-    redacted, never a traceback), plus the errors of this core and of PostgreSQL."""
-    redact = redact or _azure.Redactor()
-
-    def run():
-        try:
-            return fn(*args, **kwargs)
-        except (HistoryError, _pg.PgError) as e:
-            module.fail_json(msg=redact(e))
-        except Exception as e:
-            if _pg.HAS_PSYCOPG2 and isinstance(e, _pg.psycopg2.Error):
-                module.fail_json(msg=redact("PostgreSQL: %s" % ("%s" % e).strip()))
-            raise
-
-    return _azure.module_call(module, redact, run)

@@ -25,6 +25,8 @@ import os
 import re
 import tempfile
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
+
 MANIFEST_FORMAT = "insa.timescaledb_backup/manifest"
 MANIFEST_VERSION = 1
 ARCHIVE_SUFFIX = ".dump"
@@ -45,7 +47,7 @@ _SEGMENT_PLAIN = re.compile(r"[A-Za-z0-9_]")
 CHUNK = 1024 * 1024
 
 
-class ManifestError(Exception):
+class ManifestError(_errors.IntegrityError):
     """A manifest is missing, unreadable, of an unknown format, or altered."""
 
 
@@ -302,6 +304,36 @@ def read_manifest(path):
     except OSError as e:
         raise ManifestError("cannot read manifest %s: %s" % (path, e.strerror)) from None
     return parse_manifest(data, source=path)
+
+
+SAFETY_PURPOSE = "safety-before-restore"
+
+
+def is_safety_backup(entry):
+    """A set restore took of the database it replaced (manifest 'purpose', or blob metadata)."""
+    return (entry.get("purpose") or (entry.get("manifest") or {}).get("purpose")) == SAFETY_PURPOSE
+
+
+def select_backup(entries, backup_id=None, as_of=None, include_safety=False):
+    """The one way a backup is chosen (verify, restore, drill, download, catalog): by id, the
+    newest taken at or before ``as_of`` (a datetime), or the newest. Never a set whose manifest
+    failed to parse ('manifest' None) or that is incomplete ('complete' False); safety backups
+    only by id or with include_safety. Returns the entry or None."""
+    usable = sorted(
+        (e for e in entries if e.get("complete", True) and ("manifest" not in e or e["manifest"] is not None)),
+        key=lambda e: e["backup_id"],
+    )
+    if backup_id and backup_id != "latest":
+        if as_of is not None:
+            raise ValueError("give backup_id or a time to select by, not both")
+        validate_backup_id(backup_id)
+        matches = [e for e in usable if e["backup_id"] == backup_id]
+        return matches[-1] if matches else None
+    if not include_safety:
+        usable = [e for e in usable if not is_safety_backup(e)]
+    if as_of is not None:
+        usable = [e for e in usable if backup_id_time(e["backup_id"]) <= as_of]
+    return usable[-1] if usable else None
 
 
 def list_local(backup_dir, database=None):

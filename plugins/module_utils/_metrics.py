@@ -38,7 +38,7 @@ import tempfile
 import time
 import traceback
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -170,7 +170,7 @@ HYPERTABLE_METRICS = (
 HYPERTABLE_KEYS = frozenset(["hypertable"] + [m[2] for m in HYPERTABLE_METRICS])
 
 
-class MetricsError(Exception):
+class MetricsError(_errors.OperatorError):
     """Metrics cannot be written; the message says why."""
 
 

@@ -13,16 +13,7 @@ __metaclass__ = type
 import logging
 
 from ansible.module_utils.basic import missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest, _pg
-
-# Exceptions the core raises with a message written for the operator.
-try:
-    from ansible_collections.insa.timescaledb_backup.plugins.module_utils._dump import BackupError
-    from ansible_collections.insa.timescaledb_backup.plugins.module_utils._restore import RestoreError
-except ImportError:  # pragma: no cover
-    BackupError = RestoreError = _pg.PgError
-
-OPERATOR_ERRORS = (_pg.PgError, _manifest.ManifestError, BackupError, RestoreError, ValueError)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
 
 
 def require_psycopg2(module):
@@ -49,14 +40,36 @@ def connection_params(module):
     return _pg.ConnectionParams.from_params(module.params)
 
 
-def call(module, fn, *args, **kwargs):
-    """Runs a core function; an operator-facing error becomes fail_json with its message."""
+def run_module(module, redact, fn, *args, **kwargs):
+    """Runs a core function for a module: every error an operator can act on - the collection's
+    (_errors.OperatorError), bad values, OS errors, PostgreSQL's and the Azure SDK's own -
+    becomes fail_json(msg=..., error_kind=...) with secrets redacted (``redact``: a callable,
+    or None), never a traceback. Anything else is a bug and keeps its traceback."""
     try:
         return fn(*args, **kwargs)
-    except OPERATOR_ERRORS as e:
-        module.fail_json(msg=str(e))
-    except OSError as e:
-        module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))
+    except Exception as e:  # noqa: BLE001 - sorted below; what is not understood is raised again
+        known = operator_error(e)
+        if known is None:
+            raise
+        message, kind = known
+        module.fail_json(msg=redact(message) if redact else message, error_kind=kind)
+
+
+def operator_error(exc):
+    """(message, kind) an operator reads for an exception, or None when it is not one of theirs."""
+    if isinstance(exc, (_errors.OperatorError, ValueError)):
+        return "%s" % (exc,), _errors.kind_of(exc)
+    if isinstance(exc, OSError):
+        return "%s: %s" % (exc.filename or "I/O error", exc.strerror or exc), "service"
+    first_line = (("%s" % (exc,)).strip().splitlines() or [exc.__class__.__name__])[0]
+    if _pg.HAS_PSYCOPG2 and isinstance(exc, _pg.psycopg2.Error):
+        # A missing privilege is fixed by a GRANT (configuration); the rest is the server's.
+        denied = isinstance(exc, _pg.psycopg2.errors.InsufficientPrivilege)
+        return "PostgreSQL: %s" % first_line, "config" if denied else "service"
+    if type(exc).__module__.startswith("azure."):
+        # The SDK raises more than it documents; say it plainly.
+        return "Azure request failed: %s" % first_line, "service"
+    return None
 
 
 class _ModuleLogHandler(logging.Handler):

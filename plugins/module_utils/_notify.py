@@ -51,7 +51,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _log
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _log
 
 WEBHOOK_FORMATS = ("slack", "teams", "generic")
 DEFAULT_TIMEOUT = 10.0
@@ -63,7 +63,7 @@ UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._:\\\-]{0,254}$")
 EVENT_KEYS = ("host", "run_type", "success", "summary", "errors", "when", "fields")
 
 
-class NotifyConfigError(ValueError):
+class NotifyConfigError(_errors.ConfigError, ValueError):
     """The notification config is unusable; the message says what to fix."""
 
 

@@ -21,10 +21,12 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 try:
     import psycopg2
+    import psycopg2.errors
     import psycopg2.extensions
     from psycopg2 import sql
 
@@ -51,7 +53,7 @@ SYSTEM_SCHEMAS = (
 )
 
 
-class PgError(Exception):
+class PgError(_errors.ServiceError):
     """A PostgreSQL problem explained for an operator: what is wrong and what to do."""
 
 

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _globals, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _globals, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 try:
@@ -47,7 +47,7 @@ TOC_KINDS = (
 )
 
 
-class RestoreError(Exception):
+class RestoreError(_errors.OperatorError):
     """A restore cannot go on; the message says why, and what state the databases are in."""
 
 
@@ -540,7 +540,7 @@ def restore_backup(
         if not backup_dir:
             raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")
         safety = _dump.dump(
-            params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": "safety-before-restore"}
+            params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
         )
         result["safety_backup"] = {
             "backup_id": safety["manifest"]["backup_id"],

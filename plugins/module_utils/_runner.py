@@ -41,14 +41,19 @@ import socket
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _lock, _pg, _prune, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _lock, _pg, _prune, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = (
+    _errors.EXIT_OK,
+    _errors.EXIT_FAILED,
+    _errors.EXIT_CONFIG,
+    _errors.EXIT_LOCKED,
+)
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(_errors.ConfigError):
+    """The agent's settings files are wrong."""
 
 
 def _bool(value, default):
@@ -303,6 +308,7 @@ def backup_database(config, database, logger, store=None, azure=None):
         if azure is not None and isinstance(e, azure.AzureTierError) and hasattr(store, "redact"):
             message = store.redact(e)
         r["error"] = "%s failed: %s" % (step, message)
+        r["error_kind"] = _errors.kind_of(e)
         logger.error("%s %s: %s", step, database, message)
     r["duration_seconds"] = round(time.monotonic() - t0, 3)
     return r
@@ -315,10 +321,8 @@ def run_backup(config, logger):
         try:
             azure, store = open_store(config, logger)
         except Exception as e:  # noqa: BLE001 - configuration problems fail every database clearly
-            results = [
-                {"database": d, "success": False, "error": "upload configuration: %s" % e} for d in config["databases"]
-            ]
-            return results
+            error = {"success": False, "error": "upload configuration: %s" % e, "error_kind": _errors.kind_of(e)}
+            return [dict(error, database=d) for d in config["databases"]]
     for database in config["databases"]:
         results.append(backup_database(config, database, logger, store, azure))
     return results
@@ -384,17 +388,26 @@ def run_drill(config, logger):
     results = []
     for database in config["databases"]:
         r = {"database": database, "success": False, "error": None}
-        entries = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
-        if not entries:
-            r["error"] = "no local backup to drill"
+        entry = mf.select_backup(mf.list_local(config["backup_dir"], database))
+        if entry is None:
+            r.update(error="no local backup to drill", error_kind="not_found")
         else:
-            bid = entries[-1]["backup_id"]
-            ver = _verify.verify(
-                config["pg"], config["backup_dir"], database, bid, level="restore", progress=progress_factory(logger)
-            )
-            r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver["duration_seconds"])
+            bid = entry["backup_id"]
+            try:
+                ver = _verify.verify(
+                    config["pg"],
+                    config["backup_dir"],
+                    database,
+                    bid,
+                    level="restore",
+                    progress=progress_factory(logger),
+                )
+            except Exception as e:  # noqa: BLE001 - a drill that cannot run is a failed drill, reported as one
+                ver = {"ok": False, "failures": [{"message": "the drill could not run: %s" % e}], "error": e}
+            r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver.get("duration_seconds"))
             if not ver["ok"]:
                 r["error"] = "; ".join(f["message"] for f in ver["failures"])
+                r["error_kind"] = _errors.kind_of(ver["error"]) if "error" in ver else "integrity"
         (logger.info if r["success"] else logger.error)("drill %s: %s", database, r["error"] or "restored and matched")
         results.append(r)
     record = {"finished_at": mf.isoformat(mf.utcnow()), "results": results}
@@ -477,6 +490,7 @@ def run_history(config, logger, kind):
         result = _history_result(config, database, res, kind)
     except Exception as e:  # noqa: BLE001 - reported as the run's result
         result = {"database": database, "success": False, "error": "history %s failed: %s" % (kind, e)}
+        result["error_kind"] = _errors.kind_of(e)
     if result.get("error"):
         logger.error("history %s %s: %s", kind, database, result["error"])
     return [result]
@@ -496,7 +510,7 @@ def main(argv=None, environ=None):
         config = load_config(environ)
     except (ConfigError, ValueError) as e:
         sys.stderr.write("tsdb-backup: configuration error: %s\n" % e)
-        return EXIT_CONFIG
+        return _errors.exit_code(e)
     if args.database:
         config["databases"] = args.database
     logger = get_logger(config["log_format"])

@@ -128,7 +128,7 @@ counts:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 
@@ -203,10 +203,10 @@ def main():
             module.fail_json(
                 msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
             )
-        store = _azure.module_call(module, redact, _azure.open_store, p)
+        store = _module_glue.run_module(module, redact, _azure.open_store, p)
         redact = store.redact
-        _azure.module_call(module, redact, store.ensure_container, create=False)
-    module.exit_json(**_azure.module_call(module, redact, catalog, module, store))
+        _module_glue.run_module(module, redact, store.ensure_container, create=False)
+    module.exit_json(**_module_glue.run_module(module, redact, catalog, module, store))
 
 
 if __name__ == "__main__":

@@ -183,9 +183,9 @@ def main():
     )
     _module_glue.require_azure_storage(module)
     p = module.params
-    store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
+    store = _module_glue.run_module(module, _azure.redactor_for(p), _azure.open_store, p)
     store.progress = _module_glue.progress_factory(module)
-    result = _azure.module_call(
+    result = _module_glue.run_module(
         module,
         store.redact,
         store.download_backup,

@@ -225,7 +225,7 @@ def main():
         module.fail_json(
             msg="give manifest_path (one set) or catch_up: true with backup_dir (all pending sets), not both"
         )
-    store = _azure.module_call(module, _azure.redactor_for(p), _azure.open_store, p)
+    store = _module_glue.run_module(module, _azure.redactor_for(p), _azure.open_store, p)
     store.progress = _module_glue.progress_factory(module)
     redact = store.redact
     options = dict(
@@ -237,7 +237,7 @@ def main():
         check_mode=module.check_mode,
     )
     if p["catch_up"]:
-        result = _azure.module_call(
+        result = _module_glue.run_module(
             module,
             redact,
             store.catch_up,
@@ -247,7 +247,7 @@ def main():
             **options,
         )
     else:
-        result = _azure.module_call(module, redact, store.upload_backup_set, p["manifest_path"], **options)
+        result = _module_glue.run_module(module, redact, store.upload_backup_set, p["manifest_path"], **options)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     if result.get("failures"):

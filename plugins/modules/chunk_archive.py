@@ -226,8 +226,8 @@ def main():
     if p["grace_minutes"] < 0:
         module.fail_json(msg="grace_minutes must be 0 or more")
     redact = _azure.redactor_for(p)
-    store = _history.module_call(module, redact, _azure.open_store, p)
-    result = _history.module_call(
+    store = _module_glue.run_module(module, redact, _azure.open_store, p)
+    result = _module_glue.run_module(
         module,
         store.redact,
         _history.archive_history,

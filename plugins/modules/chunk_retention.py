@@ -198,8 +198,8 @@ def main():
     if p["lock_timeout"] < 1:
         module.fail_json(msg="lock_timeout must be 1 or more")
     redact = _azure.redactor_for(p)
-    store = _history.module_call(module, redact, _azure.open_store, p)
-    result = _history.module_call(
+    store = _module_glue.run_module(module, redact, _azure.open_store, p)
+    result = _module_glue.run_module(
         module,
         store.redact,
         _history.enforce_retention,

@@ -169,22 +169,23 @@ def main():
     p = module.params
     params = _module_glue.connection_params(module)
     directory = p["format"] == "directory"
-    _module_glue.call(module, mf.validate_database_name, p["database"])
+    _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
     if p["jobs"] < 1:
         module.fail_json(msg="jobs must be 1 or more")
     if p["jobs"] > 1 and not directory:
         module.fail_json(msg="jobs > 1 needs format: directory (a custom-format archive is written by one process)")
 
-    facts = _module_glue.call(
-        module, _dump.preflight, params, p["database"], p["backup_dir"], p["compression"], directory
+    facts = _module_glue.run_module(
+        module, None, _dump.preflight, params, p["database"], p["backup_dir"], p["compression"], directory
     )
     preflight = {k: v for k, v in facts.items() if k != "extensions"}
     if module.check_mode:
         bset = mf.BackupSet(p["backup_dir"], p["database"], mf.new_backup_id(), directory_format=directory)
         module.exit_json(changed=True, path=bset.archive, manifest_path=bset.manifest, preflight=preflight)
 
-    result = _module_glue.call(
+    result = _module_glue.run_module(
         module,
+        None,
         _dump.dump,
         params,
         p["database"],

@@ -172,8 +172,8 @@ def main():
         )
     p = module.params
     redact = _azure.redactor_for(p)
-    store = _history.module_call(module, redact, _azure.open_store, p)
-    result = _history.module_call(
+    store = _module_glue.run_module(module, redact, _azure.open_store, p)
+    result = _module_glue.run_module(
         module,
         store.redact,
         _history.restore_range,

@@ -194,7 +194,7 @@ examined:
 import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle, _module_glue
 
 
 def management_policy(module, redact, rules):
@@ -207,12 +207,12 @@ def management_policy(module, redact, rules):
             msg="mode=management_policy needs auth_mode: entra or arm_access_token (Azure Resource Manager accepts "
             "Entra tokens only); with a SAS token or account key use mode: data_plane"
         )
-    settings = _azure.module_call(module, redact, _azure.resolve_settings, config)
+    settings = _module_glue.run_module(module, redact, _azure.resolve_settings, config)
     if p["arm_access_token"]:
         credential = _lifecycle.StaticTokenCredential(p["arm_access_token"])
     else:
-        credential = _azure.module_call(module, redact, _azure.entra_credential, settings)
-    manager = _azure.module_call(
+        credential = _module_glue.run_module(module, redact, _azure.entra_credential, settings)
+    manager = _module_glue.run_module(
         module,
         redact,
         _lifecycle.PolicyManager,
@@ -225,7 +225,7 @@ def management_policy(module, redact, rules):
         timeout=p["timeout"],
         redactor=redact,
     )
-    result = _azure.module_call(
+    result = _module_glue.run_module(
         module,
         redact,
         _lifecycle.apply_management_policy,
@@ -245,9 +245,9 @@ def data_plane(module, redact, settings_list):
     p = module.params
     if p["state"] == "absent":
         module.fail_json(msg="state: absent applies to mode: management_policy; the data plane keeps no rules")
-    store = _azure.module_call(module, redact, _azure.open_store, p)
-    _azure.module_call(module, store.redact, store.ensure_container, create=False)
-    return _azure.module_call(
+    store = _module_glue.run_module(module, redact, _azure.open_store, p)
+    _module_glue.run_module(module, store.redact, store.ensure_container, create=False)
+    return _module_glue.run_module(
         module, store.redact, _lifecycle.apply_data_plane, store, settings_list, check_mode=module.check_mode
     )
 
@@ -281,8 +281,8 @@ def main():
     container = p["container"] or os.environ.get(_azure.ENV_FALLBACK["container"])
     if not container:
         module.fail_json(msg="container is required (or set AZURE_STORAGE_CONTAINER)")
-    prefix = _azure.module_call(module, redact, _azure.validate_prefix, p["prefix"])
-    rules, settings_list, warnings = _azure.module_call(
+    prefix = _module_glue.run_module(module, redact, _azure.validate_prefix, p["prefix"])
+    rules, settings_list, warnings = _module_glue.run_module(
         module, redact, _lifecycle.prepare_rules, p["rules"], container, prefix
     )
     for warning in warnings:

@@ -109,7 +109,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    _module_glue.call(module, mf.validate_database_name, p["database"])
+    _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
     uploaded = None
     if p["upload_required"]:
         if p["uploaded_backup_ids"] is None:
@@ -119,8 +119,9 @@ def main():
             )
         uploaded = set(p["uploaded_backup_ids"])
     before = [e["backup_id"] for e in mf.list_local(p["backup_dir"], p["database"])]
-    result = _module_glue.call(
+    result = _module_glue.run_module(
         module,
+        None,
         _prune.prune,
         p["backup_dir"],
         p["database"],

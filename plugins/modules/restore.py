@@ -180,28 +180,43 @@ def main():
             "(a safety backup is taken first unless safety_backup: false)." % (p["target"] or p["database"])
         )
     _module_glue.require_psycopg2(module)
-    database = _module_glue.call(module, mf.validate_database_name, p["database"])
-    target = _module_glue.call(module, mf.validate_database_name, p["target"] or database)
+    database = _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
+    target = _module_glue.run_module(module, None, mf.validate_database_name, p["target"] or database)
     backup_id = p["backup_id"]
     if backup_id == "latest":
-        entries = [e for e in mf.list_local(p["backup_dir"], database) if e["manifest"]]
-        entries = [e for e in entries if e["manifest"].get("purpose") != "safety-before-restore"] or entries
-        if not entries:
-            module.fail_json(msg="no complete backup of %s in %s" % (database, p["backup_dir"]))
-        backup_id = entries[-1]["backup_id"]
-    _module_glue.call(module, mf.validate_backup_id, backup_id)
+        local = mf.list_local(p["backup_dir"], database)
+        entry = mf.select_backup(local)
+        if entry is None:
+            safety = mf.select_backup(local, include_safety=True)
+            module.fail_json(
+                msg="no complete backup of %s in %s%s"
+                % (
+                    database,
+                    p["backup_dir"],
+                    "; only the safety backup %s, which is restored only by its id (backup_id: %s)"
+                    % (safety["backup_id"], safety["backup_id"])
+                    if safety
+                    else "",
+                )
+            )
+        backup_id = entry["backup_id"]
+    _module_glue.run_module(module, None, mf.validate_backup_id, backup_id)
     params = _module_glue.connection_params(module)
 
-    check = _module_glue.call(module, _verify.verify, params, p["backup_dir"], database, backup_id, level="archive")
+    check = _module_glue.run_module(
+        module, None, _verify.verify, params, p["backup_dir"], database, backup_id, level="archive"
+    )
     if not check["ok"]:
         module.fail_json(
             msg="backup %s of %s failed verification, nothing was restored: %s"
             % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
             failures=check["failures"],
         )
-    bset, manifest = _module_glue.call(module, _restore.backup_set_for, p["backup_dir"], database, backup_id)
+    bset, manifest = _module_glue.run_module(
+        module, None, _restore.backup_set_for, p["backup_dir"], database, backup_id
+    )
     if module.check_mode:
-        conn = _module_glue.call(module, _pg.connect, params)
+        conn = _module_glue.run_module(module, None, _pg.connect, params)
         exists = _pg.database_exists(conn, target)
         conn.close()
         module.exit_json(
@@ -222,8 +237,9 @@ def main():
     def audit(action, **fields):
         audit_lines.append(dict(action=action, **fields))
 
-    result = _module_glue.call(
+    result = _module_glue.run_module(
         module,
+        None,
         _restore.restore_backup,
         params,
         bset,

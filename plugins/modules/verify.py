@@ -112,10 +112,12 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import
 
 
 def latest_id(module, backup_dir, database):
-    entries = mf.list_local(backup_dir, database)
-    if not entries:
-        module.fail_json(msg="no backup of %s in %s" % (database, backup_dir))
-    return entries[-1]["backup_id"]
+    entry = mf.select_backup(mf.list_local(backup_dir, database))
+    if entry is None:
+        module.fail_json(
+            msg="no complete backup of %s in %s (safety backups are verified by id)" % (database, backup_dir)
+        )
+    return entry["backup_id"]
 
 
 def main():
@@ -137,20 +139,21 @@ def main():
     )
     p = module.params
     if p["legacy_path"]:
-        result = _module_glue.call(module, _verify.verify_legacy, p["legacy_path"])
+        result = _module_glue.run_module(module, None, _verify.verify_legacy, p["legacy_path"])
     else:
-        _module_glue.call(module, mf.validate_database_name, p["database"])
+        _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
         backup_id = p["backup_id"]
         if backup_id == "latest":
             backup_id = latest_id(module, p["backup_dir"], p["database"])
-        _module_glue.call(module, mf.validate_backup_id, backup_id)
+        _module_glue.run_module(module, None, mf.validate_backup_id, backup_id)
         level = p["level"]
         if level != "checksum":
             _module_glue.require_psycopg2(module)
         if module.check_mode and level == "restore":
             level = "archive"
-        result = _module_glue.call(
+        result = _module_glue.run_module(
             module,
+            None,
             _verify.verify,
             _module_glue.connection_params(module),
             p["backup_dir"],

@@ -24,6 +24,30 @@ def test_incomplete_sets_are_never_selected():
     assert az.select_backup([]) is None
 
 
+def test_unreadable_manifests_are_never_selected():
+    local = [{"backup_id": IDS[0], "manifest": {}}, {"backup_id": IDS[1], "manifest": None, "error": "altered"}]
+    assert az.select_backup(local)["backup_id"] == IDS[0]
+    assert az.select_backup(local, backup_id=IDS[1]) is None
+
+
+def test_safety_backups_only_when_asked():
+    local = [
+        {"backup_id": IDS[0], "manifest": {}},
+        {"backup_id": IDS[1], "manifest": {"purpose": "safety-before-restore"}},
+    ]
+    remote = [
+        {"backup_id": IDS[0], "complete": True},
+        {"backup_id": IDS[2], "complete": True, "purpose": "safety-before-restore"},
+    ]
+    assert az.select_backup(local)["backup_id"] == IDS[0]
+    assert az.select_backup(local, as_of="2026-12-01")["backup_id"] == IDS[0]
+    assert az.select_backup(local, include_safety=True)["backup_id"] == IDS[1]
+    assert az.select_backup(local, backup_id=IDS[1])["backup_id"] == IDS[1]
+    assert az.select_backup(remote)["backup_id"] == IDS[0]
+    only_safety = [{"backup_id": IDS[1], "manifest": {"purpose": "safety-before-restore"}}]
+    assert az.select_backup(only_safety) is None
+
+
 def test_by_id():
     assert az.select_backup(entries(), backup_id=IDS[0])["backup_id"] == IDS[0]
     assert az.select_backup(entries(), backup_id="20261101T000000Z") is None
