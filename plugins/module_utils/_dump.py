@@ -25,7 +25,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -349,12 +348,7 @@ def _dump_in_snapshot(params, facts, database, partial, compression, level, dire
         if directory_format:
             argv += ["--jobs=%d" % max(1, int(jobs)), "--file=%s" % partial]
         err = tempfile.TemporaryFile()
-        proc = subprocess.Popen(
-            argv,
-            env=params.libpq_env(database),
-            stdout=subprocess.DEVNULL if directory_format else subprocess.PIPE,
-            stderr=err,
-        )
+        proc = _pg.spawn_tool(argv, params, database, err, stdout_pipe=not directory_format)
         # The counts run in the exported snapshot while pg_dump streams; both read the same data.
         facts_box = {}
 

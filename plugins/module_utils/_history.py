@@ -63,11 +63,8 @@ else:
     HAS_PYARROW = True
     PYARROW_IMPORT_ERROR = None
 
-try:
-    from psycopg2 import errors as pg_errors
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover - _pg reports the missing library
-    sql = pg_errors = None
+# Query composition and PostgreSQL's error classes come through _pg (None without psycopg2).
+sql, pg_errors = _pg.sql, _pg.errors
 
 PYARROW_REQUIREMENT = "pyarrow"
 

@@ -28,13 +28,15 @@ try:
     import psycopg2
     import psycopg2.errors
     import psycopg2.extensions
-    from psycopg2 import sql
+    from psycopg2 import errors, sql
 
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
 except ImportError as e:  # pragma: no cover - depends on the host
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR = e
+    # Other files compose queries with _pg.sql and catch _pg.errors: only this one imports psycopg2.
+    errors = sql = None
 
 # Schemas that belong to PostgreSQL or TimescaleDB, not to the user's data.
 SYSTEM_SCHEMAS = (
@@ -441,6 +443,17 @@ def stderr_tail(text, limit=12):
         and not ln.lstrip().startswith(("pg_dump: detail:", "pg_dump: hint:"))
     ]
     return "\n".join(lines[-limit:])
+
+
+def spawn_tool(argv, params, dbname, stderr, stdout_pipe=True):
+    """Starts a client tool whose output the caller streams (pg_dump): a list argv, the libpq
+    environment, stdout a pipe (or discarded), stderr into the caller's file."""
+    return subprocess.Popen(
+        argv,
+        env=params.libpq_env(dbname),
+        stdout=subprocess.PIPE if stdout_pipe else subprocess.DEVNULL,
+        stderr=stderr,
+    )
 
 
 def run_tool(argv, params, dbname=None, stdin=None, timeout=None):

@@ -26,10 +26,7 @@ import time
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _globals, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover - _pg reports the missing library
-    sql = None
+sql = _pg.sql  # query composition through _pg (None without psycopg2)
 
 CATALOG_SCHEMAS = ("_timescaledb_catalog", "_timescaledb_config")
 # TOC line: "<dump id>; <catalog oid> <object oid> <kind> <schema> <name> <owner>". Schema,
