@@ -93,8 +93,14 @@ def progress_factory(module, interval_seconds=30.0):
     target's journal (journalctl -f -t ansible-insa.timescaledb_backup.<module>)."""
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _log
 
-    # A logger of this module object's own, not one from the global registry.
+    logger = module_logger(module)
+    return lambda label, total=None: _log.Progress(logger, label, total_bytes=total, interval_seconds=interval_seconds)
+
+
+def module_logger(module):
+    """A logger of this module object's own (not one from the global registry) whose lines go
+    to the target's journal: what the scheduled runner logs, a module run logs the same way."""
     logger = logging.Logger("insa.timescaledb_backup.%s" % module._name, logging.INFO)
     logger.propagate = False
     logger.addHandler(_ModuleLogHandler(module))
-    return lambda label, total=None: _log.Progress(logger, label, total_bytes=total, interval_seconds=interval_seconds)
+    return logger

@@ -37,6 +37,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -54,6 +55,10 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = (
 
 class ConfigError(_errors.ConfigError):
     """The agent's settings files are wrong."""
+
+
+class RunLocked(_errors.ConflictError):
+    """Another run of the agent (the timer or a playbook) holds the run lock."""
 
 
 def _bool(value, default):
@@ -118,11 +123,6 @@ def load_config(environ=None):
     databases = _database_list(env.get("TSDB_BACKUP_DATABASES", ""))
     if not databases:
         raise ConfigError("TSDB_BACKUP_DATABASES is empty: list the databases to back up (a JSON list)")
-    for d in databases:
-        try:
-            mf.validate_database_name(d)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     try:
         config = {
             "databases": databases,
@@ -156,10 +156,6 @@ def load_config(environ=None):
         "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),
         "grace_hours": float(env.get("TSDB_HISTORY_GRACE_HOURS", "1")),
     }
-    if config["compression"] not in _dump.COMPRESSIONS:
-        raise ConfigError("TSDB_BACKUP_COMPRESSION must be one of %s" % ", ".join(_dump.COMPRESSIONS))
-    if config["verify_level"] not in _verify.LEVELS:
-        raise ConfigError("TSDB_BACKUP_VERIFY_LEVEL must be one of %s" % ", ".join(_verify.LEVELS))
     # libpq reads PG* itself for the tools; psycopg2 gets them explicitly.
     config["pg"] = _pg.ConnectionParams(
         login_host=env.get("PGHOST", "127.0.0.1"),
@@ -169,7 +165,44 @@ def load_config(environ=None):
         passfile=env.get("PGPASSFILE") or None,
         sslmode=env.get("PGSSLMODE", "prefer"),
     )
+    return check_config(config)
+
+
+def check_config(config):
+    """What the timer's settings and the backup module's options must both satisfy: the one
+    place a run's configuration is validated. Returns the config."""
+    if not config["databases"]:
+        raise ConfigError("no database to back up: list at least one")
+    for d in config["databases"]:
+        try:
+            mf.validate_database_name(d)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if config["compression"] not in _dump.COMPRESSIONS:
+        raise ConfigError("compression (TSDB_BACKUP_COMPRESSION) must be one of %s" % ", ".join(_dump.COMPRESSIONS))
+    if config["verify_level"] not in _verify.LEVELS:
+        raise ConfigError("verify level (TSDB_BACKUP_VERIFY_LEVEL) must be one of %s" % ", ".join(_verify.LEVELS))
     return config
+
+
+_ENV_LINE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*$')
+
+
+def read_env_file(path):
+    """The settings of an EnvironmentFile the roles write (KEY="value", backslash escaping
+    backslash, quote, dollar and backtick; see the roles' env.j2): {} when the file does not
+    exist. Other lines are ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    values = {}
+    for line in lines:
+        m = _ENV_LINE.match(line.strip())
+        if m:
+            values[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))
+    return values
 
 
 def run_lock(state_dir):

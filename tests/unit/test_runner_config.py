@@ -45,3 +45,28 @@ def test_the_comma_form_of_earlier_releases():
 def test_bad_lists_are_config_errors(env, message):
     with pytest.raises(_runner.ConfigError, match=message):
         _runner.load_config(env)
+
+
+def test_the_roles_env_files_read_back_exactly(tmp_path):
+    """What the roles' env.j2 writes (backslash, quote, dollar, backtick escaped) reads back."""
+    path = tmp_path / "agent.env"
+    value = 'a "quoted" $HOME `id` back\\slash ü 🚀'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    path.write_text('# managed\nTSDB_BACKUP_METRICS_DIR="%s"\nnot a setting\nX=unquoted\n' % escaped, encoding="utf-8")
+    assert _runner.read_env_file(str(path)) == {"TSDB_BACKUP_METRICS_DIR": value}
+    assert _runner.read_env_file(str(tmp_path / "missing.env")) == {}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"databases": []}, "no database"),
+        ({"databases": ["x" * 64]}, "invalid database name"),
+        ({"compression": "brotli"}, "compression"),
+        ({"verify_level": "deep"}, "verify level"),
+    ],
+)
+def test_one_check_for_the_timer_and_the_module(change, message):
+    config = dict({"databases": ["iot"], "compression": "zstd", "verify_level": "archive"}, **change)
+    with pytest.raises(_runner.ConfigError, match=message):
+        _runner.check_config(config)

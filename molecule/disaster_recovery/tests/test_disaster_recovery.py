@@ -187,7 +187,7 @@ def disaster():
 
     # 1. Back up A (only A: the target group is dr_source) to Azure.
     backup_rc, backup_out = playbook("backup.yml", {"tsdb_backup_target": "dr_source"})
-    record = task_results(backup_out, "Record the result")
+    record = task_results(backup_out, "Record one summary row per database")
     backup_id = record[SOURCE]["ansible_facts"]["tsdb_backup_results"][-1]["backup_id"] if SOURCE in record else None
 
     # 2. What A holds, then the disaster: A's database is gone.

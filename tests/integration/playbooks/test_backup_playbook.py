@@ -1,8 +1,14 @@
 """backup.yml end to end on the rig: setup.yml, then a run where one database is broken.
 The good one is dumped, verified and in Azurite; the summary names the broken one; rc != 0."""
 
+import http.server
+import json
 import os
+import shlex
 import sys
+import threading
+import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rig  # noqa: E402
@@ -45,3 +51,102 @@ def test_one_broken_database_does_not_stop_the_others():
         ]
     finally:
         rig.drop_database(good)
+
+
+# --- one pipeline: backup.yml and the nightly unit leave the same traces ----------------------
+
+AGENT_ENV = "/etc/tsdb-backup/agent.env"
+SAME_METRICS = "/var/lib/it-same-metrics"
+SAME_NOTIFY = "/etc/tsdb-backup/it-same-notify.json"
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def series(c):
+    """(name, labels) -> value of the backup run's metrics file, without timestamps' values."""
+    text = rig.sh(c, "cat %s/tsdb_backup_backup.prom" % SAME_METRICS)
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = None if "timestamp" in key or "duration" in key or "bytes" in key else value
+    return out
+
+
+def timer_run(c, databases, prefix):
+    """What tsdb-backup.service runs, with the role's settings files (one override: the list)."""
+    script = (
+        "set -a; . %s; . /etc/tsdb-backup/credentials.env; set +a; export TSDB_BACKUP_DATABASES=%s "
+        "TSDB_BACKUP_AZURE_PREFIX=%s; runuser -u tsdb-backup -- /opt/tsdb-backup/venv/bin/python "
+        "/opt/tsdb-backup/lib/tsdb_backup_run.py run >/dev/null 2>&1; echo $?"
+        % (AGENT_ENV, shlex.quote(json.dumps(databases)), prefix)
+    )
+    return int(rig.sh(c, script).strip())
+
+
+def traces(c, run, databases, prefix):
+    rig.sh(c, "rm -f %s/*.prom" % SAME_METRICS)
+    Hook.received.clear()
+    status = run(c, databases, prefix)
+    deadline = time.monotonic() + 30
+    while not Hook.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (message,) = Hook.received
+    return status, series(c), {k: message[k] for k in ("host", "run_type", "success", "errors")}
+
+
+def playbook_run(c, databases, prefix):
+    rc, _out = rig.playbook("backup.yml", {"tsdb_backup_databases": databases, "tsdb_azure_prefix": prefix})
+    return rc
+
+
+def test_the_playbook_and_the_timer_leave_the_same_traces(agent_host):
+    c = agent_host
+    db = "it_same"
+    rig.drop_database(db)
+    rig.seed(db, devices=2, days=2, interval=900)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = json.dumps(
+        {
+            "webhook_url": "http://127.0.0.1:%d/hook" % server.server_port,
+            "webhook_format": "generic",
+            "on_success": True,
+        }
+    )
+    rig.write_file(c, SAME_NOTIFY, hook, mode="0600")
+    saved = rig.sh(c, "cat %s" % AGENT_ENV)
+    rig.sh(c, "chown tsdb-backup: %s && install -d -o tsdb-backup -m 0755 %s" % (SAME_NOTIFY, SAME_METRICS))
+    # The settings the role writes, pointing both paths at a metrics directory and a webhook.
+    rig.write_file(
+        c,
+        AGENT_ENV,
+        saved + 'TSDB_BACKUP_METRICS_DIR="%s"\nTSDB_BACKUP_NOTIFY_CONFIG="%s"\n' % (SAME_METRICS, SAME_NOTIFY),
+        mode="0640",
+    )
+    rig.sh(c, "chgrp tsdb-backup %s" % AGENT_ENV)
+    prefix = "it-same-" + uuid.uuid4().hex[:6]
+    try:
+        for databases, ok in (([db], True), ([db, "it_same_missing"], False)):
+            timer = traces(c, timer_run, databases, prefix)
+            play = traces(c, playbook_run, databases, prefix)
+            assert (timer[0] == 0, play[0] == 0) == (ok, ok), (timer[0], play[0])
+            assert timer[1] == play[1], "metrics differ:\n%s\n%s" % (timer[1], play[1])
+            assert timer[2] == play[2] and timer[2]["success"] is ok, (timer[2], play[2])
+            success = [v for k, v in timer[1].items() if k.startswith("tsdb_backup_host_last_run_success")]
+            assert success == ["1.0" if ok else "0.0"], timer[1]
+    finally:
+        rig.write_file(c, AGENT_ENV, saved, mode="0640")
+        rig.sh(c, "chgrp tsdb-backup %s; rm -rf %s %s" % (AGENT_ENV, SAME_METRICS, SAME_NOTIFY))
+        server.shutdown()
+        rig.drop_database(db)

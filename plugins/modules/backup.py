@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: backup
+short_description: Run the backup agent's pipeline now - dump, verify, upload with catch-up, prune, metrics, notifications
+version_added: 0.1.0
+description:
+  - Runs, for each database, exactly what the nightly C(tsdb-backup.service) runs - the same function of the collection
+    with the same checks - and then writes the same metrics files and sends the same notifications. A backup taken by
+    hand after a failed night therefore clears the "backup missing" alert like a scheduled one.
+  - Each database is dumped with a snapshot-consistent manifest (M(insa.timescaledb_backup.dump)), verified at
+    O(verify_level) (M(insa.timescaledb_backup.verify)), uploaded to Azure with every verified local set not there yet
+    (M(insa.timescaledb_backup.blob_upload)), and rotated (M(insa.timescaledb_backup.prune)). One database failing does
+    not stop the others.
+  - Takes the agent's run lock (C(<state_dir>/runner.lock)), so a playbook run and the timer never run at once.
+  - Unset O(metrics_dir), O(notify_config) and O(state_dir) are read from the agent's settings file O(agent_settings)
+    that the M(insa.timescaledb_backup.backup_agent) role writes, so both paths report to the same places.
+author:
+  - INSA platform team (@insa)
+extends_documentation_fragment:
+  - insa.timescaledb_backup.postgres
+  - insa.timescaledb_backup.azure
+  - insa.timescaledb_backup.attributes
+attributes:
+  check_mode:
+    support: partial
+    details: Runs the pre-flight checks of each dump (connection, versions, tools, space) and changes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run takes a new backup.
+options:
+  databases:
+    description: Databases to back up, in this order.
+    type: list
+    elements: str
+    required: true
+  backup_dir:
+    description: Directory of backup sets (mode 0700, owned by the user the module runs as).
+    type: path
+    default: /var/backups/tsdb
+  host_label:
+    description: The host's name in blob names and metrics. Defaults to the host's FQDN.
+    type: str
+  compression:
+    description: Compression of the dump.
+    type: str
+    choices: [zstd, lz4, gzip, none]
+    default: zstd
+  verify_level:
+    description: How deeply each new set is verified before upload.
+    type: str
+    choices: [checksum, archive, restore]
+    default: archive
+  keep_days:
+    description: Keep local sets younger than this many days.
+    type: int
+    default: 7
+  keep_last:
+    description: Keep the newest this many local sets.
+    type: int
+    default: 3
+  upload:
+    description: Upload to Azure. Without it, sets are only kept locally (and never pruned unless uploaded).
+    type: bool
+    default: true
+  state_dir:
+    description: The agent's state directory (run lock, metrics state). Default from O(agent_settings), else C(/var/lib/tsdb-backup).
+    type: path
+  metrics_dir:
+    description: Directory for the node_exporter textfile metrics. Default from O(agent_settings); none when unset there.
+    type: path
+  notify_config:
+    description: Notification settings file (JSON) of the agent. Default from O(agent_settings); none when unset there.
+    type: path
+  agent_settings:
+    description: The agent's settings file, read for the defaults above. A missing file gives no defaults.
+    type: path
+    default: /etc/tsdb-backup/agent.env
+  fail_on_error:
+    description: Fail the task when any database failed. V(false) returns every result and lets the play decide.
+    type: bool
+    default: true
+notes:
+  - Run it on the database host with the interpreter of the agent's virtual environment
+    (C(ansible_python_interpreter=/opt/tsdb-backup/venv/bin/python)) as the backup user.
+seealso:
+  - module: insa.timescaledb_backup.dump
+  - module: insa.timescaledb_backup.verify
+  - module: insa.timescaledb_backup.blob_upload
+  - module: insa.timescaledb_backup.prune
+"""
+
+EXAMPLES = r"""
+- name: Back up now what the timer backs up at night
+  insa.timescaledb_backup.backup:
+    databases: [iot]
+    host_label: "{{ inventory_hostname }}"
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-backups
+  become: true
+  become_user: tsdb-backup
+  vars:
+    ansible_python_interpreter: /opt/tsdb-backup/venv/bin/python
+"""
+
+RETURN = r"""
+results:
+  description:
+    - One entry per database, as the timer reports them - database, success, backup_id, archive_size_bytes,
+      duration_seconds, verify_ok, uploaded (backup ids sent, oldest first), upload_bytes, pending_uploads, pruned,
+      and for a failure error (the step and why) and error_kind.
+  returned: always
+  type: list
+  elements: dict
+summary:
+  description: One line per database, as the timer logs it.
+  returned: always
+  type: str
+  sample: "iot: ok, backup 20261127T020000Z (37.2 MiB), 21.4 s"
+metrics_dir:
+  description: Where the metrics were written (null when none).
+  returned: always
+  type: str
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _dump, _module_glue, _runner
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+AGENT_DEFAULTS = {
+    "state_dir": ("TSDB_BACKUP_STATE_DIR", "/var/lib/tsdb-backup"),
+    "metrics_dir": ("TSDB_BACKUP_METRICS_DIR", None),
+    "notify_config": ("TSDB_BACKUP_NOTIFY_CONFIG", None),
+}
+
+
+def build_config(module):
+    """The runner's configuration from the options (and the agent's settings file for unset
+    paths), checked by the same function as the timer's."""
+    p = module.params
+    agent = _runner.read_env_file(p["agent_settings"])
+    paths = {k: p[k] or agent.get(var) or default for k, (var, default) in AGENT_DEFAULTS.items()}
+    azure = {k: p[k] for k in _azure.azure_common_argument_spec() if p.get(k) is not None}
+    config = {
+        "databases": p["databases"],
+        "backup_dir": p["backup_dir"],
+        "host_label": p["host_label"] or socket.getfqdn(),
+        "compression": p["compression"],
+        "verify_level": p["verify_level"],
+        "keep_days": p["keep_days"],
+        "keep_last": p["keep_last"],
+        "upload": p["upload"],
+        "log_format": "text",
+        "azure": azure,
+        "pg": _module_glue.connection_params(module),
+    }
+    config.update(paths)
+    return _runner.check_config(config)
+
+
+def check(module, config):
+    facts = {}
+    for database in config["databases"]:
+        facts[database] = _module_glue.run_module(
+            module, None, _dump.preflight, config["pg"], database, config["backup_dir"], config["compression"]
+        )
+        facts[database].pop("extensions", None)
+    module.exit_json(changed=True, preflight=facts, results=[], summary="", metrics_dir=config["metrics_dir"])
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(_azure.azure_common_argument_spec())
+    argument_spec.update(
+        databases=dict(type="list", elements="str", required=True),
+        backup_dir=dict(type="path", default="/var/backups/tsdb"),
+        host_label=dict(type="str"),
+        compression=dict(type="str", choices=["zstd", "lz4", "gzip", "none"], default="zstd"),
+        verify_level=dict(type="str", choices=["checksum", "archive", "restore"], default="archive"),
+        keep_days=dict(type="int", default=7),
+        keep_last=dict(type="int", default=3),
+        upload=dict(type="bool", default=True),
+        state_dir=dict(type="path"),
+        metrics_dir=dict(type="path"),
+        notify_config=dict(type="path"),
+        agent_settings=dict(type="path", default="/etc/tsdb-backup/agent.env"),
+        fail_on_error=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _module_glue.require_psycopg2(module)
+    if module.params["upload"]:
+        _module_glue.require_azure_storage(module)
+    config = _module_glue.run_module(module, None, build_config, module)
+    if module.check_mode:
+        check(module, config)
+    results = _module_glue.run_module(module, _azure.redactor_for(module.params), run, module, config)
+    summary = _runner.summary_lines(results)
+    out = dict(changed=any(r.get("backup_id") for r in results), results=results, summary=summary)
+    out["metrics_dir"] = config["metrics_dir"]
+    if module.params["fail_on_error"] and not all(r["success"] for r in results):
+        module.fail_json(msg="backups failed: %s" % summary, **out)
+    module.exit_json(**out)
+
+
+def run(module, config):
+    """The timer's run: the same lock, the same pipeline, the same report."""
+    logger = _module_glue.module_logger(module)
+    lock = _runner.run_lock(config["state_dir"])
+    if not lock.try_acquire():
+        raise _runner.RunLocked(
+            "another backup run (the timer or a playbook) holds %s; try again when it has finished" % lock.path
+        )
+    try:
+        results = _runner.run_backup(config, logger)
+        _runner.report(config, "backup", results, logger)
+    finally:
+        lock.release()
+    return results
+
+
+if __name__ == "__main__":
+    main()
