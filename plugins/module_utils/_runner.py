@@ -402,6 +402,11 @@ def summary_lines(results):
                 "%s: ok, %d chunk range(s) dropped, %d held back"
                 % (r["database"], r["dropped_slices"], r.get("chunks_held_back", 0))
             )
+        elif r["success"] and "drill_ok" in r:
+            lines.append(
+                "%s: ok, backup %s restored and matched its manifest, %.1f s"
+                % (r["database"], r.get("backup_id", "-"), r.get("duration_seconds") or 0)
+            )
         elif r["success"]:
             lines.append(
                 "%s: ok, backup %s (%s), %.1f s"

@@ -7,17 +7,20 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 DOCUMENTATION = r"""
-module: backup
-short_description: Run the backup agent's pipeline now - dump, verify, upload with catch-up, prune, metrics, notifications
+module: agent_run
+short_description: Run a job of the backup agent now - the nightly backup or the restore drill, with metrics and notifications
 version_added: 0.1.0
 description:
-  - Runs, for each database, exactly what the nightly C(tsdb-backup.service) runs - the same function of the collection
-    with the same checks - and then writes the same metrics files and sends the same notifications. A backup taken by
-    hand after a failed night therefore clears the "backup missing" alert like a scheduled one.
-  - Each database is dumped with a snapshot-consistent manifest (M(insa.timescaledb_backup.dump)), verified at
+  - Runs, for each database, exactly what the agent's timer runs - the same function of the collection with the same
+    checks - and then writes the same metrics files and sends the same notifications. A backup taken by hand after a
+    failed night therefore clears the "backup missing" alert like a scheduled one.
+  - O(job=backup) (C(tsdb-backup.service)) - each database is dumped with a snapshot-consistent manifest (M(insa.timescaledb_backup.dump)), verified at
     O(verify_level) (M(insa.timescaledb_backup.verify)), uploaded to Azure with every verified local set not there yet
     (M(insa.timescaledb_backup.blob_upload)), and rotated (M(insa.timescaledb_backup.prune)). One database failing does
     not stop the others.
+  - O(job=drill) (C(tsdb-backup-drill.service)) - the newest local set of each database (never a safety backup) is
+    restored into a scratch database and compared with its manifest (M(insa.timescaledb_backup.verify) at level
+    C(restore)); the scratch database is dropped. A drill that cannot run counts as a failed drill.
   - Takes the agent's run lock (C(<state_dir>/runner.lock)), so a playbook run and the timer never run at once.
   - Unset O(metrics_dir), O(notify_config) and O(state_dir) are read from the agent's settings file O(agent_settings)
     that the M(insa.timescaledb_backup.backup_agent) role writes, so both paths report to the same places.
@@ -30,15 +33,20 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    details: Runs the pre-flight checks of each dump (connection, versions, tools, space) and changes nothing.
+    details: For O(job=backup), runs the pre-flight checks of each dump (connection, versions, tools, space); changes nothing.
   diff_mode:
     support: none
   idempotent:
     support: none
-    details: Every run takes a new backup.
+    details: Every backup run takes a new backup.
 options:
+  job:
+    description: Which of the agent's jobs to run.
+    type: str
+    choices: [backup, drill]
+    default: backup
   databases:
-    description: Databases to back up, in this order.
+    description: Databases to back up (or drill), in this order.
     type: list
     elements: str
     required: true
@@ -100,7 +108,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Back up now what the timer backs up at night
-  insa.timescaledb_backup.backup:
+  insa.timescaledb_backup.agent_run:
     databases: [iot]
     host_label: "{{ inventory_hostname }}"
     auth_mode: entra
@@ -110,14 +118,24 @@ EXAMPLES = r"""
   become_user: tsdb-backup
   vars:
     ansible_python_interpreter: /opt/tsdb-backup/venv/bin/python
+
+- name: The weekly restore drill, now
+  insa.timescaledb_backup.agent_run:
+    job: drill
+    databases: [iot]
+    upload: false
+  become: true
+  become_user: tsdb-backup
+  vars:
+    ansible_python_interpreter: /opt/tsdb-backup/venv/bin/python
 """
 
 RETURN = r"""
 results:
   description:
-    - One entry per database, as the timer reports them - database, success, backup_id, archive_size_bytes,
-      duration_seconds, verify_ok, uploaded (backup ids sent, oldest first), upload_bytes, pending_uploads, pruned,
-      and for a failure error (the step and why) and error_kind.
+    - One entry per database, as the timer reports them - database, success, backup_id, duration_seconds, and for a
+      failure error (the step and why) and error_kind. A backup adds archive_size_bytes, verify_ok, uploaded (backup
+      ids sent, oldest first), upload_bytes, pending_uploads and pruned; a drill adds drill_ok.
   returned: always
   type: list
   elements: dict
@@ -183,6 +201,7 @@ def main():
     argument_spec = postgres_common_argument_spec()
     argument_spec.update(_azure.azure_common_argument_spec())
     argument_spec.update(
+        job=dict(type="str", choices=["backup", "drill"], default="backup"),
         databases=dict(type="list", elements="str", required=True),
         backup_dir=dict(type="path", default="/var/backups/tsdb"),
         host_label=dict(type="str"),
@@ -199,31 +218,37 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
-    if module.params["upload"]:
+    job = module.params["job"]
+    if module.params["upload"] and job == "backup":
         _module_glue.require_azure_storage(module)
     config = _module_glue.run_module(module, None, build_config, module)
     if module.check_mode:
+        if job == "drill":
+            module.exit_json(changed=False, results=[], summary="", metrics_dir=config["metrics_dir"])
         check(module, config)
-    results = _module_glue.run_module(module, _azure.redactor_for(module.params), run, module, config)
+    results = _module_glue.run_module(module, _azure.redactor_for(module.params), run, module, config, job)
     summary = _runner.summary_lines(results)
-    out = dict(changed=any(r.get("backup_id") for r in results), results=results, summary=summary)
+    out = dict(changed=job == "backup" and any(r.get("backup_id") for r in results), results=results, summary=summary)
     out["metrics_dir"] = config["metrics_dir"]
     if module.params["fail_on_error"] and not all(r["success"] for r in results):
-        module.fail_json(msg="backups failed: %s" % summary, **out)
+        module.fail_json(msg="%s failed: %s" % (job, summary), **out)
     module.exit_json(**out)
 
 
-def run(module, config):
-    """The timer's run: the same lock, the same pipeline, the same report."""
+JOBS = {"backup": _runner.run_backup, "drill": _runner.run_drill}
+
+
+def run(module, config, job):
+    """The timer's run: the same lock, the same function, the same report."""
     logger = _module_glue.module_logger(module)
     lock = _runner.run_lock(config["state_dir"])
     if not lock.try_acquire():
         raise _runner.RunLocked(
-            "another backup run (the timer or a playbook) holds %s; try again when it has finished" % lock.path
+            "another run of the agent (a timer or a playbook) holds %s; try again when it has finished" % lock.path
         )
     try:
-        results = _runner.run_backup(config, logger)
-        _runner.report(config, "backup", results, logger)
+        results = JOBS[job](config, logger)
+        _runner.report(config, job, results, logger)
     finally:
         lock.release()
     return results
