@@ -72,9 +72,9 @@ class Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def series(c):
-    """(name, labels) -> value of the backup run's metrics file, without timestamps' values."""
-    text = rig.sh(c, "cat %s/tsdb_backup_backup.prom" % SAME_METRICS)
+def series(c, job):
+    """(name, labels) -> value of a run's metrics file, without the values of times and sizes."""
+    text = rig.sh(c, "cat %s/tsdb_backup_%s.prom" % (SAME_METRICS, job))
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -83,31 +83,32 @@ def series(c):
     return out
 
 
-def timer_run(c, databases, prefix):
-    """What tsdb-backup.service runs, with the role's settings files (one override: the list)."""
+def timer_run(c, job, databases, prefix):
+    """What the agent's units run, with the role's settings files (one override: the list)."""
     script = (
         "set -a; . %s; . /etc/tsdb-backup/credentials.env; set +a; export TSDB_BACKUP_DATABASES=%s "
         "TSDB_BACKUP_AZURE_PREFIX=%s; runuser -u tsdb-backup -- /opt/tsdb-backup/venv/bin/python "
-        "/opt/tsdb-backup/lib/tsdb_backup_run.py run >/dev/null 2>&1; echo $?"
-        % (AGENT_ENV, shlex.quote(json.dumps(databases)), prefix)
+        "/opt/tsdb-backup/lib/tsdb_backup_run.py %s >/dev/null 2>&1; echo $?"
+        % (AGENT_ENV, shlex.quote(json.dumps(databases)), prefix, "run" if job == "backup" else job)
     )
     return int(rig.sh(c, script).strip())
 
 
-def traces(c, run, databases, prefix):
+def playbook_run(c, job, databases, prefix):
+    name = "backup.yml" if job == "backup" else "drill.yml"
+    rc, _out = rig.playbook(name, {"tsdb_backup_databases": databases, "tsdb_azure_prefix": prefix})
+    return rc
+
+
+def traces(c, run, job, databases, prefix):
     rig.sh(c, "rm -f %s/*.prom" % SAME_METRICS)
     Hook.received.clear()
-    status = run(c, databases, prefix)
+    status = run(c, job, databases, prefix)
     deadline = time.monotonic() + 30
     while not Hook.received and time.monotonic() < deadline:
         time.sleep(0.2)
     (message,) = Hook.received
-    return status, series(c), {k: message[k] for k in ("host", "run_type", "success", "errors")}
-
-
-def playbook_run(c, databases, prefix):
-    rc, _out = rig.playbook("backup.yml", {"tsdb_backup_databases": databases, "tsdb_azure_prefix": prefix})
-    return rc
+    return status, series(c, job), {k: message[k] for k in ("host", "run_type", "success", "errors")}
 
 
 def test_the_playbook_and_the_timer_leave_the_same_traces(agent_host):
@@ -137,10 +138,16 @@ def test_the_playbook_and_the_timer_leave_the_same_traces(agent_host):
     rig.sh(c, "chgrp tsdb-backup %s" % AGENT_ENV)
     prefix = "it-same-" + uuid.uuid4().hex[:6]
     try:
-        for databases, ok in (([db], True), ([db, "it_same_missing"], False)):
-            timer = traces(c, timer_run, databases, prefix)
-            play = traces(c, playbook_run, databases, prefix)
-            assert (timer[0] == 0, play[0] == 0) == (ok, ok), (timer[0], play[0])
+        cases = (
+            ("backup", [db], True),
+            ("backup", [db, "it_same_missing"], False),
+            ("drill", [db], True),
+            ("drill", [db, "it_same_missing"], False),
+        )
+        for job, databases, ok in cases:
+            timer = traces(c, timer_run, job, databases, prefix)
+            play = traces(c, playbook_run, job, databases, prefix)
+            assert (timer[0] == 0, play[0] == 0) == (ok, ok), (job, databases, timer[0], play[0])
             assert timer[1] == play[1], "metrics differ:\n%s\n%s" % (timer[1], play[1])
             assert timer[2] == play[2] and timer[2]["success"] is ok, (timer[2], play[2])
             success = [v for k, v in timer[1].items() if k.startswith("tsdb_backup_host_last_run_success")]
