@@ -28,7 +28,9 @@ try:
     import psycopg2
     import psycopg2.errors
     import psycopg2.extensions
-    from psycopg2 import errors, sql
+    from psycopg2 import sql
+
+    errors = psycopg2.errors  # for other files: they catch PostgreSQL's errors through _pg
 
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
