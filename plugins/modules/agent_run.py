@@ -153,8 +153,20 @@ metrics_dir:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _dump, _module_glue, _runner
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _dump,
+    _log,
+    _metrics,
+    _module_glue,
+    _notify,
+    _runner,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
+
+# The runner imports its reporters when it needs them; naming them here puts them into the
+# module's payload, so that a module run writes metrics and notifies like the timer.
+REPORTERS = (_log, _metrics, _notify)
 
 AGENT_DEFAULTS = {
     "state_dir": ("TSDB_BACKUP_STATE_DIR", "/var/lib/tsdb-backup"),
