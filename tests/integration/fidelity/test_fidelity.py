@@ -12,10 +12,11 @@ import json
 import re
 import shlex
 
-import conftest as fx
+import fidelity_helpers as fx
 import history_helpers as hh
 import pytest
 import rig
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 from history_helpers import _pg
 from psycopg2 import sql
@@ -48,7 +49,7 @@ def test_backup_yml_verifies_and_uploads_the_fixture(env, prefix, source):
     manifest = json.loads(container.download_blob(STATE["set_url_path"] + ".manifest.json").readall())
     assert manifest["database"] == source["name"]
     # Verified at archive level (table of contents by oid, whole archive read) before the upload.
-    local = "/var/backups/tsdb/%s/%s.verify.json" % (fx.mf.database_segment(source["name"]), manifest["backup_id"])
+    local = "/var/backups/tsdb/%s/%s.verify.json" % (mf.database_segment(source["name"]), manifest["backup_id"])
     record = json.loads(rig.sh(env["TSDB_CONTAINER"], "cat %s" % shlex.quote(local)))
     assert record["ok"] is True and record["level"] == "archive", record
     refs = {(r["table"], r["name"]) for r in manifest["hypertable_references"]}
@@ -96,11 +97,11 @@ def test_the_nightly_runner_backs_up_the_fixture_too(env, prefix, source):
     rig.sh(c, script)
     container = blob_service(env).get_container_client(env["AZURE_STORAGE_CONTAINER"])
     names = [b.name for b in container.list_blobs(name_starts_with=prefix + "-timer/")]
-    manifests = [n for n in names if "/%s/" % fx.mf.database_segment(source["name"]) in n and n.endswith(".json")]
+    manifests = [n for n in names if "/%s/" % mf.database_segment(source["name"]) in n and n.endswith(".json")]
     assert manifests, names
     newest = json.loads(container.download_blob(sorted(manifests)[-1]).readall())
     assert newest["database"] == source["name"] and newest["backup_id"] > STATE["set_url_path"].rsplit("/", 1)[1]
-    local = "/var/backups/tsdb/%s/%s.verify.json" % (fx.mf.database_segment(source["name"]), newest["backup_id"])
+    local = "/var/backups/tsdb/%s/%s.verify.json" % (mf.database_segment(source["name"]), newest["backup_id"])
     assert json.loads(rig.sh(c, "cat %s" % shlex.quote(local)))["ok"] is True
 
 
@@ -148,16 +149,16 @@ def tampered_copy(env, source, name, globals_text):
     """A copy of the set backup.yml left on the host, its globals file replaced by globals_text
     and its manifest resealed to match: what a writer of the backup storage could produce."""
     c = env["TSDB_CONTAINER"]
-    src = "/var/backups/tsdb/" + fx.mf.database_segment(source["name"])
+    src = "/var/backups/tsdb/" + mf.database_segment(source["name"])
     d = "/var/backups/it/" + name
-    seg = d + "/" + fx.mf.database_segment(source["name"])
+    seg = d + "/" + mf.database_segment(source["name"])
     rig.sh(c, "rm -rf %s && mkdir -p -m 0700 %s && cp -a %s %s && chown -R root: %s" % (d, d, shlex.quote(src), seg, d))
     manifest_path = rig.sh(c, "ls %s/*.manifest.json | tail -1" % seg).strip()
     manifest = json.loads(rig.sh(c, "cat %s" % manifest_path))
     data = globals_text.encode("utf-8")
     manifest["globals"].update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     rig.write_file(c, manifest_path.replace(".manifest.json", ".globals.sql"), globals_text, mode="0600")
-    rig.write_file(c, manifest_path, fx.mf.dumps(manifest).decode("utf-8"), mode="0600")
+    rig.write_file(c, manifest_path, mf.dumps(manifest).decode("utf-8"), mode="0600")
     return d, manifest["backup_id"]
 
 
