@@ -28,6 +28,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history as h  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_codec as hc  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_sql as hs  # noqa: E402
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg  # noqa: E402
 
 
@@ -149,10 +151,10 @@ class ZstdFrames:
 
 
 def write_csv(conn, info, s, path, compression):
-    query = h._wire_select(info["columns"], h._table(info), h._range_where(info), order=info["time_column"])
+    query = hs._wire_select(info["columns"], hs._table(info), hs._range_where(info), order=info["time_column"])
     with conn.cursor() as cur:
         copy_sql = cur.mogrify(
-            h.sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query).as_string(conn),
+            hs.sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query).as_string(conn),
             {"lo": s["start"], "hi": s["end"]},
         ).decode("utf-8")
     if compression == "gzip":
@@ -168,7 +170,7 @@ def write_csv(conn, info, s, path, compression):
 
 
 def read_csv(info, path, compression):
-    read_options, parse_options, convert_options = h._csv_read_options(info["columns"])
+    read_options, parse_options, convert_options = hc._csv_read_options(info["columns"])
     with pa.input_stream(path, compression=compression) as stream:
         table = pacsv.read_csv(
             stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
@@ -177,8 +179,8 @@ def read_csv(info, path, compression):
 
 
 def write_parquet(conn, info, s, path, options):
-    query = h._wire_select(info["columns"], h._table(info), h._range_where(info), order=info["time_column"])
-    h.export_parquet(
+    query = hs._wire_select(info["columns"], hs._table(info), hs._range_where(info), order=info["time_column"])
+    hc.export_parquet(
         conn,
         query,
         {"lo": s["start"], "hi": s["end"]},
@@ -230,10 +232,10 @@ def copy_only(conn, info, s):
         def write(self, data):
             return len(data)
 
-    query = h._wire_select(info["columns"], h._table(info), h._range_where(info), order=info["time_column"])
+    query = hs._wire_select(info["columns"], hs._table(info), hs._range_where(info), order=info["time_column"])
     with conn.cursor() as cur:
         copy_sql = cur.mogrify(
-            h.sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query).as_string(conn),
+            hs.sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query).as_string(conn),
             {"lo": s["start"], "hi": s["end"]},
         ).decode("utf-8")
         t0 = time.perf_counter()
@@ -244,12 +246,12 @@ def copy_only(conn, info, s):
 def archive_all(conn, folder):
     """Every slice of every hypertable through the chosen format: the archive's total size."""
     total = rows = 0
-    for name in h.list_hypertables(conn):
-        info = h.describe_hypertable(conn, name)
-        for s in h.list_slices(conn, info):
+    for name in hs.list_hypertables(conn):
+        info = hs.describe_hypertable(conn, name)
+        for s in hs.list_slices(conn, info):
             path = os.path.join(folder, "all.parquet")
-            query = h._wire_select(info["columns"], h._table(info), h._range_where(info), order=info["time_column"])
-            rows += h.export_parquet(conn, query, {"lo": s["start"], "hi": s["end"]}, info["columns"], path, info=info)
+            query = hs._wire_select(info["columns"], hs._table(info), hs._range_where(info), order=info["time_column"])
+            rows += hc.export_parquet(conn, query, {"lo": s["start"], "hi": s["end"]}, info["columns"], path, info=info)
             total += os.path.getsize(path)
             os.unlink(path)
     return total, rows
@@ -290,9 +292,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="history-bench.") as folder:
         ensure_quantized(conn)
         for name in ("public.esp_telemetry", "public.esp_telemetry_quantized", "public.diagnostic_results"):
-            info = h.describe_hypertable(conn, name)
-            slices = h.list_slices(conn, info)
-            s = max(slices[:-1] or slices, key=lambda x: h.fingerprint(conn, info, x["start"], x["end"])[0])
+            info = hs.describe_hypertable(conn, name)
+            slices = hs.list_slices(conn, info)
+            s = max(slices[:-1] or slices, key=lambda x: hs.fingerprint(conn, info, x["start"], x["end"])[0])
             results = measure(conn, info, s, folder, a.repeat)
             copy_s = copy_only(conn, info, s)
             report["tables"][name] = {

@@ -6,6 +6,11 @@ import json
 import pyarrow as pa
 import pytest
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history as h
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_codec as hc
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_layout as hl
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_manifest as hm
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_retention as hr
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_sql as hs
 
 UTC = datetime.timezone.utc
 JAN5 = datetime.datetime(2026, 1, 5, tzinfo=UTC)
@@ -15,19 +20,19 @@ JAN6 = datetime.datetime(2026, 1, 6, tzinfo=UTC)
 def test_layout_names_round_trip():
     folder = h.history_folder("timescaledb", "iot", "esp_telemetry")
     assert folder == "timescaledb/history/iot/public.esp_telemetry"
-    name = h.object_name(folder, JAN5, JAN6, 3, h.DATA_EXT)
+    name = hl.object_name(folder, JAN5, JAN6, 3, hl.DATA_EXT)
     assert name == "timescaledb/history/iot/public.esp_telemetry/2026/01/20260105T000000Z_20260106T000000Z.v3.parquet"
-    assert h.parse_leaf(name) == (JAN5, JAN6, 3, h.KIND_DATA)
-    manifest = h.object_name(folder, JAN5, JAN6, 12, h.MANIFEST_EXT)
-    assert h.parse_leaf(manifest) == (JAN5, JAN6, 12, h.KIND_MANIFEST)
+    assert hl.parse_leaf(name) == (JAN5, JAN6, 3, h.KIND_DATA)
+    manifest = hl.object_name(folder, JAN5, JAN6, 12, hl.MANIFEST_EXT)
+    assert hl.parse_leaf(manifest) == (JAN5, JAN6, 12, hl.KIND_MANIFEST)
     odd = datetime.datetime(2026, 1, 5, 0, 0, 0, 500000, tzinfo=UTC)
-    assert h.parse_leaf(h.object_name(folder, odd, JAN6, 1, h.DATA_EXT))[0] == odd
+    assert hl.parse_leaf(hl.object_name(folder, odd, JAN6, 1, hl.DATA_EXT))[0] == odd
     for leaf in (
         "x.parquet",
         "20260105T000000Z_20260106T000000Z.v0.parquet",
         "20260105T000000Z_20260106T000000Z.parquet",
     ):
-        assert h.parse_leaf(leaf) is None
+        assert hl.parse_leaf(leaf) is None
 
 
 def test_range_month_is_the_start_month():
@@ -38,7 +43,7 @@ def test_range_month_is_the_start_month():
 @pytest.mark.parametrize("bad", ["", "a;b", "Esp Telemetry", "public.", 'x"y', "a.b.c", "1abc", '"open', '"a"b'])
 def test_table_names_are_read_as_postgresql_reads_identifiers(bad):
     with pytest.raises(h.HistoryError):
-        h.split_table_name(bad)
+        hl.split_table_name(bad)
 
 
 @pytest.mark.parametrize(
@@ -55,45 +60,45 @@ def test_table_names_are_read_as_postgresql_reads_identifiers(bad):
     ],
 )
 def test_quoted_names_have_their_own_history_folder(name, parts, segment):
-    assert h.split_table_name(name) == parts
-    assert h.split_table_name(h.qualified(*parts)) == parts
+    assert hl.split_table_name(name) == parts
+    assert hl.split_table_name(hl.qualified(*parts)) == parts
     assert h.history_folder("p", "my db", name) == "p/history/my~20db/" + segment
 
 
 def test_keywords_are_quoted_in_keys():
-    assert h.qualified("user", "order") == '"user"."order"'
-    assert h.qualified("public", "readings") == "public.readings"
+    assert hl.qualified("user", "order") == '"user"."order"'
+    assert hl.qualified("public", "readings") == "public.readings"
 
 
 def test_the_longest_names_fit_the_layout():
     a = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "x"))
     b = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "y"))
     assert a != b and len(a.rsplit("/", 1)[1]) <= 254 and "~~" in a
-    assert len(h.object_name(a, JAN5, JAN6, 1, h.DATA_EXT)) < 1024
+    assert len(hl.object_name(a, JAN5, JAN6, 1, hl.DATA_EXT)) < 1024
 
 
 def test_table_names():
-    assert h.split_table_name("esp_telemetry") == ("public", "esp_telemetry")
-    assert h.split_table_name("iot.esp_telemetry") == ("iot", "esp_telemetry")
+    assert hl.split_table_name("esp_telemetry") == ("public", "esp_telemetry")
+    assert hl.split_table_name("iot.esp_telemetry") == ("iot", "esp_telemetry")
 
 
 def test_column_plans():
-    assert h.column_plan("timestamptz", -1) == ("epoch_us", "timestamp[us, tz=UTC]")
-    assert h.column_plan("float4", -1) == ("native", "float32")
+    assert hs.column_plan("timestamptz", -1) == ("epoch_us", "timestamp[us, tz=UTC]")
+    assert hs.column_plan("float4", -1) == ("native", "float32")
     numeric_10_2 = ((10 << 16) | 2) + 4
-    assert h.column_plan("numeric", numeric_10_2) == ("native", "decimal128(10, 2)")
-    assert h.column_plan("numeric", -1) == ("text", "string")
-    assert h.column_plan("jsonb", -1) == ("text", "string")
-    assert h.column_plan("", -1) == ("text", "string")  # domains, enums, arrays
-    assert h.arrow_type("decimal128(10, 2)") == pa.decimal128(10, 2)
+    assert hs.column_plan("numeric", numeric_10_2) == ("native", "decimal128(10, 2)")
+    assert hs.column_plan("numeric", -1) == ("text", "string")
+    assert hs.column_plan("jsonb", -1) == ("text", "string")
+    assert hs.column_plan("", -1) == ("text", "string")  # domains, enums, arrays
+    assert hc.arrow_type("decimal128(10, 2)") == pa.decimal128(10, 2)
 
 
 def test_type_names_that_could_inject_sql_are_refused():
-    assert h._pg_type({"name": "a", "pg_type": "timestamp with time zone"})
-    assert h._pg_type({"name": "a", "pg_type": "numeric(10,2)[]"})
+    assert hs._pg_type({"name": "a", "pg_type": "timestamp with time zone"})
+    assert hs._pg_type({"name": "a", "pg_type": "numeric(10,2)[]"})
     for bad in ("text; DROP TABLE x", "text -- x", "text)"[:4] + "'"):
         with pytest.raises(h.HistoryError):
-            h._pg_type({"name": "a", "pg_type": bad})
+            hs._pg_type({"name": "a", "pg_type": bad})
 
 
 def test_float_encoding_follows_the_data():
@@ -101,16 +106,16 @@ def test_float_encoding_follows_the_data():
     noisy = pa.array([i * 1.000123 for i in range(n)], pa.float32())
     quantized = pa.array([float(i % 20) for i in range(n)], pa.float32())
     table = pa.table({"time": pa.array(range(n), pa.int64()), "noisy": noisy, "quantized": quantized})
-    options = h.parquet_options(3, table)
+    options = hc.parquet_options(3, table)
     assert options["use_byte_stream_split"] == ["noisy"]
     assert options["use_dictionary"] == ["time", "quantized"]
-    assert "use_byte_stream_split" not in h.parquet_options(3, None)
+    assert "use_byte_stream_split" not in hc.parquet_options(3, None)
 
 
 def manifest(**extra):
     body = {
-        "format": h.HISTORY_FORMAT,
-        "format_version": h.HISTORY_VERSION,
+        "format": hm.HISTORY_FORMAT,
+        "format_version": hm.HISTORY_VERSION,
         "database": "iot",
         "hypertable": "public.esp_telemetry",
         "range": {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z", "label": "x"},
@@ -127,34 +132,34 @@ def manifest(**extra):
 
 
 def test_manifest_is_sealed():
-    data = h.encode_manifest(manifest())
-    assert h.parse_history_manifest(data)["rows"] == 3
+    data = hm.encode_manifest(manifest())
+    assert hm.parse_history_manifest(data)["rows"] == 3
     edited = json.loads(data)
     edited["covers"]["rows"] = 4
     with pytest.raises(h.HistoryError, match="altered"):
-        h.parse_history_manifest(json.dumps(edited))
+        hm.parse_history_manifest(json.dumps(edited))
     with pytest.raises(h.HistoryError, match="format_version"):
-        h.parse_history_manifest(h.encode_manifest(manifest(format_version=9)))
+        hm.parse_history_manifest(hm.encode_manifest(manifest(format_version=9)))
     with pytest.raises(h.HistoryError, match="not an insa"):
-        h.parse_history_manifest(b'{"format": "other"}')
+        hm.parse_history_manifest(b'{"format": "other"}')
 
 
 def test_versions():
-    assert h.next_version(None) == 1 and h.latest_version(None) is None
+    assert hm.next_version(None) == 1 and h.latest_version(None) is None
     entry = {"data": {1: {}, 2: {}, 3: {}}, "manifests": {1: {}, 3: {}}}
     assert h.latest_version(entry) == 3
-    assert h.next_version(entry) == 4
+    assert hm.next_version(entry) == 4
     orphan = {"data": {1: {}, 2: {}}, "manifests": {1: {}}}
-    assert h.latest_version(orphan) == 1 and h.next_version(orphan) == 3  # v2 failed: never reused
+    assert h.latest_version(orphan) == 1 and hm.next_version(orphan) == 3  # v2 failed: never reused
 
 
 def test_retention_policies_are_validated():
-    assert h.normalize_policies([{"name": "esp_telemetry", "retention_days": 30}]) == [
+    assert hr.normalize_policies([{"name": "esp_telemetry", "retention_days": 30}]) == [
         ("public.esp_telemetry", datetime.timedelta(days=30))
     ]
     for bad in ([], [{"name": "x"}], [{"name": "x", "retention_days": 0}]):
         with pytest.raises(h.HistoryError):
-            h.normalize_policies(bad)
+            hr.normalize_policies(bad)
 
 
 def test_state_hint_round_trip(tmp_path):
@@ -178,5 +183,5 @@ def test_state_hint_round_trip(tmp_path):
 
 
 def test_reference_time():
-    assert h.reference_time("2026-01-05T00:00:00Z") == JAN5
-    assert h.reference_time(JAN5.replace(tzinfo=None)) == JAN5
+    assert hl.reference_time("2026-01-05T00:00:00Z") == JAN5
+    assert hl.reference_time(JAN5.replace(tzinfo=None)) == JAN5
