@@ -140,7 +140,7 @@ def test_the_run_fails_and_names_only_the_broken_host(run):
     stats = run["output"]["stats"]
     for h in HOSTS:
         assert stats[h]["failures"] == 0 and stats[h]["rescued"] == 0, stats[h]
-    results = task_results(run["output"], "Back up %s: dump, verify, upload with catch-up, prune, metrics" % DATABASE)
+    results = task_results(run["output"], "Back up - dump, verify, upload with catch-up, prune, metrics: " + DATABASE)
     assert results[BROKEN]["results"][0]["error_kind"] == "service", results[BROKEN]
     assert all(results[h]["results"][0]["success"] for h in HEALTHY)
 
