@@ -23,9 +23,10 @@ step "4/6 setup.yml: backup agent, nightly timer and weekly drill on every datab
 ansible-playbook -i inventories/local playbooks/setup.yml
 "$DOCKER" exec "$TSDB_CONTAINER" systemctl list-timers --no-pager 'tsdb-backup*'
 
-step "5/6 backup.yml: dump -> verify -> upload -> prune"
+step "5/6 backup.yml: dump -> verify -> upload -> prune, metrics (the nightly timer's pipeline)"
 ansible-playbook -i inventories/local playbooks/backup.yml
-python tests/rig/show_blobs.py
+# The demo's sets only: test runs keep theirs under other prefixes or databases.
+python tests/rig/show_blobs.py backups/tsdb-local/iot/
 
 step "6/6 drill.yml: restore the latest backup into a scratch database and compare"
 ansible-playbook -i inventories/local playbooks/drill.yml

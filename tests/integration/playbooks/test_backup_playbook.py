@@ -24,7 +24,11 @@ def test_one_broken_database_does_not_stop_the_others():
     try:
         rc, out = rig.playbook("setup.yml", {})
         assert rc == 0, out
-        rc, out = rig.playbook("backup.yml", {"tsdb_backup_databases": [good, "it_no_such_db"]})
+        # A prefix of its own: the demo lists backups/ of the same container.
+        prefix = "it-playbook-" + uuid.uuid4().hex[:6]
+        rc, out = rig.playbook(
+            "backup.yml", {"tsdb_backup_databases": [good, "it_no_such_db"], "tsdb_azure_prefix": prefix}
+        )
         assert rc != 0, "a failed database must fail the run"
         table = out[out.index("HOST ") :]
         good_line = next(ln for ln in table.splitlines() if good in ln)
@@ -41,7 +45,7 @@ def test_one_broken_database_does_not_stop_the_others():
         names = [
             b.name
             for b in svc.get_container_client(env["AZURE_STORAGE_CONTAINER"]).list_blobs(
-                name_starts_with="backups/tsdb-local/%s/" % good
+                name_starts_with="%s/tsdb-local/%s/" % (prefix, good)
             )
         ]
         assert sorted(n.rsplit("/", 1)[1] for n in names if backup_id in n) == [
