@@ -1,7 +1,10 @@
 # Copyright: (c) 2026, INSA platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Azure Blob tier: where history lives forever. Clients per auth mode, the blob layout,
-upload of one backup set (never overwriting), catch-up, download, the remote catalog.
+"""The Azure Blob tier: where history lives forever. This file is the transport - settings and
+clients per auth mode, and BlobStore's blob operations (container, listing, properties, block
+upload of one file, checked download, tiers, rehydration): the only one that imports the SDK.
+Whole backup sets (upload, catalog, catch-up, download) are _azure_transfers', which BlobStore
+inherits; errors, the blob layout and selection are _azure_names'. ``__all__`` is the API.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too. Every
 message this module raises is safe to show: secrets are redacted and URLs carry no SAS token.
@@ -21,19 +24,59 @@ __metaclass__ = type
 
 import collections
 import contextlib
-import datetime
 import hashlib
 import os
-import re
-import shutil
-import socket
 import tempfile
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_transfers
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
+    AUTH_MODES,
+    AZURE_IDENTITY_REQUIREMENT,
+    AZURE_STORAGE_REQUIREMENT,
+    CONTENT_TYPES,
+    DEFAULT_BLOCK_SIZE_MB,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PREFIX,
+    ENV_FALLBACK,
+    KIND_ARCHIVE,
+    KIND_ARCHIVE_PART,
+    KIND_MANIFEST,
+    MAX_BLOCKS,
+    MAX_SEGMENT,
+    MIB,
+    PROGRESS_MIN_BYTES,
+    SECRET_KEYS,
+    TIERS,
+    ArchivedError,
+    AzureTierError,
+    BlobNameError,
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    Redactor,
+    ServiceError,
+    _iso,
+    _metadata_value,
+    _NoProgress,
+    _throughput,
+    _Timer,
+    blob_name,
+    join_name,
+    merge_catalog,
+    parse_blob_name,
+    parse_timestamp,
+    select_backup,
+    url_without_sas,
+    validate_blob_name,
+    validate_container_name,
+    validate_prefix,
+    validate_segment,
+    validate_tags,
+)
 
 try:
     from azure.core import MatchConditions
@@ -61,83 +104,6 @@ else:
     HAS_AZURE_STORAGE = True
     AZURE_STORAGE_IMPORT_ERROR = None
 
-AZURE_STORAGE_REQUIREMENT = "azure-storage-blob"
-AZURE_IDENTITY_REQUIREMENT = "azure-identity"
-
-AUTH_MODES = ("connection_string", "account_key", "sas", "entra")
-# A parameter wins over its environment variable; auth_mode itself is never guessed.
-ENV_FALLBACK = {
-    "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
-    "account_name": "AZURE_STORAGE_ACCOUNT",
-    "account_key": "AZURE_STORAGE_KEY",
-    "sas_token": "AZURE_STORAGE_SAS_TOKEN",
-    "account_url": "AZURE_STORAGE_BLOB_ENDPOINT",
-    "container": "AZURE_STORAGE_CONTAINER",
-    "tenant_id": "AZURE_TENANT_ID",
-    "client_id": "AZURE_CLIENT_ID",
-    "client_secret": "AZURE_CLIENT_SECRET",
-}
-SECRET_KEYS = ("connection_string", "account_key", "sas_token", "client_secret")
-REDACTED = "********"
-
-TIERS = ("Hot", "Cool", "Cold", "Archive")
-DEFAULT_PREFIX = "timescaledb"
-DEFAULT_BLOCK_SIZE_MB = 8
-DEFAULT_CONCURRENCY = 4
-MAX_BLOCKS = 50000
-MAX_BLOCK_SIZE_MB = 4000
-MIB = 1024 * 1024
-# Transfers smaller than this finish before a progress line would be due.
-PROGRESS_MIN_BYTES = 8 * MIB
-
-KIND_ARCHIVE = "archive"
-KIND_ARCHIVE_PART = "archive_part"
-KIND_GLOBALS = "globals"
-KIND_MANIFEST = "manifest"
-CONTENT_TYPES = {
-    KIND_ARCHIVE: "application/octet-stream",
-    KIND_ARCHIVE_PART: "application/octet-stream",
-    KIND_GLOBALS: "application/sql",
-    KIND_MANIFEST: "application/json",
-}
-
-MAX_BLOB_NAME = 1024
-MAX_SEGMENT = 254
-SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~][A-Za-z0-9_.=~\-]*$")
-METADATA_VALUE_RE = re.compile(r"[^\x20-\x7e]")
-
-
-class AzureTierError(_errors.OperatorError):
-    """Anything the Azure tier refuses or fails at. The message is safe to show."""
-
-
-class ConfigError(AzureTierError, _errors.ConfigError):
-    """Missing or contradictory settings."""
-
-
-class BlobNameError(AzureTierError, _errors.ConfigError, ValueError):
-    """A blob name or one of its parts is not acceptable."""
-
-
-class ConflictError(AzureTierError, _errors.ConflictError):
-    """A blob with the same name but other content exists: never overwritten."""
-
-
-class IntegrityError(AzureTierError, _errors.IntegrityError):
-    """Content does not match its manifest or its sha256 metadata."""
-
-
-class NotFoundError(AzureTierError, _errors.NotFoundError):
-    """No backup matches the selection, or the container is missing."""
-
-
-class ArchivedError(AzureTierError, _errors.ConflictError):
-    """A blob is in the Archive tier and must be rehydrated before it can be read."""
-
-
-class ServiceError(AzureTierError, _errors.ServiceError):
-    """Azure refused or could not be reached (after the retries)."""
-
 
 def azure_common_argument_spec():
     """Options every Azure module takes; documented by the insa.timescaledb_backup.azure doc
@@ -160,154 +126,6 @@ def azure_common_argument_spec():
         retry_backoff=dict(type="int", default=4),
         timeout=dict(type="int", default=60),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets and URLs
-
-
-def url_without_sas(url):
-    """The URL with its query string (where a SAS token lives) and fragment removed."""
-    if not url:
-        return url
-    return url.split("?", 1)[0].split("#", 1)[0]
-
-
-class Redactor:
-    """Removes known secret values and anything shaped like a SAS signature or account key."""
-
-    PATTERNS = (
-        (re.compile(r"(sig=)[^&\s'\"<]+", re.IGNORECASE), r"\1" + REDACTED),
-        (re.compile(r"(AccountKey=)[^;\s'\"]+", re.IGNORECASE), r"\1" + REDACTED),
-        (re.compile(r"(SharedAccessSignature=)[^;\s'\"]+", re.IGNORECASE), r"\1" + REDACTED),
-        (re.compile(r"(Bearer )[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
-    )
-
-    def __init__(self, secrets=()):
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text):
-        text = "%s" % (text,)
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        for pattern, repl in self.PATTERNS:
-            text = pattern.sub(repl, text)
-        return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Blob layout
-
-
-def validate_segment(segment, what="path segment"):
-    """One part of a blob name: a prefix part, host, database or file name."""
-    if not isinstance(segment, str) or not segment:
-        raise BlobNameError("%s is empty" % what)
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in segment):
-        raise BlobNameError("%s %r contains control characters" % (what, segment))
-    if ".." in segment:
-        raise BlobNameError("%s %r contains '..'" % (what, segment))
-    if len(segment) > MAX_SEGMENT:
-        raise BlobNameError("%s %r is longer than %d characters" % (what, segment, MAX_SEGMENT))
-    if not SEGMENT_RE.match(segment) or segment.endswith("."):
-        raise BlobNameError(
-            "%s %r is not accepted: use letters, digits, '_', '-', '.', '=' and '~', starting with a letter, "
-            "digit, '_' or '~' and not ending with '.'" % (what, segment)
-        )
-    return segment
-
-
-def validate_prefix(prefix):
-    """'' (no prefix) or segments separated by '/'; a trailing '/' is dropped."""
-    if prefix is None:
-        return ""
-    if not isinstance(prefix, str):
-        raise BlobNameError("prefix must be a string")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in prefix):
-        raise BlobNameError("prefix %r contains control characters" % (prefix,))
-    stripped = prefix[:-1] if prefix.endswith("/") else prefix
-    if not stripped:
-        return ""
-    if stripped.startswith("/"):
-        raise BlobNameError("prefix %r must not start with '/'" % (prefix,))
-    for part in stripped.split("/"):
-        validate_segment(part, "prefix part")
-    return stripped
-
-
-def validate_blob_name(name):
-    """Azure's limits and ours: 1..1024 characters, no control characters, no '..', no empty,
-    '.' or odd segments, no leading '/'."""
-    if not isinstance(name, str) or not name:
-        raise BlobNameError("blob name is empty")
-    if len(name) > MAX_BLOB_NAME:
-        raise BlobNameError("blob name is %d characters long; Azure allows %d" % (len(name), MAX_BLOB_NAME))
-    if name.startswith("/") or name.endswith("/"):
-        raise BlobNameError("blob name %r must not start or end with '/'" % (name,))
-    for part in name.split("/"):
-        validate_segment(part, "blob name part")
-    return name
-
-
-def join_name(*parts):
-    return "/".join(p for p in parts if p)
-
-
-def blob_folder(prefix, host, database, backup_id):
-    t = mf.backup_id_time(backup_id)
-    return join_name(
-        validate_prefix(prefix),
-        validate_segment(host, "host"),
-        validate_segment(mf.database_segment(database), "database"),
-        "%04d" % t.year,
-        "%02d" % t.month,
-    )
-
-
-def blob_name(prefix, host, database, backup_id, suffix, part=None):
-    """suffix is one of _manifest's suffixes (.dump, .dir, .globals.sql, .manifest.json);
-    part is a file of a directory-format archive."""
-    name = join_name(blob_folder(prefix, host, database, backup_id), backup_id + suffix)
-    if part is not None:
-        name = join_name(name, validate_segment(part, "archive file name"))
-    return validate_blob_name(name)
-
-
-_SUFFIX_KINDS = (
-    (mf.MANIFEST_SUFFIX, KIND_MANIFEST),
-    (mf.GLOBALS_SUFFIX, KIND_GLOBALS),
-    (mf.ARCHIVE_SUFFIX, KIND_ARCHIVE),
-)
-
-
-def parse_blob_name(name, prefix):
-    """What a blob of the layout is: dict(host, database, backup_id, kind, part) or None."""
-    prefix = validate_prefix(prefix)
-    if prefix:
-        if not name.startswith(prefix + "/"):
-            return None
-        name = name[len(prefix) + 1 :]
-    parts = name.split("/")
-    if len(parts) not in (5, 6):
-        return None
-    host, database, year, month, leaf = parts[:5]
-    database = mf.database_from_segment(database)
-    if database is None:
-        return None
-    part = None
-    if len(parts) == 6:
-        if not leaf.endswith(mf.DIRECTORY_SUFFIX):
-            return None
-        backup_id, kind, part = leaf[: -len(mf.DIRECTORY_SUFFIX)], KIND_ARCHIVE_PART, parts[5]
-    else:
-        known = [(suffix, kind) for suffix, kind in _SUFFIX_KINDS if leaf.endswith(suffix)]
-        if not known:
-            return None
-        suffix, kind = known[0]
-        backup_id = leaf[: -len(suffix)]
-    if not mf.BACKUP_ID_RE.match(backup_id) or (year, month) != (backup_id[:4], backup_id[4:6]):
-        return None
-    return {"host": host, "database": database, "backup_id": backup_id, "kind": kind, "part": part}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,15 +186,6 @@ def resolve_settings(config, environ=None):
         if int(settings[key]) < 0 or (key == "timeout" and int(settings[key]) == 0):
             raise ConfigError("%s must be a positive number" % key)
     return settings
-
-
-def validate_container_name(name):
-    if not re.match(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", name or ""):
-        raise ConfigError(
-            "container %r is not a valid container name: 3-63 characters, lowercase letters, digits and "
-            "single hyphens, starting and ending with a letter or digit" % (name,)
-        )
-    return name
 
 
 def redactor_for(settings):
@@ -453,91 +262,6 @@ def open_store(config, environ=None, credential=None):
     return BlobStore(service_client(settings, credential), settings)
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _iso(value):
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return mf.isoformat(value)
-    return value
-
-
-def _metadata_value(value):
-    return METADATA_VALUE_RE.sub("?", "%s" % (value,))[:256]
-
-
-def parse_timestamp(value):
-    """A datetime from a backup id (20261127T020000Z), ISO 8601 ('2026-11-27T02:00:00Z',
-    '2026-11-27 02:00+01:00', '2026-11-27') or a datetime. Without a zone: UTC."""
-    if isinstance(value, datetime.datetime):
-        dt = value
-    else:
-        text = ("%s" % (value,)).strip()
-        if mf.BACKUP_ID_RE.match(text):
-            return mf.backup_id_time(text)
-        try:
-            dt = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise ValueError(
-                "cannot read %r as a time: use ISO 8601 (2026-11-27T02:00:00Z) or a backup id (20261127T020000Z)"
-                % (value,)
-            ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt.astimezone(datetime.timezone.utc)
-
-
-def select_backup(entries, backup_id=None, as_of=None, include_safety=False):
-    """_manifest.select_backup, with ``as_of`` in any form parse_timestamp reads."""
-    limit = None if as_of is None else parse_timestamp(as_of)
-    return mf.select_backup(entries, backup_id=backup_id, as_of=limit, include_safety=include_safety)
-
-
-def merge_catalog(local, remote):
-    """One list over local sets (_manifest.list_local, optionally with 'verified') and remote
-    entries (list_remote), keyed by (database, backup_id), oldest first. Marks local sets not yet
-    uploaded completely."""
-    merged = collections.OrderedDict()
-    for entry in local:
-        manifest = entry.get("manifest") or {}
-        merged[(entry["database"], entry["backup_id"])] = {
-            "backup_id": entry["backup_id"],
-            "database": entry["database"],
-            "host": manifest.get("host"),
-            "local": {
-                "manifest_path": entry["manifest_path"],
-                "usable": entry.get("manifest") is not None,
-                "verified": entry.get("verified"),
-                "error": entry.get("error"),
-            },
-            "remote": None,
-            "uploaded": False,
-            "complete": entry.get("manifest") is not None,
-            "purpose": manifest.get("purpose"),
-        }
-    for entry in remote:
-        key = (entry["database"], entry["backup_id"])
-        item = merged.get(key)
-        if item is None:
-            item = merged[key] = {
-                "backup_id": entry["backup_id"],
-                "database": entry["database"],
-                "host": entry["host"],
-                "local": None,
-                "remote": None,
-                "uploaded": False,
-                "complete": False,
-            }
-        item["remote"] = entry
-        item["purpose"] = item.get("purpose") or entry.get("purpose")
-        item["uploaded"] = bool(entry["complete"])
-        item["complete"] = item["complete"] or bool(entry["complete"])
-    return sorted(merged.values(), key=lambda e: (e["backup_id"], e["database"]))
-
-
 def _error_code(exc):
     code = getattr(exc, "error_code", None)
     if code is None and getattr(exc, "response", None) is not None:
@@ -545,33 +269,7 @@ def _error_code(exc):
     return "%s" % (code,) if code else None
 
 
-class _Timer:
-    def __init__(self):
-        self.start = time.monotonic()
-
-    def seconds(self):
-        return round(time.monotonic() - self.start, 3)
-
-
-def _throughput(size, seconds):
-    return round(size / MIB / seconds, 2) if seconds > 0 else None
-
-
-# ---------------------------------------------------------------------------------------------
-# The store
-
-
-class _NoProgress:
-    """The reporter of a transfer nobody watches."""
-
-    def __call__(self, done_bytes):
-        pass
-
-    def finish(self, done_bytes=None, error=None):
-        pass
-
-
-class BlobStore:
+class BlobStore(_azure_transfers.Transfers):
     """One container and prefix of one account. Methods raise AzureTierError subclasses with
     messages that are safe to show (no secrets, no SAS)."""
 
@@ -748,173 +446,6 @@ class BlobStore:
             "metadata": metadata,
         }
 
-    # -- upload
-
-    def _set_items(self, bset, manifest, host):
-        """What a set consists of, in upload order (manifest last). Each item: kind, part, path,
-        name, expected sha256 and size (size None: not recorded)."""
-
-        def item(kind, path, suffix, sha256, size, part=None):
-            name = blob_name(self.prefix, host, bset.database, bset.backup_id, suffix, part)
-            return {"kind": kind, "part": part, "path": path, "name": name, "sha256": sha256, "size": size}
-
-        archive = manifest.get("archive") or {}
-        items = []
-        if bset.directory_format:
-            files = archive.get("files") or {}
-            if not files:
-                raise mf.ManifestError("%s lists no files for its directory-format archive" % bset.manifest)
-            extra = sorted(set(os.listdir(bset.archive)) - set(files)) if os.path.isdir(bset.archive) else []
-            if extra:
-                raise IntegrityError(
-                    "%s holds files the manifest does not list: %s" % (bset.archive, ", ".join(extra[:5]))
-                )
-            for part in sorted(files):
-                path = os.path.join(bset.archive, part)
-                items.append(item(KIND_ARCHIVE_PART, path, mf.DIRECTORY_SUFFIX, files[part], None, part))
-        else:
-            if not archive.get("sha256"):
-                raise mf.ManifestError("%s lacks archive.sha256" % bset.manifest)
-            items.append(
-                item(KIND_ARCHIVE, bset.archive, mf.ARCHIVE_SUFFIX, archive["sha256"], archive.get("size_bytes"))
-            )
-        roles = manifest.get("globals") or {}
-        if roles or os.path.exists(bset.globals_sql):
-            items.append(
-                item(KIND_GLOBALS, bset.globals_sql, mf.GLOBALS_SUFFIX, roles.get("sha256"), roles.get("size_bytes"))
-            )
-        for entry in items:
-            if not os.path.isfile(entry["path"]):
-                raise IntegrityError("%s is missing: the backup set %s is incomplete" % (entry["path"], bset.backup_id))
-            if entry["sha256"] is None:
-                entry["sha256"] = mf.sha256_file(entry["path"])[0]
-        digest, size = mf.sha256_file(bset.manifest)
-        items.append(item(KIND_MANIFEST, bset.manifest, mf.MANIFEST_SUFFIX, digest, size))
-        return items
-
-    @staticmethod
-    def _metadata(manifest, host, kind, sha256, part=None):
-        server = manifest.get("server") or {}
-        metadata = {
-            "sha256": sha256,
-            "backup_id": manifest["backup_id"],
-            "database": manifest["database"],
-            "host": host,
-            "kind": kind,
-            "manifest_format_version": "%s" % manifest.get("format_version"),
-            "pg_version": server.get("postgresql_version"),
-            "tsdb_version": server.get("timescaledb_version"),
-            "archive_sha256": (manifest.get("archive") or {}).get("sha256"),
-            "part": part,
-            "purpose": manifest.get("purpose"),
-        }
-        return {k: _metadata_value(v) for k, v in metadata.items() if v not in (None, "")}
-
-    def upload_backup_set(
-        self,
-        manifest_path,
-        host=None,
-        access_tier=None,
-        tags=None,
-        block_size_mb=DEFAULT_BLOCK_SIZE_MB,
-        max_concurrency=DEFAULT_CONCURRENCY,
-        check_mode=False,
-    ):
-        """Uploads the set a manifest describes: archive, globals, then the manifest. Blobs that
-        exist with the same sha256 are skipped (nothing sent); a blob with other content is a
-        ConflictError before anything is sent. access_tier applies to the archive only, so the
-        manifest stays readable for the catalog."""
-        timer = _Timer()
-        if access_tier is not None and access_tier not in TIERS:
-            raise ConfigError("access_tier must be one of %s" % ", ".join(TIERS))
-        if not 1 <= int(block_size_mb) <= MAX_BLOCK_SIZE_MB:
-            raise ConfigError("block_size_mb must be between 1 and %d" % MAX_BLOCK_SIZE_MB)
-        if int(max_concurrency) < 1:
-            raise ConfigError("max_concurrency must be at least 1")
-        validate_tags(tags)
-        manifest = mf.read_manifest(manifest_path)
-        bset = mf.BackupSet.from_manifest(os.path.dirname(os.path.dirname(os.path.abspath(manifest_path))), manifest)
-        if os.path.abspath(bset.manifest) != os.path.abspath(manifest_path):
-            raise mf.ManifestError(
-                "%s describes backup %s of %s, which belongs at %s"
-                % (manifest_path, bset.backup_id, bset.database, bset.manifest)
-            )
-        host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
-        items = self._set_items(bset, manifest, host)
-        container = self.ensure_container(check_mode=check_mode)
-
-        # Plan: look at every blob first (one listing of the set's names, with metadata), so a
-        # conflict fails before anything is sent.
-        existing = {}
-        if container["exists"]:
-            folder = blob_folder(self.prefix, host, bset.database, bset.backup_id)
-            existing = self._listing(join_name(folder, bset.backup_id + "."))
-        conflicts = []
-        for item in items:
-            item["remote"] = existing.get(item["name"])
-            remote = item["remote"]
-            if remote is not None and remote["sha256"] != item["sha256"]:
-                conflicts.append(
-                    "%s exists with sha256 %s, the local file %s has %s"
-                    % (remote["url"], remote["sha256"] or "(none)", item["path"], item["sha256"])
-                )
-        if conflicts:
-            raise ConflictError(
-                "refusing to overwrite: %s. Blobs are never overwritten; find out why two backups share a name "
-                "(same host label on two servers?) and upload under another prefix or host" % "; ".join(conflicts)
-            )
-
-        warnings = []
-        blobs = []
-        for item in items:
-            if item["remote"] is not None:
-                blobs.append(self._blob_result(item, "skipped", item["remote"]))
-                continue
-            if check_mode:
-                size = os.path.getsize(item["path"])
-                blobs.append(self._blob_result(item, "would_upload", {"size": size}))
-                continue
-            tier = access_tier if item["kind"] in (KIND_ARCHIVE, KIND_ARCHIVE_PART) else None
-            metadata = self._metadata(manifest, host, item["kind"], item["sha256"], item["part"])
-            info, warning = self.upload_file(item, metadata, tier, tags, int(block_size_mb), int(max_concurrency))
-            if warning:
-                warnings.append(warning)
-            blobs.append(info)
-        uploaded = [b for b in blobs if b["status"] in ("uploaded", "would_upload")]
-        archive = blobs[0]
-        sent = sum(b["bytes"] for b in blobs if b["status"] == "uploaded")
-        seconds = timer.seconds()
-        return {
-            "changed": bool(uploaded) or container["created"],
-            "backup_id": bset.backup_id,
-            "database": bset.database,
-            "host": host,
-            "container_created": container["created"],
-            # A directory-format archive: the URL of its folder.
-            "url": archive["url"].rsplit("/", 1)[0] if bset.directory_format else archive["url"],
-            "manifest_url": blobs[-1]["url"],
-            "etag": archive.get("etag"),
-            "bytes": sent,
-            "duration": seconds,
-            "throughput_mib_s": _throughput(sent, seconds) if sent else None,
-            "blobs": blobs,
-            "warnings": warnings,
-        }
-
-    def _blob_result(self, item, status, info):
-        return {
-            "name": item["name"],
-            "url": self.url(item["name"]),
-            "kind": item["kind"],
-            "status": status,
-            "bytes": info.get("size"),
-            "sha256": item["sha256"],
-            "etag": info.get("etag"),
-            "tier": info.get("tier"),
-            "duration": info.get("duration"),
-            "throughput_mib_s": info.get("throughput_mib_s"),
-        }
-
     def upload_file(self, item, metadata, tier, tags, block_size_mb, concurrency):
         """Stages the file as blocks (one pass: read, hash, send), commits only when the content
         matches the expected sha256, and only if the blob does not exist (If-None-Match: *).
@@ -1028,50 +559,6 @@ class BlobStore:
                 raise
         return block_ids, digest.hexdigest(), offset
 
-    # -- catalog
-
-    def list_remote(self, host=None, database=None):
-        """Backup sets under <prefix>/[<host>/[<database>/]], oldest first, from one listing
-        with metadata (no blob is read). An entry is complete when its manifest blob exists."""
-        sets = collections.OrderedDict()
-        for name, info in self._listing(self.folder(host, database if host else None)).items():
-            parsed = parse_blob_name(name, self.prefix)
-            if parsed is None or (database and parsed["database"] != database):
-                continue
-            key = (parsed["host"], parsed["database"], parsed["backup_id"])
-            entry = sets.get(key)
-            if entry is None:
-                entry = sets[key] = {
-                    "host": parsed["host"],
-                    "database": parsed["database"],
-                    "backup_id": parsed["backup_id"],
-                    "time": mf.isoformat(mf.backup_id_time(parsed["backup_id"])),
-                    "complete": False,
-                    "directory_format": False,
-                    "archived": False,
-                    "bytes": 0,
-                    "blobs": [],
-                    "manifest_name": None,
-                    "url": None,
-                }
-            purpose = info.pop("metadata").get("purpose")
-            if purpose:
-                # Recorded at upload: a safety backup is known as one without reading its manifest.
-                entry["purpose"] = purpose
-            info.update({"kind": parsed["kind"], "part": parsed["part"]})
-            entry["blobs"].append(info)
-            entry["bytes"] += info["size"] or 0
-            entry["archived"] = entry["archived"] or info["tier"] == "Archive"
-            if parsed["kind"] == KIND_MANIFEST:
-                entry["complete"] = True
-                entry["manifest_name"] = name
-            elif parsed["kind"] == KIND_ARCHIVE:
-                entry["url"] = info["url"]
-            elif parsed["kind"] == KIND_ARCHIVE_PART:
-                entry["directory_format"] = True
-                entry["url"] = info["url"].rsplit("/", 1)[0]
-        return sorted(sets.values(), key=lambda e: (e["backup_id"], e["host"], e["database"]))
-
     def read_blob(self, name, max_bytes=64 * MIB):
         """A small blob's content (manifests)."""
         try:
@@ -1083,214 +570,6 @@ class BlobStore:
             return downloader.readall()
         except AzureError as e:
             raise self.explain(e, "read %s" % name) from None
-
-    def read_manifest(self, entry):
-        """The parsed manifest of a complete remote entry (the blob must not be archived)."""
-        data = self.read_blob(entry["manifest_name"])
-        manifest = mf.parse_manifest(data, source=self.url(entry["manifest_name"]))
-        if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], entry["database"]):
-            raise IntegrityError(
-                "%s describes backup %s of %s, not the set it is stored with"
-                % (self.url(entry["manifest_name"]), manifest["backup_id"], manifest["database"])
-            )
-        return manifest
-
-    def with_manifests(self, entries):
-        """Adds 'manifest' (or 'manifest_error') to each complete entry, reading readable blobs."""
-        for entry in entries:
-            entry.setdefault("manifest", None)
-            if not entry["complete"]:
-                continue
-            if any(b["kind"] == KIND_MANIFEST and b["tier"] == "Archive" for b in entry["blobs"]):
-                entry["manifest_error"] = "the manifest blob is in the Archive tier"
-                continue
-            try:
-                entry["manifest"] = self.read_manifest(entry)
-            except (AzureTierError, mf.ManifestError) as e:
-                entry["manifest_error"] = self.redact(e)
-        return entries
-
-    # -- catch-up
-
-    def pending_uploads(self, backup_dir, database=None, host=None, look_remote=True, verified_only=True):
-        """Local sets whose manifest blob is not in Azure, oldest first, and the local sets that
-        are not uploaded with the reason: an unreadable manifest, or (verified_only) no passing
-        verification of this very archive (_verify's <id>.verify.json)."""
-        usable, unusable = [], []
-        for e in mf.list_local(backup_dir, database):
-            error = (e["error"] or "unreadable manifest") if e["manifest"] is None else None
-            if error is None and verified_only:
-                if not _verify.is_verified(mf.BackupSet.from_manifest(backup_dir, e["manifest"]), e["manifest"]):
-                    error = "not verified: no passing verification of this archive (run verify)"
-            if error is None:
-                usable.append(e)
-            else:
-                unusable.append({"backup_id": e["backup_id"], "database": e["database"], "error": error})
-
-        def key(entry):
-            return (host or entry["manifest"].get("host") or socket.getfqdn(), entry["database"], entry["backup_id"])
-
-        done = set()
-        for h in sorted({key(e)[0] for e in usable}) if look_remote else []:
-            done.update(
-                (r["host"], r["database"], r["backup_id"]) for r in self.list_remote(h, database) if r["complete"]
-            )
-        return [e for e in usable if key(e) not in done], unusable
-
-    def catch_up(self, backup_dir, database=None, host=None, check_mode=False, verified_only=True, **upload_options):
-        """Uploads every verified local set not yet in Azure, oldest first. A set that is damaged
-        or conflicts is reported and skipped; an unreachable or refusing service stops the run.
-        Unverified sets (verified_only) and unreadable ones are listed in 'unusable', not sent.
-        Returns a result with 'failures' (non-empty means the run should fail)."""
-        timer = _Timer()
-        container = self.ensure_container(check_mode=check_mode)
-        pending, unusable = self.pending_uploads(
-            backup_dir, database, host, look_remote=container["exists"], verified_only=verified_only
-        )
-        sets, failures, warnings = [], [], []
-        stopped = None
-        for entry in pending:
-            try:
-                result = self.upload_backup_set(
-                    entry["manifest_path"], host=host, check_mode=check_mode, **upload_options
-                )
-            except (AzureTierError, mf.ManifestError) as e:
-                failures.append(
-                    {"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)}
-                )
-                if isinstance(e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError)):
-                    continue  # this set only
-                stopped = self.redact(e)
-                break
-            warnings.extend(result.pop("warnings", []))
-            sets.append(result)
-        sent = sum(s["bytes"] for s in sets)
-        seconds = timer.seconds()
-        return {
-            "changed": any(s["changed"] for s in sets) or container["created"],
-            "container_created": container["created"],
-            "uploaded": [s["backup_id"] for s in sets if s["changed"]],
-            "sets": sets,
-            "failures": failures,
-            "unusable": unusable,
-            "stopped": stopped,
-            "bytes": sent,
-            "duration": seconds,
-            "throughput_mib_s": _throughput(sent, seconds) if sent else None,
-            "warnings": warnings,
-        }
-
-    # -- download
-
-    def download_backup(
-        self,
-        dest_dir,
-        database,
-        host=None,
-        backup_id=None,
-        before=None,
-        rehydrate=False,
-        rehydrate_priority="Standard",
-        rehydrate_tier="Hot",
-        check_mode=False,
-    ):
-        """Fetches a complete set into <dest_dir>/<database>/ (the local layout), verifying every
-        file against the manifest and writing each atomically, the manifest last. A set with a
-        blob in the Archive tier raises ArchivedError, or with rehydrate starts rehydration and
-        returns 'rehydration': 'pending'."""
-        timer = _Timer()
-        host = validate_segment(host or socket.getfqdn(), "host")
-        mf.validate_database_name(database)
-        self.ensure_container(create=False)
-        entries = self.list_remote(host, database)
-        entry = select_backup(entries, backup_id=backup_id, as_of=before)
-        if entry is None:
-            complete = [e["backup_id"] for e in entries if e["complete"]]
-            raise NotFoundError(
-                "no complete backup of %s from host %s matches %s under %s in container %s; %s"
-                % (
-                    database,
-                    host,
-                    "backup_id %s" % backup_id
-                    if backup_id and backup_id != "latest"
-                    else ("'at or before %s'" % before if before else "'latest'"),
-                    self.folder(host, database),
-                    self.container,
-                    "available: %s" % ", ".join(complete[-5:]) if complete else "there are none",
-                )
-            )
-        result = {
-            "backup_id": entry["backup_id"],
-            "database": database,
-            "host": host,
-            "url": entry["url"],
-            "rehydration": None,
-            "changed": False,
-            "files": [],
-            "bytes": 0,
-        }
-        archived = [b for b in entry["blobs"] if b["tier"] == "Archive"]
-        if archived:
-            return self._rehydrate(entry, archived, result, rehydrate, rehydrate_priority, rehydrate_tier, check_mode)
-
-        manifest_bytes = self.read_blob(entry["manifest_name"])
-        manifest = mf.parse_manifest(manifest_bytes, source=self.url(entry["manifest_name"]))
-        if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], database):
-            raise IntegrityError("%s describes another backup" % self.url(entry["manifest_name"]))
-        bset = mf.BackupSet.from_manifest(dest_dir, manifest)
-        result["manifest_path"] = bset.manifest
-        result["archive_path"] = bset.archive
-        if os.path.exists(bset.manifest):
-            try:
-                local = mf.read_manifest(bset.manifest)
-            except mf.ManifestError as e:
-                raise IntegrityError("%s exists but cannot be read (%s); move it away" % (bset.manifest, e)) from None
-            if local["manifest_sha256"] != manifest["manifest_sha256"]:
-                raise ConflictError(
-                    "%s exists with another manifest than %s; not overwritten"
-                    % (bset.manifest, self.url(entry["manifest_name"]))
-                )
-            result["duration"] = timer.seconds()
-            return result
-        for path in (bset.archive, bset.globals_sql):
-            if os.path.exists(path):
-                raise ConflictError(
-                    "%s exists without its manifest (an incomplete set or a dump in progress); move it away or "
-                    "download into another directory" % path
-                )
-        result["changed"] = True
-        if check_mode:
-            result["bytes"] = entry["bytes"]
-            return result
-        if not os.path.isdir(bset.folder):
-            os.makedirs(bset.folder, mode=0o700)
-        blobs = {(b["kind"], b["part"]): b for b in entry["blobs"]}
-        archive = manifest["archive"]
-        if bset.directory_format:
-            files = archive.get("files") or {}
-            self._download_directory(entry, bset, files, blobs)
-            result["files"].extend(os.path.join(bset.archive, f) for f in sorted(files))
-        else:
-            name = blob_name(self.prefix, host, database, bset.backup_id, mf.ARCHIVE_SUFFIX)
-            self._require_blob(blobs, KIND_ARCHIVE, None, name)
-            self.download_file(name, bset.archive, archive["sha256"])
-            result["files"].append(bset.archive)
-        globals_info = manifest.get("globals")
-        if globals_info:
-            name = blob_name(self.prefix, host, database, bset.backup_id, mf.GLOBALS_SUFFIX)
-            self._require_blob(blobs, KIND_GLOBALS, None, name)
-            self.download_file(name, bset.globals_sql, globals_info["sha256"])
-            result["files"].append(bset.globals_sql)
-        mf.atomic_write_bytes(bset.manifest, manifest_bytes)
-        result["files"].append(bset.manifest)
-        result["bytes"] = entry["bytes"]
-        result["duration"] = timer.seconds()
-        result["throughput_mib_s"] = _throughput(entry["bytes"], result["duration"])
-        return result
-
-    def _require_blob(self, blobs, kind, part, name):
-        if (kind, part) not in blobs:
-            raise IntegrityError("%s is missing although the manifest lists it" % self.url(name))
 
     def _rehydrate(self, entry, archived, result, rehydrate, priority, tier, check_mode):
         pending = [b for b in archived if (b.get("archive_status") or "").startswith("rehydrate-pending")]
@@ -1371,31 +650,48 @@ class BlobStore:
             raise
         return writer.size
 
-    def _download_directory(self, entry, bset, files, blobs):
-        folder = bset.folder
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(bset.archive) + ".", suffix=mf.PARTIAL_SUFFIX, dir=folder)
-        try:
-            for part in sorted(files):
-                name = blob_name(self.prefix, entry["host"], bset.database, bset.backup_id, mf.DIRECTORY_SUFFIX, part)
-                self._require_blob(blobs, KIND_ARCHIVE_PART, part, name)
-                self.download_file(name, os.path.join(tmp, validate_segment(part, "archive file name")), files[part])
-            os.rename(tmp, bset.archive)
-            mf.fsync_dir(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
-
-def validate_tags(tags):
-    """Blob index tags: at most 10, keys 1..128 and values 0..256 characters of Azure's set."""
-    if not tags:
-        return tags
-    if not isinstance(tags, dict) or len(tags) > 10:
-        raise ConfigError("tags must be a dictionary of at most 10 entries")
-    allowed = re.compile(r"^[A-Za-z0-9 +\-./:=_]*$")
-    for key, value in tags.items():
-        if not (1 <= len("%s" % key) <= 128) or not allowed.match("%s" % key):
-            raise ConfigError("tag name %r is not accepted by Azure (1-128 of letters, digits, ' +-./:=_')" % (key,))
-        if len("%s" % value) > 256 or not allowed.match("%s" % value):
-            raise ConfigError("tag %s has a value Azure does not accept (0-256 of letters, digits, ' +-./:=_')" % key)
-    return tags
+# The Azure tier's API for modules, the runner and the tests, wherever it lives.
+__all__ = [
+    "AUTH_MODES",
+    "AZURE_STORAGE_IMPORT_ERROR",
+    "AZURE_STORAGE_REQUIREMENT",
+    "ArchivedError",
+    "AzureTierError",
+    "BlobNameError",
+    "BlobStore",
+    "ConfigError",
+    "ConflictError",
+    "DEFAULT_BLOCK_SIZE_MB",
+    "DEFAULT_CONCURRENCY",
+    "ENV_FALLBACK",
+    "HAS_AZURE_STORAGE",
+    "IntegrityError",
+    "KIND_ARCHIVE",
+    "KIND_ARCHIVE_PART",
+    "KIND_MANIFEST",
+    "MAX_SEGMENT",
+    "NotFoundError",
+    "Redactor",
+    "SECRET_KEYS",
+    "ServiceError",
+    "TIERS",
+    "_metadata_value",
+    "azure_common_argument_spec",
+    "blob_name",
+    "entra_credential",
+    "join_name",
+    "merge_catalog",
+    "open_store",
+    "parse_blob_name",
+    "parse_timestamp",
+    "redactor_for",
+    "resolve_settings",
+    "select_backup",
+    "url_without_sas",
+    "validate_blob_name",
+    "validate_container_name",
+    "validate_prefix",
+    "validate_segment",
+    "validate_tags",
+]
