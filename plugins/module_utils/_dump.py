@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -354,7 +354,7 @@ def _dump_in_snapshot(params, facts, database, partial, compression, level, dire
 
         def count():
             try:
-                facts_box["facts"] = _pg.table_facts(snap_conn)
+                facts_box["facts"] = _tsdb.table_facts(snap_conn)
             except Exception as e:  # noqa: BLE001 - reported below, with the dump's own status
                 facts_box["error"] = e
 

@@ -15,7 +15,7 @@ __metaclass__ = type
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Work,
@@ -90,7 +90,7 @@ def _referenced_reason(conn, info):
         "SELECT %s::regclass::oid::int8",
         (_pg.regclass_text(info["schema"], info["table"]),),
     )
-    refs = _pg.hypertable_references(conn, oid)
+    refs = _tsdb.hypertable_references(conn, oid)
     if not refs:
         return None
     keys = ", ".join("%s on %s" % (_pg.qualify_part(r["name"]), r["table"]) for r in refs)

@@ -40,22 +40,6 @@ except ImportError as e:  # pragma: no cover - depends on the host
     # Other files compose queries with _pg.sql and catch _pg.errors: only this one imports psycopg2.
     errors = sql = None
 
-# Schemas that belong to PostgreSQL or TimescaleDB, not to the user's data.
-SYSTEM_SCHEMAS = (
-    "pg_catalog",
-    "information_schema",
-    "pg_toast",
-    "_timescaledb_catalog",
-    "_timescaledb_config",
-    "_timescaledb_internal",
-    "_timescaledb_cache",
-    "_timescaledb_functions",
-    "_timescaledb_debug",
-    "timescaledb_information",
-    "timescaledb_experimental",
-    "toolkit_experimental",
-)
-
 
 class PgError(_errors.ServiceError):
     """A PostgreSQL problem explained for an operator: what is wrong and what to do."""
@@ -480,101 +464,6 @@ def run_tool(argv, params, dbname=None, stdin=None, timeout=None):
             "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext))
         )
     return proc.stdout, errtext
-
-
-# --- what a database holds ---------------------------------------------------------------
-
-
-def table_facts(conn):
-    """Per-table row counts and per-hypertable chunk count and time range.
-
-    Run inside the snapshot a dump reads, the numbers describe exactly what the dump holds;
-    run on a restored database, they are what verify and restore compare.
-    """
-    system = tuple(SYSTEM_SCHEMAS)
-    tables = rows(
-        conn,
-        "SELECT n.nspname, c.relname, c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
-        "AND n.nspname NOT IN %s AND n.nspname NOT LIKE 'pg\\_temp%%' AND n.nspname NOT LIKE 'pg\\_toast%%' "
-        "ORDER BY 1, 2",
-        (system,),
-    )
-    has_tsdb = bool(scalar(conn, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"))
-    hyper = {}
-    if has_tsdb:
-        for schema, name, col, ctype in rows(
-            conn,
-            "SELECT h.hypertable_schema, h.hypertable_name, d.column_name, d.column_type::text "
-            "FROM timescaledb_information.hypertables h "
-            "LEFT JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
-            "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 ORDER BY 1, 2",
-        ):
-            hyper[qualified(schema, name)] = {"time_column": col, "time_type": ctype}
-    result_tables = {}
-    result_hyper = {}
-    for schema, name, oid in tables:
-        qname = qualified(schema, name)
-        ident = sql.Identifier(schema, name)
-        count = int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident)))
-        # The oid matches the table's entry in the archive's table of contents.
-        result_tables[qname] = {"rows": count, "oid": oid}
-        if qname in hyper:
-            info = hyper[qname]
-            col = sql.Identifier(info["time_column"])
-            lo, hi = rows(conn, sql.SQL("SELECT min({0})::text, max({0})::text FROM {1}").format(col, ident))[0]
-            chunks = int(scalar(conn, "SELECT count(*) FROM show_chunks(%s::regclass)", (oid,)))
-            result_hyper[qname] = {
-                "rows": count,
-                "chunks": chunks,
-                "time_column": info["time_column"],
-                "time_type": info["time_type"],
-                "min_time": lo,
-                "max_time": hi,
-            }
-    references = hypertable_references(conn) if has_tsdb else []
-    return {"tables": result_tables, "hypertables": result_hyper, "hypertable_references": references}
-
-
-def hypertable_references(conn, hypertable_oid=None):
-    """Foreign keys that point at a hypertable (TimescaleDB 2.16+), declared on the referencing
-    table (the per-chunk copies TimescaleDB makes have a parent and are left out, as pg_dump
-    does). Restore leaves them out and adds them after timescaledb_post_restore() (_restore);
-    retention cannot drop chunks such a key points at (_history)."""
-    query = (
-        "SELECT c.oid::int8, n.nspname, r.relname, c.conname, fn.nspname, f.relname, pg_get_constraintdef(c.oid), "
-        "obj_description(c.oid, 'pg_constraint') "
-        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace "
-        "JOIN pg_class f ON f.oid = c.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace "
-        "JOIN _timescaledb_catalog.hypertable h ON h.schema_name = fn.nspname AND h.table_name = f.relname "
-        "WHERE c.contype = 'f' AND c.conparentid = 0 AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch "
-        "WHERE ch.schema_name = n.nspname AND ch.table_name = r.relname)"
-    )
-    args = None
-    if hypertable_oid is not None:
-        query += " AND c.confrelid = %s"
-        args = (hypertable_oid,)
-    # With only pg_catalog on the path, pg_get_constraintdef() qualifies every table it names:
-    # the definition then means the same under any search_path at restore time.
-    saved = scalar(conn, "SELECT current_setting('search_path')")
-    scalar(conn, "SELECT set_config('search_path', 'pg_catalog', false)")
-    try:
-        found = rows(conn, query + " ORDER BY 2, 3, 4", args)
-    finally:
-        scalar(conn, "SELECT set_config('search_path', %s, false)", (saved,))
-    return [
-        {
-            "oid": oid,
-            "table": qualified(schema, table),
-            "name": name,
-            "references": qualified(fschema, ftable),
-            "definition": definition,
-            "comment": comment,
-            # How pg_restore --list names the key's comment: it is left out with the key.
-            "comment_tag": "%s CONSTRAINT %s ON %s" % (schema, qualify_part(name), qualify_part(table)),
-        }
-        for oid, schema, table, name, fschema, ftable, definition, comment in found
-    ]
 
 
 def drop_database(conn, dbname):

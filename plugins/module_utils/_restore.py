@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _globals, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _globals, _pg, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 sql = _pg.sql  # query composition through _pg (None without psycopg2)
@@ -268,7 +268,7 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                     t1 = time.monotonic()
                     cur.execute("ANALYZE")
                     timings["analyze_seconds"] = round(time.monotonic() - t1, 3)
-            facts = _pg.table_facts(tconn)
+            facts = _tsdb.table_facts(tconn)
         finally:
             tconn.close()
     except BaseException:
