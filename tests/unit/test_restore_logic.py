@@ -1,5 +1,5 @@
 import pytest
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _restore
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _restore, _restore_extras
 
 TOC = """;
 ; Archive created at 2026-11-27 02:00:00 UTC
@@ -54,7 +54,7 @@ def test_reference_statement_requotes_names_and_refuses_anything_but_a_foreign_k
         "name": 'ev "ent" fk',
         "definition": 'FOREIGN KEY (t, "dév") REFERENCES "My"."hyper; table"(t, "dév") ON DELETE CASCADE NOT VALID',
     }
-    text = repr(_restore.reference_statement(ref))  # a psycopg2 Composed: names stay identifiers
+    text = repr(_restore_extras.reference_statement(ref))  # a psycopg2 Composed: names stay identifiers
     assert "Identifier('public', 'ev ent')" in text and 'ev "ent" fk' in text
     for bad in (
         "FOREIGN KEY (t) REFERENCES m(t); DROP TABLE x",
@@ -63,7 +63,7 @@ def test_reference_statement_requotes_names_and_refuses_anything_but_a_foreign_k
         "FOREIGN KEY (t) REFERENCES m(t) ON DELETE SET DEFAULT /* */",
     ):
         with pytest.raises(_restore.RestoreError, match="not a plain FOREIGN KEY"):
-            _restore.reference_statement(dict(ref, definition=bad))
+            _restore_extras.reference_statement(dict(ref, definition=bad))
 
 
 def test_compare_reports_each_difference():
@@ -109,4 +109,4 @@ def test_a_deferred_key_takes_its_comment_along():
         '4002; 0 0 COMMENT public CONSTRAINT "ev ent_pkey" ON "ev ent" postgres\n'
     )
     tags = ['public CONSTRAINT "ev ent_t_dev_fkey" ON "ev ent"']
-    assert [e["dump_id"] for e in toc if _restore._deferred(e, {18711}, tags)] == [3906, 4001]
+    assert [e["dump_id"] for e in toc if _restore_extras.deferred(e, {18711}, tags)] == [3906, 4001]
