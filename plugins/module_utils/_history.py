@@ -41,7 +41,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import json
 import os
 import socket
 
@@ -83,6 +82,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_m
     _object_ref,
     _service_error,
     _slice_result,
+    _State,
     encode_manifest,
     latest_version,
     list_ranges,
@@ -120,49 +120,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_s
 DEFAULT_GRACE = datetime.timedelta(hours=2)
 # Up to this many slices to look up in one month: one listing per range, else one per month.
 SMALL_LISTING = 3
-
-
-class _State:
-    """What the last runs found archived: {hypertable: {range label: [rows, content_hash]}} of
-    the closed live slices covered by a verified archive. A hint, never a proof: with it a run
-    that finds a slice's live count and hash unchanged asks Azure nothing. Retention never uses
-    it (it reads the archive itself), and reverify ignores it. Written atomically at the end of
-    a run; an unreadable file is ignored."""
-
-    FORMAT = "insa.timescaledb_backup/history-state"
-
-    def __init__(self, path, database):
-        self.path = path
-        self.database = database
-        self.known = {}
-        self.fresh = {}
-        self.warning = None
-        if path and os.path.exists(path):
-            try:
-                with open(path, "rb") as f:
-                    data = json.loads(f.read().decode("utf-8"))
-                if data.get("format") == self.FORMAT and data.get("database") == database:
-                    self.known = data.get("hypertables") or {}
-            except (OSError, ValueError, AttributeError) as e:
-                self.warning = "ignored the history state file %s: %s" % (path, e)
-
-    def get(self, hypertable, label):
-        value = (self.known.get(hypertable) or {}).get(label)
-        return (int(value[0]), "%s" % value[1]) if isinstance(value, list) and len(value) == 2 else None
-
-    def keep(self, hypertable, label, fingerprint_value):
-        self.fresh.setdefault(hypertable, {})[label] = [int(fingerprint_value[0]), "%s" % fingerprint_value[1]]
-
-    def save(self, hypertables_done):
-        if not self.path:
-            return
-        merged = {k: v for k, v in self.known.items() if k not in hypertables_done}
-        merged.update(self.fresh)
-        body = {"format": self.FORMAT, "version": 1, "database": self.database, "hypertables": merged}
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            os.makedirs(folder, mode=0o700)
-        mf.atomic_write_bytes(self.path, (json.dumps(body, sort_keys=True) + "\n").encode("utf-8"))
 
 
 class _Archiver:

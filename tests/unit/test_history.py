@@ -164,21 +164,21 @@ def test_retention_policies_are_validated():
 
 def test_state_hint_round_trip(tmp_path):
     path = str(tmp_path / "state" / "iot.json")
-    state = h._State(path, "iot")
+    state = hm._State(path, "iot")
     assert state.get("public.t", "r1") is None
     state.keep("public.t", "r1", (10, "-5"))
     state.save(["public.t"])
-    again = h._State(path, "iot")
+    again = hm._State(path, "iot")
     assert again.get("public.t", "r1") == (10, "-5")
     # Tables not run this time keep their entries; tables run drop ranges no longer seen.
     again.keep("public.u", "r9", (1, "1"))
     again.save(["public.u"])
-    third = h._State(path, "iot")
+    third = hm._State(path, "iot")
     assert third.get("public.t", "r1") == (10, "-5") and third.get("public.u", "r9") == (1, "1")
-    assert h._State(path, "other").get("public.t", "r1") is None
+    assert hm._State(path, "other").get("public.t", "r1") is None
     with open(path, "w") as f:
         f.write("{broken")
-    broken = h._State(path, "iot")
+    broken = hm._State(path, "iot")
     assert broken.get("public.t", "r1") is None and "ignored" in broken.warning
 
 
