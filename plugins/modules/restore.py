@@ -50,7 +50,9 @@ options:
     type: str
     required: true
   backup_id:
-    description: Set to restore, or V(latest).
+    description:
+      - Set to restore, or V(latest) - the newest set whose manifest is intact, never a safety backup (a safety
+        backup is restored only by its id).
     type: str
     default: latest
   target:

@@ -41,7 +41,8 @@ options:
     description: Database whose set is verified.
     type: str
   backup_id:
-    description: Backup id, or V(latest) for the newest set of O(database).
+    description:
+      - Backup id, or V(latest) for the newest set of O(database) whose manifest is intact (safety backups only by id).
     type: str
     default: latest
   level:
