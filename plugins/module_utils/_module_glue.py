@@ -13,7 +13,7 @@ __metaclass__ = type
 import logging
 
 from ansible.module_utils.basic import missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_names, _errors, _pg
 
 
 def require_psycopg2(module):
@@ -52,7 +52,8 @@ def run_module(module, redact, fn, *args, **kwargs):
         if known is None:
             raise
         message, kind = known
-        module.fail_json(msg=redact(message) if redact else message, error_kind=kind)
+        # Without a redactor of the module's own secrets, the pattern-based one (keys, SAS, passwords).
+        module.fail_json(msg=(redact or _azure_names.Redactor())(message), error_kind=kind)
 
 
 def operator_error(exc):
@@ -61,11 +62,13 @@ def operator_error(exc):
         return "%s" % (exc,), _errors.kind_of(exc)
     if isinstance(exc, OSError):
         return "%s: %s" % (exc.filename or "I/O error", exc.strerror or exc), "service"
-    first_line = (("%s" % (exc,)).strip().splitlines() or [exc.__class__.__name__])[0]
+    lines = [ln.strip() for ln in ("%s" % (exc,)).strip().splitlines() if ln.strip()] or [exc.__class__.__name__]
+    first_line = lines[0]
     if _pg.HAS_PSYCOPG2 and isinstance(exc, _pg.psycopg2.Error):
         # A missing privilege is fixed by a GRANT (configuration); the rest is the server's.
+        # DETAIL and HINT lines say which object and what to do: they stay.
         denied = isinstance(exc, _pg.psycopg2.errors.InsufficientPrivilege)
-        return "PostgreSQL: %s" % first_line, "config" if denied else "service"
+        return "PostgreSQL: %s" % " ".join(lines), "config" if denied else "service"
     if type(exc).__module__.startswith("azure."):
         # The SDK raises more than it documents; say it plainly.
         return "Azure request failed: %s" % first_line, "service"

@@ -137,6 +137,7 @@ def load_config(environ=None):
             "metrics_dir": env.get("TSDB_BACKUP_METRICS_DIR") or None,
             "notify_config": env.get("TSDB_BACKUP_NOTIFY_CONFIG") or None,
             "log_format": env.get("TSDB_BACKUP_LOG_FORMAT", "text"),
+            "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX") or None,
@@ -313,6 +314,8 @@ def backup_database(config, database, logger, store=None, azure=None):
             t_up = time.monotonic()
             # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
             up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
+            for warning in up.get("warnings") or []:
+                logger.warning("upload %s: %s", database, warning)
             r.update(
                 upload_bytes=up["bytes"],
                 upload_duration_seconds=round(time.monotonic() - t_up, 3),
@@ -353,12 +356,22 @@ def run_backup(config, logger):
     if config["upload"]:
         try:
             azure, store = open_store(config, logger)
-        except Exception as e:  # noqa: BLE001 - configuration problems fail every database clearly
-            error = {"success": False, "error": "upload configuration: %s" % e, "error_kind": _errors.kind_of(e)}
-            return [dict(error, database=d) for d in config["databases"]]
+        except Exception as e:  # noqa: BLE001 - a wrong Azure setting must not cost the local backup
+            store = UploadUnavailable(e)
     for database in config["databases"]:
         results.append(backup_database(config, database, logger, store, azure))
     return results
+
+
+class UploadUnavailable:
+    """Stands in for the store when Azure cannot even be configured: each database is still
+    dumped and verified, and fails at its upload step with the reason."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def catch_up(self, *args, **kwargs):
+        raise ConfigError("upload configuration: %s" % self.error)
 
 
 def report(config, run_type, results, logger):
@@ -438,9 +451,12 @@ def run_drill(config, logger):
                     database,
                     bid,
                     level="restore",
+                    jobs=config.get("drill_jobs") or 1,
                     progress=progress_factory(logger),
                 )
             except Exception as e:  # noqa: BLE001 - a drill that cannot run is a failed drill, reported as one
+                if not isinstance(e, _errors.OperatorError):
+                    logger.exception("drill %s could not run", database)  # a bug: its traceback in the journal
                 ver = {"ok": False, "failures": [{"message": "the drill could not run: %s" % e}], "error": e}
             r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver.get("duration_seconds"))
             if not ver["ok"]:

@@ -23,7 +23,10 @@ description:
     C(restore)); the scratch database is dropped. A drill that cannot run counts as a failed drill.
   - Takes the agent's run lock (C(<state_dir>/runner.lock)), so a playbook run and the timer never run at once.
   - Unset O(metrics_dir), O(notify_config) and O(state_dir) are read from the agent's settings file O(agent_settings)
-    that the M(insa.timescaledb_backup.backup_agent) role writes, so both paths report to the same places.
+    that the C(insa.timescaledb_backup.backup_agent) role writes, so both paths report to the same places. A missing
+    settings file is a warning - the run then writes no metrics and sends no notification.
+  - Refuses to run as a user who does not own O(state_dir) - the lock and metrics state it would create there would
+    lock the timer out.
 author:
   - INSA platform team (@insa)
 extends_documentation_fragment:
@@ -76,7 +79,9 @@ options:
     type: int
     default: 3
   upload:
-    description: Upload to Azure. Without it, sets are only kept locally (and never pruned unless uploaded).
+    description:
+      - Upload to Azure. Without it, sets are only kept locally and rotated by O(keep_days) and O(keep_last).
+      - When the Azure settings are wrong, every database is still dumped and verified, and fails at its upload step.
     type: bool
     default: true
   state_dir:
@@ -92,6 +97,10 @@ options:
     description: The agent's settings file, read for the defaults above. A missing file gives no defaults.
     type: path
     default: /etc/tsdb-backup/agent.env
+  jobs:
+    description: Parallel C(pg_restore) workers of the drill's restore (O(job=drill)).
+    type: int
+    default: 1
   fail_on_error:
     description: Fail the task when any database failed. V(false) returns every result and lets the play decide.
     type: bool
@@ -148,8 +157,13 @@ metrics_dir:
   description: Where the metrics were written (null when none).
   returned: always
   type: str
+preflight:
+  description: In check mode with O(job=backup), the pre-flight facts of each database (versions, tools, space).
+  returned: check mode
+  type: dict
 """
 
+import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
@@ -180,6 +194,8 @@ def build_config(module):
     paths), checked by the same function as the timer's."""
     p = module.params
     agent = _runner.read_env_file(p["agent_settings"])
+    if not agent:
+        module.warn("%s is missing or empty: no metrics or notifications unless given here" % p["agent_settings"])
     paths = {k: p[k] or agent.get(var) or default for k, (var, default) in AGENT_DEFAULTS.items()}
     azure = {k: p[k] for k in _azure.azure_common_argument_spec() if p.get(k) is not None}
     config = {
@@ -192,6 +208,7 @@ def build_config(module):
         "keep_last": p["keep_last"],
         "upload": p["upload"],
         "log_format": "text",
+        "drill_jobs": p["jobs"],
         "azure": azure,
         "pg": _module_glue.connection_params(module),
     }
@@ -226,6 +243,7 @@ def main():
         metrics_dir=dict(type="path"),
         notify_config=dict(type="path"),
         agent_settings=dict(type="path", default="/etc/tsdb-backup/agent.env"),
+        jobs=dict(type="int", default=1),
         fail_on_error=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -253,7 +271,14 @@ JOBS = {"backup": _runner.run_backup, "drill": _runner.run_drill}
 def run(module, config, job):
     """The timer's run: the same lock, the same function, the same report."""
     logger = _module_glue.module_logger(module)
-    lock = _runner.run_lock(config["state_dir"])
+    state = config["state_dir"]
+    if os.path.isdir(state) and os.stat(state).st_uid != os.geteuid():
+        raise _runner.ConfigError(
+            "%s belongs to uid %d, this run is uid %d: run as the agent's user (become_user: tsdb-backup), "
+            "or the lock and metrics state created here would lock the timer out"
+            % (state, os.stat(state).st_uid, os.geteuid())
+        )
+    lock = _runner.run_lock(state)
     if not lock.try_acquire():
         raise _runner.RunLocked(
             "another run of the agent (a timer or a playbook) holds %s; try again when it has finished" % lock.path
@@ -261,6 +286,8 @@ def run(module, config, job):
     try:
         results = JOBS[job](config, logger)
         _runner.report(config, job, results, logger)
+        for line in _runner.summary_lines(results).splitlines():
+            logger.info("summary: %s", line)
     finally:
         lock.release()
     return results

@@ -69,7 +69,7 @@ def test_library_errors_become_messages_and_secrets_are_redacted():
     import psycopg2
 
     got = failure(psycopg2.errors.InsufficientPrivilege("permission denied for table x\nDETAIL: more"))
-    assert got == {"msg": "PostgreSQL: permission denied for table x", "error_kind": "config"}
+    assert got == {"msg": "PostgreSQL: permission denied for table x DETAIL: more", "error_kind": "config"}
     assert failure(psycopg2.OperationalError("server closed the connection"))["error_kind"] == "service"
     azure_error = type("HttpResponseError", (Exception,), {"__module__": "azure.core.exceptions"})
     got = failure(azure_error("sig=SECRET refused"), redact=lambda e: ("%s" % e).replace("SECRET", "***"))

@@ -24,7 +24,8 @@ def text(name):
 def test_no_playbook_carries_its_own_default():
     inline = []
     for name in PLAYBOOKS:
-        for m in re.finditer(r"\b(tsdb_\w+) \| default\(([^)]*)\)", text(name)):
+        # hostvars[h].tsdb_... is another host's view, where role defaults are not visible.
+        for m in re.finditer(r"(?<!\.)\b(tsdb_\w+) \| default\(([^)]*)\)", text(name)):
             if m.group(1) not in DERIVED | FACTS and m.group(2) != "omit, true":
                 inline.append("%s: %s" % (name, m.group(0)))
     assert inline == []

@@ -70,3 +70,18 @@ def test_one_check_for_the_timer_and_the_module(change, message):
     config = dict({"databases": ["iot"], "compression": "zstd", "verify_level": "archive"}, **change)
     with pytest.raises(_runner.ConfigError, match=message):
         _runner.check_config(config)
+
+
+def test_wrong_azure_settings_still_leave_a_local_backup(monkeypatch):
+    """Azure that cannot be configured fails each database at its upload step, after the dump."""
+
+    def no_store(config, logger):
+        raise _runner.ConfigError("auth_mode entra needs account_name")
+
+    seen = []
+    monkeypatch.setattr(_runner, "open_store", no_store)
+    monkeypatch.setattr(_runner, "backup_database", lambda config, db, logger, store, azure: seen.append(store) or {})
+    _runner.run_backup({"upload": True, "databases": ["iot", "other"]}, logger=None)
+    assert len(seen) == 2
+    with pytest.raises(_runner.ConfigError, match="upload configuration: auth_mode entra needs account_name"):
+        seen[0].catch_up("/var/backups/tsdb", database="iot", host="db01")
