@@ -26,7 +26,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _gl
 # The parser's API, so that callers need one module.
 GlobalsError = _globals_parse.GlobalsError
 parse = _globals_parse.parse
-REFUSAL_ADVICE = _globals_parse.REFUSAL_ADVICE
 FLAG_ATTRIBUTES = _globals_parse.FLAG_ATTRIBUTES
 VALUE_WORD_RE = _globals_parse.VALUE_WORD_RE
 snippet = _globals_parse.snippet
