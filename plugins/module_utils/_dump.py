@@ -186,14 +186,6 @@ def human(n):
     return "%.1f TiB" % n  # pragma: no cover
 
 
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _stream_to_file(proc, partial, progress=None):
     """Copies pg_dump's stdout into partial, hashing as it goes. Returns (sha256, size)."""
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -385,7 +377,7 @@ def _dump_in_snapshot(params, facts, database, partial, compression, level, dire
             raise BackupError("counting rows in the dump's snapshot failed: %s" % facts_box["error"])
         if directory_format:
             for name in os.listdir(partial):
-                _fsync_path(os.path.join(partial, name))
+                mf.fsync_path(os.path.join(partial, name))
             digest, size, files = mf.sha256_directory(partial)
         return {"sha256": digest, "size": size, "files": files, "facts": facts_box["facts"], "snapshot": snapshot}
     finally:
