@@ -278,14 +278,19 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         finally:
             tconn.close()
     except BaseException:
-        cleanup = _pg.connect(params)
-        try:
-            _pg.drop_database(cleanup, target)
-        finally:
-            cleanup.close()
+        _drop_database(params, target)
         raise
     timings["restore_seconds"] = round(time.monotonic() - t0, 3)
     return {"timings": timings, "facts": facts, "target": target, "warnings": warnings}
+
+
+def _drop_database(params, name):
+    """Drops a database (if it exists) over a connection of its own."""
+    conn = _pg.connect(params)
+    try:
+        _pg.drop_database(conn, name)
+    finally:
+        conn.close()
 
 
 def _write_list(entries):
@@ -434,11 +439,7 @@ def restore_backup(
         }
     if strategy == "in_place":
         if exists:
-            conn = _pg.connect(params)
-            try:
-                _pg.drop_database(conn, target)
-            finally:
-                conn.close()
+            _drop_database(params, target)
             if audit:
                 audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
         restored = restore_into(params, backup_set.archive, target, manifest, jobs=jobs, progress=progress)
@@ -449,11 +450,7 @@ def restore_backup(
 
     staging = scratch_name(target, "restore", backup_id)
     replaced = scratch_name(target, "pre_restore", backup_id)
-    conn = _pg.connect(params)
-    try:
-        _pg.drop_database(conn, staging)  # a leftover of an earlier failed attempt
-    finally:
-        conn.close()
+    _drop_database(params, staging)  # a leftover of an earlier failed attempt
     restored = restore_into(params, backup_set.archive, staging, manifest, jobs=jobs, progress=progress)
     result["warnings"] += restored.pop("warnings")
     result.update(restored)
