@@ -29,6 +29,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     KIND_MANIFEST,
     MAX_BLOCK_SIZE_MB,
     TIERS,
+    ArchivedError,
     AzureTierError,
     BlobNameError,
     ConfigError,
@@ -466,6 +467,39 @@ class Transfers:
         result["bytes"] = entry["bytes"]
         result["duration"] = timer.seconds()
         result["throughput_mib_s"] = _throughput(entry["bytes"], result["duration"])
+        return result
+
+    def _rehydrate(self, entry, archived, result, rehydrate, priority, tier, check_mode):
+        pending = [b for b in archived if (b.get("archive_status") or "").startswith("rehydrate-pending")]
+        result["archived_blobs"] = [b["url"] for b in archived]
+        if len(pending) == len(archived):
+            result["rehydration"] = "pending"
+            result["msg"] = "rehydration of %d blob(s) of backup %s is in progress; download again when it is done" % (
+                len(pending),
+                entry["backup_id"],
+            )
+            return result
+        if not rehydrate:
+            raise ArchivedError(
+                "backup %s of %s is in the Archive tier (%s) and cannot be read. Re-run with rehydrate: true "
+                "(rehydrate_priority: Standard takes up to 15 hours, High under an hour for blobs under 10 GB) "
+                "and download it once rehydration has finished"
+                % (entry["backup_id"], entry["database"], ", ".join(b["url"] for b in archived[:3]))
+            )
+        if tier not in ("Hot", "Cool", "Cold"):
+            raise ConfigError("rehydrate_tier must be Hot, Cool or Cold")
+        result.update(
+            {"changed": True, "rehydration": "pending", "rehydrate_priority": priority, "rehydrate_tier": tier}
+        )
+        result["msg"] = (
+            "rehydration of %d blob(s) of backup %s started (%s priority); download again when it is done"
+            % (len(archived) - len(pending), entry["backup_id"], priority)
+        )
+        if check_mode:
+            return result
+        for info in archived:
+            if info not in pending:
+                self._start_rehydration(info["name"], tier, priority)
         return result
 
     def _require_blob(self, blobs, kind, part, name):
