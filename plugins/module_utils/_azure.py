@@ -3,9 +3,9 @@
 """The Azure Blob tier: where history lives forever. This file is the transport - clients per
 auth mode, and BlobStore's blob operations (container, listing, properties, block upload of one
 file, checked download, tiers, rehydration): the only one that imports the SDK. Whole backup
-sets (upload, catalog, catch-up, download) are _azure_transfers', which BlobStore inherits; the
-settings are _azure_settings'; errors, the blob layout and selection are _azure_names'.
-``__all__`` is the API.
+sets are BlobStore's too, from the files it inherits: upload and download in _azure_transfers,
+the catalog and catch-up in _azure_catalog. The settings are _azure_settings'; errors, the blob
+layout and selection are _azure_names'. ``__all__`` is the API.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too. Every
 message this module raises is safe to show: secrets are redacted and URLs carry no SAS token.
@@ -31,7 +31,7 @@ import tempfile
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_transfers
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_catalog, _azure_transfers
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     AUTH_MODES,
@@ -188,7 +188,7 @@ def _error_code(exc):
     return "%s" % (code,) if code else None
 
 
-class BlobStore(_azure_transfers.Transfers):
+class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
     """One container and prefix of one account. Methods raise AzureTierError subclasses with
     messages that are safe to show (no secrets, no SAS)."""
 
