@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -203,19 +204,19 @@ def _stream_to_file(proc, partial, progress=None):
     return writer.sha256.hexdigest(), writer.size
 
 
+@dataclasses.dataclass
 class _DumpJob:
     """What the steps of one dump share: the server, the set being written and how pg_dump
     writes it."""
 
-    def __init__(self, params, facts, database, bset, compression, level, jobs, progress):
-        self.params = params
-        self.facts = facts
-        self.database = database
-        self.bset = bset
-        self.compression = compression
-        self.level = level
-        self.jobs = jobs
-        self.progress = progress
+    params: _pg.ConnectionParams
+    facts: dict
+    database: str
+    bset: mf.BackupSet
+    compression: str
+    level: object  # None: the compression's default level
+    jobs: int
+    progress: object  # None, or called with the bytes written
 
     @property
     def directory_format(self):

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import os
 import socket
 
@@ -236,7 +237,7 @@ class _Archiver:
                 os.unlink(path)
 
     def _write(self, info, folder, s, planned, live_rows, live_digest, depends_on):
-        v = _Version(folder, s, planned["version"], self.work)
+        v = _Version.of(folder, s, planned["version"], self.work)
         prior_stage = self._stage_prior(info["columns"], depends_on)
         try:
             exported = self._export(info, s, v, prior_stage)
@@ -403,20 +404,30 @@ class _Archiver:
         return up_manifest["bytes"] if up_manifest["status"] == "uploaded" else 0
 
 
+@dataclasses.dataclass
 class _Version:
     """One version of a slice as _write makes it: its blob names and local file; what the
     snapshot covers (covers_rows, covers_hash: the live slice) and what the object holds (rows,
     content_hash: all of it, or the rows earlier generations lack); then the file's sha256,
     size and row groups."""
 
-    def __init__(self, folder, s, version, work):
-        self.version = version
-        self.data_name = object_name(folder, s["start"], s["end"], version, DATA_EXT)
-        self.manifest_name = object_name(folder, s["start"], s["end"], version, MANIFEST_EXT)
-        self.local = work.file(self.data_name.rsplit("/", 1)[-1])
-        self.covers_rows = self.covers_hash = None
-        self.rows = self.content_hash = None
-        self.sha256 = self.size = self.row_groups = None
+    version: int
+    data_name: str
+    manifest_name: str
+    local: str
+    covers_rows: int = None
+    covers_hash: str = None
+    rows: int = None
+    content_hash: str = None
+    sha256: str = None
+    size: int = None
+    row_groups: int = None
+
+    @classmethod
+    def of(cls, folder, s, version, work):
+        data_name = object_name(folder, s["start"], s["end"], version, DATA_EXT)
+        manifest_name = object_name(folder, s["start"], s["end"], version, MANIFEST_EXT)
+        return cls(version, data_name, manifest_name, work.file(data_name.rsplit("/", 1)[-1]))
 
 
 def _lineage(prior, s, folder, reason):

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import datetime
 import os
 
@@ -183,20 +184,23 @@ def _prepare_target(conn, target, database, columns, info, create_table, check_m
     return False
 
 
+@dataclasses.dataclass
 class _RangeLoader:
     """Restores archived ranges into one target table: each range's versions are checked and
     staged, then the rows of the window the table lacks are inserted and counted again."""
 
-    def __init__(self, conn, store, work, folder, columns, info, target, window):
-        self.conn = conn
-        self.store = store
-        self.work = work
-        self.folder = folder
-        self.columns = columns
-        self.info = info
-        self.target = target
-        self.target_ident = _ident(*split_table_name(target))
-        self.window = window
+    conn: object
+    store: object  # an _azure.BlobStore
+    work: _Work
+    folder: str
+    columns: list
+    info: dict
+    target: str
+    window: dict  # {"lo": start, "hi": end}
+
+    @property
+    def target_ident(self):
+        return _ident(*split_table_name(self.target))
 
     def load(self, label, entry, manifests, check_mode, table_created):
         """One range; returns its item of the result."""

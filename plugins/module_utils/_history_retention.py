@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import datetime
 import os
 
@@ -235,11 +236,7 @@ def enforce_retention(
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
-        run = _Retention(conn, store, database, now, work, result)
-        run.check_mode = check_mode
-        run.verify_objects = verify_objects
-        run.lock_timeout = lock_timeout
-        run.audit_log = audit_log
+        run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
         for name, retention in policies:
             run.table(name, retention)
     finally:
@@ -250,23 +247,22 @@ def enforce_retention(
     return result
 
 
+@dataclasses.dataclass
 class _Retention:
     """One enforce_retention run: its connection, store and options, and the result it fills in."""
 
-    def __init__(self, conn, store, database, now, work, result):
-        self.conn = conn
-        self.store = store
-        self.database = database
-        self.now = now
-        self.work = work
-        self.result = result
-        # Options, as enforce_retention's (which sets them).
-        self.check_mode = False
-        self.verify_objects = True
-        self.lock_timeout = LOCK_TIMEOUT_SECONDS
-        self.audit_log = None
-        # Set when Azure cannot be reached: the hypertable's other slices are held back unasked.
-        self.unreachable = None
+    conn: object
+    store: object  # an _azure.BlobStore
+    database: str
+    now: datetime.datetime
+    work: _Work
+    result: dict
+    check_mode: bool
+    verify_objects: bool
+    lock_timeout: int
+    audit_log: object  # None, or the path of the audit log
+    # Set when Azure cannot be reached: the hypertable's other slices are held back unasked.
+    unreachable: object = None
 
     def table(self, name, retention):
         conn, result = self.conn, self.result

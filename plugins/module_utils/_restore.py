@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 import tempfile
@@ -413,19 +414,19 @@ def _safety_backup(params, target, backup_dir, host_label):
     }
 
 
+@dataclasses.dataclass
 class _Restore:
     """The steps of one restore_backup after its checks: restoring the set as a database, and
     the swap of a copy restored beside the target. Fills in ``result``."""
 
-    def __init__(self, params, backup_set, manifest, target, jobs, audit, progress, result):
-        self.params = params
-        self.backup_set = backup_set
-        self.manifest = manifest
-        self.target = target
-        self.jobs = jobs
-        self.audit = audit
-        self.progress = progress
-        self.result = result
+    params: _pg.ConnectionParams
+    backup_set: mf.BackupSet
+    manifest: dict
+    target: str
+    jobs: int
+    audit: object  # None, or audit(action, **fields)
+    progress: object  # None, or a reporter factory
+    result: dict
 
     def restore_as(self, database):
         """restore_into ``database``; returns the differences from the manifest."""
