@@ -1,10 +1,11 @@
 # Copyright: (c) 2026, INSA platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Azure Blob tier: where history lives forever. This file is the transport - settings and
-clients per auth mode, and BlobStore's blob operations (container, listing, properties, block
-upload of one file, checked download, tiers, rehydration): the only one that imports the SDK.
-Whole backup sets (upload, catalog, catch-up, download) are _azure_transfers', which BlobStore
-inherits; errors, the blob layout and selection are _azure_names'. ``__all__`` is the API.
+"""The Azure Blob tier: where history lives forever. This file is the transport - clients per
+auth mode, and BlobStore's blob operations (container, listing, properties, block upload of one
+file, checked download, tiers, rehydration): the only one that imports the SDK. Whole backup
+sets are BlobStore's too, from the files it inherits: upload and download in _azure_transfers,
+the catalog and catch-up in _azure_catalog. The settings are _azure_settings'; errors, the blob
+layout and selection are _azure_names'. ``__all__`` is the API.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too. Every
 message this module raises is safe to show: secrets are redacted and URLs carry no SAS token.
@@ -30,7 +31,7 @@ import tempfile
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_transfers
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_catalog, _azure_transfers
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     AUTH_MODES,
@@ -39,12 +40,10 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     CONTENT_TYPES,
     DEFAULT_BLOCK_SIZE_MB,
     DEFAULT_CONCURRENCY,
-    DEFAULT_PREFIX,
     ENV_FALLBACK,
     KIND_ARCHIVE,
     KIND_ARCHIVE_PART,
     KIND_MANIFEST,
-    MAX_BLOCKS,
     MAX_SEGMENT,
     MIB,
     PROGRESS_MIN_BYTES,
@@ -65,6 +64,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     _throughput,
     _Timer,
     blob_name,
+    block_size_for,
     join_name,
     merge_catalog,
     parse_blob_name,
@@ -76,6 +76,11 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     validate_prefix,
     validate_segment,
     validate_tags,
+)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_settings import (
+    azure_common_argument_spec,
+    redactor_for,
+    resolve_settings,
 )
 
 try:
@@ -105,94 +110,8 @@ else:
     AZURE_STORAGE_IMPORT_ERROR = None
 
 
-def azure_common_argument_spec():
-    """Options every Azure module takes; documented by the insa.timescaledb_backup.azure doc
-    fragment. A plain dict: modules pass it to AnsibleModule, the runner uses its defaults."""
-    return dict(
-        auth_mode=dict(type="str", choices=list(AUTH_MODES)),
-        account_name=dict(type="str"),
-        account_url=dict(type="str"),
-        account_key=dict(type="str", no_log=True),
-        sas_token=dict(type="str", no_log=True),
-        connection_string=dict(type="str", no_log=True),
-        tenant_id=dict(type="str"),
-        client_id=dict(type="str"),
-        client_secret=dict(type="str", no_log=True),
-        authority_host=dict(type="str"),
-        container=dict(type="str"),
-        prefix=dict(type="str", default=DEFAULT_PREFIX),
-        create_container=dict(type="bool", default=False),
-        max_retries=dict(type="int", default=5),
-        retry_backoff=dict(type="int", default=4),
-        timeout=dict(type="int", default=60),
-    )
-
-
 # ---------------------------------------------------------------------------------------------
-# Settings and clients
-
-
-def resolve_settings(config, environ=None):
-    """Settings from module params or a runner's plain dict: spec defaults for missing keys,
-    environment variables for missing values, checks per auth_mode. Raises ConfigError."""
-    spec = azure_common_argument_spec()
-    env = os.environ if environ is None else environ
-    settings = {}
-    for key, option in spec.items():
-        value = config.get(key)
-        settings[key] = option.get("default") if value is None else value
-    for key, var in ENV_FALLBACK.items():
-        if settings.get(key) in (None, "") and env.get(var):
-            settings[key] = env[var]
-    mode = settings["auth_mode"]
-    if mode not in AUTH_MODES:
-        raise ConfigError("auth_mode is required and must be one of: %s" % ", ".join(AUTH_MODES))
-    if not settings["container"]:
-        raise ConfigError("container is required (or set AZURE_STORAGE_CONTAINER)")
-    validate_container_name(settings["container"])
-    settings["prefix"] = validate_prefix(settings["prefix"])
-    if mode == "connection_string":
-        if not settings["connection_string"]:
-            raise ConfigError(
-                "auth_mode=connection_string needs connection_string (or AZURE_STORAGE_CONNECTION_STRING)"
-            )
-        if config.get("account_url"):
-            raise ConfigError(
-                "account_url cannot be combined with auth_mode=connection_string: the connection string "
-                "carries its own endpoint (BlobEndpoint=...)"
-            )
-        settings["account_url"] = None
-    else:
-        if mode == "account_key" and not (settings["account_name"] and settings["account_key"]):
-            raise ConfigError(
-                "auth_mode=account_key needs account_name and account_key "
-                "(or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY)"
-            )
-        if mode == "sas" and not settings["sas_token"]:
-            raise ConfigError("auth_mode=sas needs sas_token (or AZURE_STORAGE_SAS_TOKEN)")
-        if mode == "entra" and settings["client_secret"] and not (settings["tenant_id"] and settings["client_id"]):
-            raise ConfigError("auth_mode=entra with client_secret also needs tenant_id and client_id")
-        if not settings["account_url"]:
-            if not settings["account_name"]:
-                raise ConfigError(
-                    "auth_mode=%s needs account_url or account_name (or AZURE_STORAGE_BLOB_ENDPOINT / "
-                    "AZURE_STORAGE_ACCOUNT) to know the endpoint" % mode
-                )
-            settings["account_url"] = "https://%s.blob.core.windows.net" % settings["account_name"]
-        if "?" in settings["account_url"]:
-            raise ConfigError("account_url must not contain a query string; give a SAS token as sas_token")
-        settings["account_url"] = settings["account_url"].rstrip("/")
-    for key in ("max_retries", "retry_backoff", "timeout"):
-        if int(settings[key]) < 0 or (key == "timeout" and int(settings[key]) == 0):
-            raise ConfigError("%s must be a positive number" % key)
-    return settings
-
-
-def redactor_for(settings):
-    secrets = [settings.get(k) for k in SECRET_KEYS]
-    if settings.get("sas_token"):
-        secrets.append(settings["sas_token"].lstrip("?"))
-    return Redactor(secrets)
+# Clients
 
 
 def entra_credential(settings):
@@ -269,7 +188,7 @@ def _error_code(exc):
     return "%s" % (code,) if code else None
 
 
-class BlobStore(_azure_transfers.Transfers):
+class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
     """One container and prefix of one account. Methods raise AzureTierError subclasses with
     messages that are safe to show (no secrets, no SAS)."""
 
@@ -457,16 +376,7 @@ class BlobStore(_azure_transfers.Transfers):
         name, path = item["name"], item["path"]
         blob = self.container_client.get_blob_client(name)
         size = os.path.getsize(path)
-        block_size = block_size_mb * MIB
-        warning = None
-        if size > block_size * MAX_BLOCKS:
-            block_size = -(-size // (MAX_BLOCKS * MIB)) * MIB
-            warning = "%s: block size raised from %d MiB to %d MiB (Azure allows %d blocks per blob)" % (
-                name,
-                block_size_mb,
-                block_size // MIB,
-                MAX_BLOCKS,
-            )
+        block_size, warning = block_size_for(name, size, block_size_mb)
         with self._transfer("upload", name, size) as reporter:
             try:
                 block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency, reporter)
@@ -486,6 +396,22 @@ class BlobStore(_azure_transfers.Transfers):
             kwargs["standard_blob_tier"] = StandardBlobTier(tier)
         if tags:
             kwargs["tags"] = dict(tags)
+        same = self._commit(blob, name, block_ids, digest, kwargs)
+        if same is not None:
+            return self._blob_result(item, "skipped", same), warning
+        remote = self.properties(name)
+        if remote is None or remote["size"] != sent or remote["sha256"] != digest:
+            raise IntegrityError(
+                "%s reads back as %s bytes with sha256 %s after upload; expected %d bytes with sha256 %s"
+                % (self.url(name), remote and remote["size"], remote and remote["sha256"], sent, digest)
+            )
+        seconds = timer.seconds()
+        remote.update({"duration": seconds, "throughput_mib_s": _throughput(sent, seconds)})
+        return self._blob_result(item, "uploaded", remote), warning
+
+    def _commit(self, blob, name, block_ids, digest, kwargs):
+        """Commits the staged blocks if the blob does not exist. Returns None, or the properties
+        of a blob someone committed meanwhile with the same content (nothing left to do)."""
         try:
             blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], **kwargs)
         except ResourceExistsError:
@@ -496,24 +422,16 @@ class BlobStore(_azure_transfers.Transfers):
                     "%s appeared while uploading, with other content (sha256 %s); not overwritten"
                     % (self.url(name), remote and remote["sha256"])
                 ) from None
-            return self._blob_result(item, "skipped", remote), warning
+            return remote
         except HttpResponseError as e:
             if e.status_code == 412:
                 remote = self.properties(name)
                 if remote is not None and remote["sha256"] == digest:
-                    return self._blob_result(item, "skipped", remote), warning
+                    return remote
             raise self.explain(e, "commit %s" % name) from None
         except AzureError as e:
             raise self.explain(e, "commit %s" % name) from None
-        remote = self.properties(name)
-        if remote is None or remote["size"] != sent or remote["sha256"] != digest:
-            raise IntegrityError(
-                "%s reads back as %s bytes with sha256 %s after upload; expected %d bytes with sha256 %s"
-                % (self.url(name), remote and remote["size"], remote and remote["sha256"], sent, digest)
-            )
-        seconds = timer.seconds()
-        remote.update({"duration": seconds, "throughput_mib_s": _throughput(sent, seconds)})
-        return self._blob_result(item, "uploaded", remote), warning
+        return None
 
     @staticmethod
     def _stage_blocks(blob, path, block_size, concurrency, reporter):
@@ -571,44 +489,14 @@ class BlobStore(_azure_transfers.Transfers):
         except AzureError as e:
             raise self.explain(e, "read %s" % name) from None
 
-    def _rehydrate(self, entry, archived, result, rehydrate, priority, tier, check_mode):
-        pending = [b for b in archived if (b.get("archive_status") or "").startswith("rehydrate-pending")]
-        result["archived_blobs"] = [b["url"] for b in archived]
-        if len(pending) == len(archived):
-            result["rehydration"] = "pending"
-            result["msg"] = "rehydration of %d blob(s) of backup %s is in progress; download again when it is done" % (
-                len(pending),
-                entry["backup_id"],
+    def _start_rehydration(self, name, tier, priority):
+        """Copies an archived blob back to an online tier (Azure takes hours; see _rehydrate)."""
+        try:
+            self.container_client.get_blob_client(name).set_standard_blob_tier(
+                StandardBlobTier(tier), rehydrate_priority=RehydratePriority(priority)
             )
-            return result
-        if not rehydrate:
-            raise ArchivedError(
-                "backup %s of %s is in the Archive tier (%s) and cannot be read. Re-run with rehydrate: true "
-                "(rehydrate_priority: Standard takes up to 15 hours, High under an hour for blobs under 10 GB) "
-                "and download it once rehydration has finished"
-                % (entry["backup_id"], entry["database"], ", ".join(b["url"] for b in archived[:3]))
-            )
-        if tier not in ("Hot", "Cool", "Cold"):
-            raise ConfigError("rehydrate_tier must be Hot, Cool or Cold")
-        result.update(
-            {"changed": True, "rehydration": "pending", "rehydrate_priority": priority, "rehydrate_tier": tier}
-        )
-        result["msg"] = (
-            "rehydration of %d blob(s) of backup %s started (%s priority); download again when it is done"
-            % (len(archived) - len(pending), entry["backup_id"], priority)
-        )
-        if check_mode:
-            return result
-        for info in archived:
-            if info in pending:
-                continue
-            try:
-                self.container_client.get_blob_client(info["name"]).set_standard_blob_tier(
-                    StandardBlobTier(tier), rehydrate_priority=RehydratePriority(priority)
-                )
-            except AzureError as e:
-                raise self.explain(e, "start the rehydration of %s" % info["name"]) from None
-        return result
+        except AzureError as e:
+            raise self.explain(e, "start the rehydration of %s" % name) from None
 
     def download_file(self, name, path, expected_sha256):
         """Streams a blob into a temp file beside path (hashing on the way), fsyncs it, checks the

@@ -351,6 +351,22 @@ def _throughput(size, seconds):
     return round(size / MIB / seconds, 2) if seconds > 0 else None
 
 
+def block_size_for(name, size, block_size_mb):
+    """The block size (bytes) to upload a file of ``size`` bytes as blob ``name``, and a warning
+    when ``block_size_mb`` had to be raised to stay within Azure's blocks per blob (or None)."""
+    block_size = block_size_mb * MIB
+    warning = None
+    if size > block_size * MAX_BLOCKS:
+        block_size = -(-size // (MAX_BLOCKS * MIB)) * MIB
+        warning = "%s: block size raised from %d MiB to %d MiB (Azure allows %d blocks per blob)" % (
+            name,
+            block_size_mb,
+            block_size // MIB,
+            MAX_BLOCKS,
+        )
+    return block_size, warning
+
+
 # ---------------------------------------------------------------------------------------------
 # The store
 

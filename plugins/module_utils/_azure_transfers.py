@@ -1,9 +1,9 @@
 # Copyright: (c) 2026, INSA platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Transfers of whole backup sets, as a part of _azure.BlobStore: upload (one pass over the
-archive, manifest last), the catalog of what Azure holds, catch-up of local sets, and download
-with every file checked. Only BlobStore's transport methods talk to Azure; this file never
-imports the SDK (tests/unit/test_boundaries.py).
+archive, manifest last) and download with every file checked, rehydration included. The catalog
+and catch-up are _azure_catalog's. Only BlobStore's transport methods talk to Azure; this file
+never imports the SDK (tests/unit/test_boundaries.py).
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too.
 """
@@ -12,14 +12,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import collections
 import os
 import shutil
 import socket
 import tempfile
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     DEFAULT_BLOCK_SIZE_MB,
     DEFAULT_CONCURRENCY,
@@ -29,8 +27,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     KIND_MANIFEST,
     MAX_BLOCK_SIZE_MB,
     TIERS,
-    AzureTierError,
-    BlobNameError,
+    ArchivedError,
     ConfigError,
     ConflictError,
     IntegrityError,
@@ -41,7 +38,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     blob_folder,
     blob_name,
     join_name,
-    parse_blob_name,
     select_backup,
     validate_segment,
     validate_tags,
@@ -49,8 +45,8 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
 
 
 class Transfers:
-    """What BlobStore does with whole backup sets: upload (one pass, manifest last), the catalog of
-    what Azure holds, catch-up of local sets, download with checks. Uses only BlobStore's transport
+    """What BlobStore does with whole backup sets: upload (one pass, manifest last) and download
+    with checks (list_remote is _azure_catalog.Catalog's). Uses only BlobStore's transport
     methods (upload_file, download_file, properties, read_blob, _listing...), never the SDK."""
 
     # -- upload
@@ -130,44 +126,12 @@ class Transfers:
         ConflictError before anything is sent. access_tier applies to the archive only, so the
         manifest stays readable for the catalog."""
         timer = _Timer()
-        if access_tier is not None and access_tier not in TIERS:
-            raise ConfigError("access_tier must be one of %s" % ", ".join(TIERS))
-        if not 1 <= int(block_size_mb) <= MAX_BLOCK_SIZE_MB:
-            raise ConfigError("block_size_mb must be between 1 and %d" % MAX_BLOCK_SIZE_MB)
-        if int(max_concurrency) < 1:
-            raise ConfigError("max_concurrency must be at least 1")
-        validate_tags(tags)
-        manifest = mf.read_manifest(manifest_path)
-        bset = mf.BackupSet.from_manifest(os.path.dirname(os.path.dirname(os.path.abspath(manifest_path))), manifest)
-        if os.path.abspath(bset.manifest) != os.path.abspath(manifest_path):
-            raise mf.ManifestError(
-                "%s describes backup %s of %s, which belongs at %s"
-                % (manifest_path, bset.backup_id, bset.database, bset.manifest)
-            )
+        _check_upload_options(access_tier, block_size_mb, max_concurrency, tags)
+        manifest, bset = _local_set(manifest_path)
         host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
         items = self._set_items(bset, manifest, host)
         container = self.ensure_container(check_mode=check_mode)
-
-        # Plan: look at every blob first (one listing of the set's names, with metadata), so a
-        # conflict fails before anything is sent.
-        existing = {}
-        if container["exists"]:
-            folder = blob_folder(self.prefix, host, bset.database, bset.backup_id)
-            existing = self._listing(join_name(folder, bset.backup_id + "."))
-        conflicts = []
-        for item in items:
-            item["remote"] = existing.get(item["name"])
-            remote = item["remote"]
-            if remote is not None and remote["sha256"] != item["sha256"]:
-                conflicts.append(
-                    "%s exists with sha256 %s, the local file %s has %s"
-                    % (remote["url"], remote["sha256"] or "(none)", item["path"], item["sha256"])
-                )
-        if conflicts:
-            raise ConflictError(
-                "refusing to overwrite: %s. Blobs are never overwritten; find out why two backups share a name "
-                "(same host label on two servers?) and upload under another prefix or host" % "; ".join(conflicts)
-            )
+        self._match_remote(items, host, bset, container["exists"])
 
         warnings = []
         blobs = []
@@ -185,26 +149,30 @@ class Transfers:
             if warning:
                 warnings.append(warning)
             blobs.append(info)
-        uploaded = [b for b in blobs if b["status"] in ("uploaded", "would_upload")]
-        archive = blobs[0]
-        sent = sum(b["bytes"] for b in blobs if b["status"] == "uploaded")
-        seconds = timer.seconds()
-        return {
-            "changed": bool(uploaded) or container["created"],
-            "backup_id": bset.backup_id,
-            "database": bset.database,
-            "host": host,
-            "container_created": container["created"],
-            # A directory-format archive: the URL of its folder.
-            "url": archive["url"].rsplit("/", 1)[0] if bset.directory_format else archive["url"],
-            "manifest_url": blobs[-1]["url"],
-            "etag": archive.get("etag"),
-            "bytes": sent,
-            "duration": seconds,
-            "throughput_mib_s": _throughput(sent, seconds) if sent else None,
-            "blobs": blobs,
-            "warnings": warnings,
-        }
+        return _upload_result(bset, host, container, blobs, warnings, timer.seconds())
+
+    def _match_remote(self, items, host, bset, container_exists):
+        """Sets each item's 'remote' (the blob of its name, or None) from one listing of the set's
+        names, with metadata; raises ConflictError, before anything is sent, when a blob of the
+        set exists with other content."""
+        existing = {}
+        if container_exists:
+            folder = blob_folder(self.prefix, host, bset.database, bset.backup_id)
+            existing = self._listing(join_name(folder, bset.backup_id + "."))
+        conflicts = []
+        for item in items:
+            item["remote"] = existing.get(item["name"])
+            remote = item["remote"]
+            if remote is not None and remote["sha256"] != item["sha256"]:
+                conflicts.append(
+                    "%s exists with sha256 %s, the local file %s has %s"
+                    % (remote["url"], remote["sha256"] or "(none)", item["path"], item["sha256"])
+                )
+        if conflicts:
+            raise ConflictError(
+                "refusing to overwrite: %s. Blobs are never overwritten; find out why two backups share a name "
+                "(same host label on two servers?) and upload under another prefix or host" % "; ".join(conflicts)
+            )
 
     def _blob_result(self, item, status, info):
         return {
@@ -218,146 +186,6 @@ class Transfers:
             "tier": info.get("tier"),
             "duration": info.get("duration"),
             "throughput_mib_s": info.get("throughput_mib_s"),
-        }
-
-    # -- catalog
-
-    def list_remote(self, host=None, database=None):
-        """Backup sets under <prefix>/[<host>/[<database>/]], oldest first, from one listing
-        with metadata (no blob is read). An entry is complete when its manifest blob exists."""
-        sets = collections.OrderedDict()
-        for name, info in self._listing(self.folder(host, database if host else None)).items():
-            parsed = parse_blob_name(name, self.prefix)
-            if parsed is None or (database and parsed["database"] != database):
-                continue
-            key = (parsed["host"], parsed["database"], parsed["backup_id"])
-            entry = sets.get(key)
-            if entry is None:
-                entry = sets[key] = {
-                    "host": parsed["host"],
-                    "database": parsed["database"],
-                    "backup_id": parsed["backup_id"],
-                    "time": mf.isoformat(mf.backup_id_time(parsed["backup_id"])),
-                    "complete": False,
-                    "directory_format": False,
-                    "archived": False,
-                    "bytes": 0,
-                    "blobs": [],
-                    "manifest_name": None,
-                    "url": None,
-                }
-            purpose = info.pop("metadata").get("purpose")
-            if purpose:
-                # Recorded at upload: a safety backup is known as one without reading its manifest.
-                entry["purpose"] = purpose
-            info.update({"kind": parsed["kind"], "part": parsed["part"]})
-            entry["blobs"].append(info)
-            entry["bytes"] += info["size"] or 0
-            entry["archived"] = entry["archived"] or info["tier"] == "Archive"
-            if parsed["kind"] == KIND_MANIFEST:
-                entry["complete"] = True
-                entry["manifest_name"] = name
-            elif parsed["kind"] == KIND_ARCHIVE:
-                entry["url"] = info["url"]
-            elif parsed["kind"] == KIND_ARCHIVE_PART:
-                entry["directory_format"] = True
-                entry["url"] = info["url"].rsplit("/", 1)[0]
-        return sorted(sets.values(), key=lambda e: (e["backup_id"], e["host"], e["database"]))
-
-    def read_manifest(self, entry):
-        """The parsed manifest of a complete remote entry (the blob must not be archived)."""
-        data = self.read_blob(entry["manifest_name"])
-        manifest = mf.parse_manifest(data, source=self.url(entry["manifest_name"]))
-        if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], entry["database"]):
-            raise IntegrityError(
-                "%s describes backup %s of %s, not the set it is stored with"
-                % (self.url(entry["manifest_name"]), manifest["backup_id"], manifest["database"])
-            )
-        return manifest
-
-    def with_manifests(self, entries):
-        """Adds 'manifest' (or 'manifest_error') to each complete entry, reading readable blobs."""
-        for entry in entries:
-            entry.setdefault("manifest", None)
-            if not entry["complete"]:
-                continue
-            if any(b["kind"] == KIND_MANIFEST and b["tier"] == "Archive" for b in entry["blobs"]):
-                entry["manifest_error"] = "the manifest blob is in the Archive tier"
-                continue
-            try:
-                entry["manifest"] = self.read_manifest(entry)
-            except (AzureTierError, mf.ManifestError) as e:
-                entry["manifest_error"] = self.redact(e)
-        return entries
-
-    # -- catch-up
-
-    def pending_uploads(self, backup_dir, database=None, host=None, look_remote=True, verified_only=True):
-        """Local sets whose manifest blob is not in Azure, oldest first, and the local sets that
-        are not uploaded with the reason: an unreadable manifest, or (verified_only) no passing
-        verification of this very archive (_verify's <id>.verify.json)."""
-        usable, unusable = [], []
-        for e in mf.list_local(backup_dir, database):
-            error = (e["error"] or "unreadable manifest") if e["manifest"] is None else None
-            if error is None and verified_only:
-                if not _verify.is_verified(mf.BackupSet.from_manifest(backup_dir, e["manifest"]), e["manifest"]):
-                    error = "not verified: no passing verification of this archive (run verify)"
-            if error is None:
-                usable.append(e)
-            else:
-                unusable.append({"backup_id": e["backup_id"], "database": e["database"], "error": error})
-
-        def key(entry):
-            return (host or entry["manifest"].get("host") or socket.getfqdn(), entry["database"], entry["backup_id"])
-
-        done = set()
-        for h in sorted({key(e)[0] for e in usable}) if look_remote else []:
-            done.update(
-                (r["host"], r["database"], r["backup_id"]) for r in self.list_remote(h, database) if r["complete"]
-            )
-        return [e for e in usable if key(e) not in done], unusable
-
-    def catch_up(self, backup_dir, database=None, host=None, check_mode=False, verified_only=True, **upload_options):
-        """Uploads every verified local set not yet in Azure, oldest first. A set that is damaged
-        or conflicts is reported and skipped; an unreachable or refusing service stops the run.
-        Unverified sets (verified_only) and unreadable ones are listed in 'unusable', not sent.
-        Returns a result with 'failures' (non-empty means the run should fail)."""
-        timer = _Timer()
-        container = self.ensure_container(check_mode=check_mode)
-        pending, unusable = self.pending_uploads(
-            backup_dir, database, host, look_remote=container["exists"], verified_only=verified_only
-        )
-        sets, failures, warnings = [], [], []
-        stopped = None
-        for entry in pending:
-            try:
-                result = self.upload_backup_set(
-                    entry["manifest_path"], host=host, check_mode=check_mode, **upload_options
-                )
-            except (AzureTierError, mf.ManifestError) as e:
-                failures.append(
-                    {"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)}
-                )
-                if isinstance(e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError)):
-                    continue  # this set only
-                stopped = self.redact(e)
-                break
-            warnings.extend(result.pop("warnings", []))
-            sets.append(result)
-        sent = sum(s["bytes"] for s in sets)
-        seconds = timer.seconds()
-        return {
-            "changed": any(s["changed"] for s in sets) or container["created"],
-            "container_created": container["created"],
-            "uploaded": [s["backup_id"] for s in sets if s["changed"]],
-            "sets": sets,
-            "failures": failures,
-            "unusable": unusable,
-            "stopped": stopped,
-            "bytes": sent,
-            "duration": seconds,
-            "throughput_mib_s": _throughput(sent, seconds) if sent else None,
-            "warnings": warnings,
         }
 
     # -- download
@@ -382,23 +210,7 @@ class Transfers:
         host = validate_segment(host or socket.getfqdn(), "host")
         mf.validate_database_name(database)
         self.ensure_container(create=False)
-        entries = self.list_remote(host, database)
-        entry = select_backup(entries, backup_id=backup_id, as_of=before)
-        if entry is None:
-            complete = [e["backup_id"] for e in entries if e["complete"]]
-            raise NotFoundError(
-                "no complete backup of %s from host %s matches %s under %s in container %s; %s"
-                % (
-                    database,
-                    host,
-                    "backup_id %s" % backup_id
-                    if backup_id and backup_id != "latest"
-                    else ("'at or before %s'" % before if before else "'latest'"),
-                    self.folder(host, database),
-                    self.container,
-                    "available: %s" % ", ".join(complete[-5:]) if complete else "there are none",
-                )
-            )
+        entry = self._select_remote(host, database, backup_id, before)
         result = {
             "backup_id": entry["backup_id"],
             "database": database,
@@ -420,6 +232,45 @@ class Transfers:
         bset = mf.BackupSet.from_manifest(dest_dir, manifest)
         result["manifest_path"] = bset.manifest
         result["archive_path"] = bset.archive
+        if self._have_locally(bset, manifest, entry):
+            result["duration"] = timer.seconds()
+            return result
+        result["changed"] = True
+        if check_mode:
+            result["bytes"] = entry["bytes"]
+            return result
+        result["files"] = self._fetch_set(entry, bset, manifest, host)
+        mf.atomic_write_bytes(bset.manifest, manifest_bytes)
+        result["files"].append(bset.manifest)
+        result["bytes"] = entry["bytes"]
+        result["duration"] = timer.seconds()
+        result["throughput_mib_s"] = _throughput(entry["bytes"], result["duration"])
+        return result
+
+    def _select_remote(self, host, database, backup_id, before):
+        """The complete remote set download_backup is asked for; NotFoundError lists the others."""
+        entries = self.list_remote(host, database)
+        entry = select_backup(entries, backup_id=backup_id, as_of=before)
+        if entry is not None:
+            return entry
+        complete = [e["backup_id"] for e in entries if e["complete"]]
+        raise NotFoundError(
+            "no complete backup of %s from host %s matches %s under %s in container %s; %s"
+            % (
+                database,
+                host,
+                "backup_id %s" % backup_id
+                if backup_id and backup_id != "latest"
+                else ("'at or before %s'" % before if before else "'latest'"),
+                self.folder(host, database),
+                self.container,
+                "available: %s" % ", ".join(complete[-5:]) if complete else "there are none",
+            )
+        )
+
+    def _have_locally(self, bset, manifest, entry):
+        """True when the very set is already at its local place; raises ConflictError when
+        something else is in the way (another manifest, or files without their manifest)."""
         if os.path.exists(bset.manifest):
             try:
                 local = mf.read_manifest(bset.manifest)
@@ -430,42 +281,72 @@ class Transfers:
                     "%s exists with another manifest than %s; not overwritten"
                     % (bset.manifest, self.url(entry["manifest_name"]))
                 )
-            result["duration"] = timer.seconds()
-            return result
+            return True
         for path in (bset.archive, bset.globals_sql):
             if os.path.exists(path):
                 raise ConflictError(
                     "%s exists without its manifest (an incomplete set or a dump in progress); move it away or "
                     "download into another directory" % path
                 )
-        result["changed"] = True
-        if check_mode:
-            result["bytes"] = entry["bytes"]
-            return result
+        return False
+
+    def _fetch_set(self, entry, bset, manifest, host):
+        """Downloads the archive and the globals of a set, each checked against the manifest.
+        Returns the local paths written (the manifest, written last, is the caller's)."""
+        database = bset.database
         if not os.path.isdir(bset.folder):
             os.makedirs(bset.folder, mode=0o700)
         blobs = {(b["kind"], b["part"]): b for b in entry["blobs"]}
         archive = manifest["archive"]
+        files = []
         if bset.directory_format:
-            files = archive.get("files") or {}
-            self._download_directory(entry, bset, files, blobs)
-            result["files"].extend(os.path.join(bset.archive, f) for f in sorted(files))
+            parts = archive.get("files") or {}
+            self._download_directory(entry, bset, parts, blobs)
+            files.extend(os.path.join(bset.archive, f) for f in sorted(parts))
         else:
             name = blob_name(self.prefix, host, database, bset.backup_id, mf.ARCHIVE_SUFFIX)
             self._require_blob(blobs, KIND_ARCHIVE, None, name)
             self.download_file(name, bset.archive, archive["sha256"])
-            result["files"].append(bset.archive)
+            files.append(bset.archive)
         globals_info = manifest.get("globals")
         if globals_info:
             name = blob_name(self.prefix, host, database, bset.backup_id, mf.GLOBALS_SUFFIX)
             self._require_blob(blobs, KIND_GLOBALS, None, name)
             self.download_file(name, bset.globals_sql, globals_info["sha256"])
-            result["files"].append(bset.globals_sql)
-        mf.atomic_write_bytes(bset.manifest, manifest_bytes)
-        result["files"].append(bset.manifest)
-        result["bytes"] = entry["bytes"]
-        result["duration"] = timer.seconds()
-        result["throughput_mib_s"] = _throughput(entry["bytes"], result["duration"])
+            files.append(bset.globals_sql)
+        return files
+
+    def _rehydrate(self, entry, archived, result, rehydrate, priority, tier, check_mode):
+        pending = [b for b in archived if (b.get("archive_status") or "").startswith("rehydrate-pending")]
+        result["archived_blobs"] = [b["url"] for b in archived]
+        if len(pending) == len(archived):
+            result["rehydration"] = "pending"
+            result["msg"] = "rehydration of %d blob(s) of backup %s is in progress; download again when it is done" % (
+                len(pending),
+                entry["backup_id"],
+            )
+            return result
+        if not rehydrate:
+            raise ArchivedError(
+                "backup %s of %s is in the Archive tier (%s) and cannot be read. Re-run with rehydrate: true "
+                "(rehydrate_priority: Standard takes up to 15 hours, High under an hour for blobs under 10 GB) "
+                "and download it once rehydration has finished"
+                % (entry["backup_id"], entry["database"], ", ".join(b["url"] for b in archived[:3]))
+            )
+        if tier not in ("Hot", "Cool", "Cold"):
+            raise ConfigError("rehydrate_tier must be Hot, Cool or Cold")
+        result.update(
+            {"changed": True, "rehydration": "pending", "rehydrate_priority": priority, "rehydrate_tier": tier}
+        )
+        result["msg"] = (
+            "rehydration of %d blob(s) of backup %s started (%s priority); download again when it is done"
+            % (len(archived) - len(pending), entry["backup_id"], priority)
+        )
+        if check_mode:
+            return result
+        for info in archived:
+            if info not in pending:
+                self._start_rehydration(info["name"], tier, priority)
         return result
 
     def _require_blob(self, blobs, kind, part, name):
@@ -485,3 +366,47 @@ class Transfers:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _check_upload_options(access_tier, block_size_mb, max_concurrency, tags):
+    if access_tier is not None and access_tier not in TIERS:
+        raise ConfigError("access_tier must be one of %s" % ", ".join(TIERS))
+    if not 1 <= int(block_size_mb) <= MAX_BLOCK_SIZE_MB:
+        raise ConfigError("block_size_mb must be between 1 and %d" % MAX_BLOCK_SIZE_MB)
+    if int(max_concurrency) < 1:
+        raise ConfigError("max_concurrency must be at least 1")
+    validate_tags(tags)
+
+
+def _local_set(manifest_path):
+    """The manifest at manifest_path and the backup set it describes, which must be its own."""
+    manifest = mf.read_manifest(manifest_path)
+    bset = mf.BackupSet.from_manifest(os.path.dirname(os.path.dirname(os.path.abspath(manifest_path))), manifest)
+    if os.path.abspath(bset.manifest) != os.path.abspath(manifest_path):
+        raise mf.ManifestError(
+            "%s describes backup %s of %s, which belongs at %s"
+            % (manifest_path, bset.backup_id, bset.database, bset.manifest)
+        )
+    return manifest, bset
+
+
+def _upload_result(bset, host, container, blobs, warnings, seconds):
+    uploaded = [b for b in blobs if b["status"] in ("uploaded", "would_upload")]
+    archive = blobs[0]
+    sent = sum(b["bytes"] for b in blobs if b["status"] == "uploaded")
+    return {
+        "changed": bool(uploaded) or container["created"],
+        "backup_id": bset.backup_id,
+        "database": bset.database,
+        "host": host,
+        "container_created": container["created"],
+        # A directory-format archive: the URL of its folder.
+        "url": archive["url"].rsplit("/", 1)[0] if bset.directory_format else archive["url"],
+        "manifest_url": blobs[-1]["url"],
+        "etag": archive.get("etag"),
+        "bytes": sent,
+        "duration": seconds,
+        "throughput_mib_s": _throughput(sent, seconds) if sent else None,
+        "blobs": blobs,
+        "warnings": warnings,
+    }

@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -186,14 +187,6 @@ def human(n):
     return "%.1f TiB" % n  # pragma: no cover
 
 
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _stream_to_file(proc, partial, progress=None):
     """Copies pg_dump's stdout into partial, hashing as it goes. Returns (sha256, size)."""
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -209,6 +202,25 @@ def _stream_to_file(proc, partial, progress=None):
         f.flush()
         os.fsync(f.fileno())
     return writer.sha256.hexdigest(), writer.size
+
+
+@dataclasses.dataclass
+class _DumpJob:
+    """What the steps of one dump share: the server, the set being written and how pg_dump
+    writes it."""
+
+    params: _pg.ConnectionParams
+    facts: dict
+    database: str
+    bset: mf.BackupSet
+    compression: str
+    level: object  # None: the compression's default level
+    jobs: int
+    progress: object  # None, or called with the bytes written
+
+    @property
+    def directory_format(self):
+        return self.bset.directory_format
 
 
 def dump(
@@ -236,158 +248,194 @@ def dump(
     bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
     with FolderLock(folder):
         stale = clean_partials(folder)
-        # Ids have one-second resolution: a backup started in the same second as the previous
-        # one waits for the next second rather than fail.
-        while chosen is None and (os.path.exists(bset.manifest) or os.path.exists(bset.archive)):
-            time.sleep(0.1)
-            started = mf.utcnow()
-            backup_id = mf.new_backup_id(started)
-            bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
+        if chosen is None:
+            started, bset = _next_free_id(bset, started)
         if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
-            raise BackupError("a backup %s of %s already exists in %s" % (backup_id, database, folder))
-        archive_partial = bset.archive + mf.PARTIAL_SUFFIX
-        try:
-            result = _dump_in_snapshot(
-                params,
-                facts,
-                database,
-                archive_partial,
-                compression,
-                compression_level,
-                directory_format,
-                jobs,
-                progress,
-            )
-            globals_sql, _err = _pg.run_tool(
-                [
-                    facts["pg_dumpall"],
-                    "--globals-only",
-                    "--no-role-passwords",
-                    "--no-password",
-                    "-l",
-                    params.maintenance_db,
-                ],
-                params,
-            )
-            mf.atomic_write_bytes(bset.globals_sql, globals_sql)
-            os.rename(archive_partial, bset.archive)
-            mf.fsync_dir(folder)
-        except BaseException:
-            for p in (archive_partial, bset.archive, bset.globals_sql):
-                if os.path.isdir(p):
-                    shutil.rmtree(p, ignore_errors=True)
-                elif os.path.exists(p):
-                    os.unlink(p)
-            raise
-        finished = mf.utcnow()
-        manifest = {
-            "format": mf.MANIFEST_FORMAT,
-            "format_version": mf.MANIFEST_VERSION,
-            "backup_id": backup_id,
-            "host": host_label or socket.getfqdn(),
-            "database": database,
-            "created_by": "insa.timescaledb_backup",
-            "started_at": mf.isoformat(started),
-            "finished_at": mf.isoformat(finished),
-            "duration_seconds": round(time.monotonic() - t0, 3),
-            "server": {
-                "postgresql_version": facts["postgresql_version"],
-                "server_version_num": facts["server_version_num"],
-                "timescaledb_version": facts["timescaledb_version"],
-            },
-            "database_owner": facts.get("database_owner"),
-            "database_properties": facts.get("database_properties"),
-            "extensions": facts["extensions"],
-            "database_size_bytes": facts["database_size_bytes"],
-            "dump": {
-                "tool": "pg_dump",
-                "tool_version": facts["pg_dump_version"],
-                "format": "directory" if directory_format else "custom",
-                "compression": compression_arg(compression, compression_level),
-                "jobs": jobs if directory_format else 1,
-                "snapshot_consistent": True,
-            },
-            "archive": {
-                "file": os.path.basename(bset.archive),
-                "size_bytes": result["size"],
-                "sha256": result["sha256"],
-            },
-            "globals": {
-                "file": os.path.basename(bset.globals_sql),
-                "size_bytes": len(globals_sql),
-                "sha256": hashlib.sha256(globals_sql).hexdigest(),
-            },
-            "tables": result["facts"]["tables"],
-            "hypertables": result["facts"]["hypertables"],
-            # Restored after timescaledb_post_restore(), not by pg_restore (see _restore).
-            "hypertable_references": result["facts"]["hypertable_references"],
-        }
-        if directory_format:
-            manifest["archive"]["files"] = result["files"]
+            raise BackupError("a backup %s of %s already exists in %s" % (bset.backup_id, database, folder))
+        job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
+        result, globals_sql = _write_files(job, folder)
+        manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
         if extra_manifest:
             manifest.update(extra_manifest)
         mf.write_manifest(bset.manifest, manifest)
     return {"manifest": mf.read_manifest(bset.manifest), "backup_set": bset, "stale_partials_removed": stale}
 
 
-def _dump_in_snapshot(params, facts, database, partial, compression, level, directory_format, jobs, progress):
-    snap_conn = _pg.connect(params, database, autocommit=False)
+def _next_free_id(bset, started):
+    """Ids have one-second resolution: a backup started in the same second as the previous
+    one waits for the next second rather than fail. Returns (start time, set)."""
+    while os.path.exists(bset.manifest) or os.path.exists(bset.archive):
+        time.sleep(0.1)
+        started = mf.utcnow()
+        bset = mf.BackupSet(
+            bset.backup_dir, bset.database, mf.new_backup_id(started), directory_format=bset.directory_format
+        )
+    return started, bset
+
+
+def _write_files(job, folder):
+    """The archive (through ``*.partial``, renamed when complete) and the globals; on any
+    failure neither is left behind. Returns (what _dump_in_snapshot found, the globals)."""
+    bset = job.bset
+    archive_partial = bset.archive + mf.PARTIAL_SUFFIX
+    try:
+        result = _dump_in_snapshot(job, archive_partial)
+        globals_sql, _err = _pg.run_tool(
+            [
+                job.facts["pg_dumpall"],
+                "--globals-only",
+                "--no-role-passwords",
+                "--no-password",
+                "-l",
+                job.params.maintenance_db,
+            ],
+            job.params,
+        )
+        mf.atomic_write_bytes(bset.globals_sql, globals_sql)
+        os.rename(archive_partial, bset.archive)
+        mf.fsync_dir(folder)
+    except BaseException:
+        for p in (archive_partial, bset.archive, bset.globals_sql):
+            if os.path.isdir(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.exists(p):
+                os.unlink(p)
+        raise
+    return result, globals_sql
+
+
+def _new_manifest(job, host_label, started, duration, result, globals_sql):
+    facts, bset = job.facts, job.bset
+    manifest = {
+        "format": mf.MANIFEST_FORMAT,
+        "format_version": mf.MANIFEST_VERSION,
+        "backup_id": bset.backup_id,
+        "host": host_label or socket.getfqdn(),
+        "database": job.database,
+        "created_by": "insa.timescaledb_backup",
+        "started_at": mf.isoformat(started),
+        "finished_at": mf.isoformat(mf.utcnow()),
+        "duration_seconds": duration,
+        "server": {
+            "postgresql_version": facts["postgresql_version"],
+            "server_version_num": facts["server_version_num"],
+            "timescaledb_version": facts["timescaledb_version"],
+        },
+        "database_owner": facts.get("database_owner"),
+        "database_properties": facts.get("database_properties"),
+        "extensions": facts["extensions"],
+        "database_size_bytes": facts["database_size_bytes"],
+        "dump": {
+            "tool": "pg_dump",
+            "tool_version": facts["pg_dump_version"],
+            "format": "directory" if job.directory_format else "custom",
+            "compression": compression_arg(job.compression, job.level),
+            "jobs": job.jobs if job.directory_format else 1,
+            "snapshot_consistent": True,
+        },
+        "archive": {
+            "file": os.path.basename(bset.archive),
+            "size_bytes": result["size"],
+            "sha256": result["sha256"],
+        },
+        "globals": {
+            "file": os.path.basename(bset.globals_sql),
+            "size_bytes": len(globals_sql),
+            "sha256": hashlib.sha256(globals_sql).hexdigest(),
+        },
+        "tables": result["facts"]["tables"],
+        "hypertables": result["facts"]["hypertables"],
+        # Restored after timescaledb_post_restore(), not by pg_restore (see _restore).
+        "hypertable_references": result["facts"]["hypertable_references"],
+    }
+    if job.directory_format:
+        manifest["archive"]["files"] = result["files"]
+    return manifest
+
+
+def _dump_in_snapshot(job, partial):
+    snap_conn = _pg.connect(job.params, job.database, autocommit=False)
     try:
         with snap_conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
-        argv = [
-            facts["pg_dump"],
-            "--format=directory" if directory_format else "--format=custom",
-            "--compress=%s" % compression_arg(compression, level),
-            "--snapshot=%s" % snapshot,
-            "--no-password",
-            "--dbname=%s" % database,
-        ]
-        if directory_format:
-            argv += ["--jobs=%d" % max(1, int(jobs)), "--file=%s" % partial]
         err = tempfile.TemporaryFile()
-        proc = _pg.spawn_tool(argv, params, database, err, stdout_pipe=not directory_format)
+        proc = _pg.spawn_tool(
+            _pg_dump_argv(job, snapshot, partial), job.params, job.database, err, stdout_pipe=not job.directory_format
+        )
         # The counts run in the exported snapshot while pg_dump streams; both read the same data.
-        facts_box = {}
-
-        def count():
-            try:
-                facts_box["facts"] = _tsdb.table_facts(snap_conn)
-            except Exception as e:  # noqa: BLE001 - reported below, with the dump's own status
-                facts_box["error"] = e
-
-        counter = threading.Thread(target=count, name="snapshot-counts")
-        counter.start()
+        counts = _SnapshotCounts(snap_conn)
         try:
-            if directory_format:
-                proc.wait()
-                digest = size = files = None
-            else:
-                digest, size = _stream_to_file(proc, partial, progress)
-                proc.wait()
-                files = None
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+            digest, size = _pg_dump_output(job, proc, partial)
         finally:
-            counter.join()
+            counts.join()
         err.seek(0)
         errtext = err.read().decode("utf-8", "replace")
         err.close()
         if proc.returncode != 0:
             raise BackupError(
-                "pg_dump of %s failed (exit %d): %s" % (database, proc.returncode, _pg.stderr_tail(errtext))
+                "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext))
             )
-        if "error" in facts_box:
-            raise BackupError("counting rows in the dump's snapshot failed: %s" % facts_box["error"])
-        if directory_format:
+        if counts.error is not None:
+            raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error)
+        files = None
+        if job.directory_format:
             for name in os.listdir(partial):
-                _fsync_path(os.path.join(partial, name))
+                mf.fsync_path(os.path.join(partial, name))
             digest, size, files = mf.sha256_directory(partial)
-        return {"sha256": digest, "size": size, "files": files, "facts": facts_box["facts"], "snapshot": snapshot}
+        return {"sha256": digest, "size": size, "files": files, "facts": counts.facts, "snapshot": snapshot}
     finally:
         snap_conn.rollback()
         snap_conn.close()
+
+
+def _pg_dump_argv(job, snapshot, partial):
+    argv = [
+        job.facts["pg_dump"],
+        "--format=directory" if job.directory_format else "--format=custom",
+        "--compress=%s" % compression_arg(job.compression, job.level),
+        "--snapshot=%s" % snapshot,
+        "--no-password",
+        "--dbname=%s" % job.database,
+    ]
+    if job.directory_format:
+        argv += ["--jobs=%d" % max(1, int(job.jobs)), "--file=%s" % partial]
+    return argv
+
+
+def _pg_dump_output(job, proc, partial):
+    """Waits for pg_dump; a custom-format archive streams from its stdout into partial on the
+    way. Returns (sha256, size) of the stream, (None, None) for a directory. Kills it on error."""
+    try:
+        if job.directory_format:
+            proc.wait()
+            return None, None
+        digest, size = _stream_to_file(proc, partial, job.progress)
+        proc.wait()
+        return digest, size
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+class _SnapshotCounts:
+    """_tsdb.table_facts of the snapshot's connection, taken in a thread from construction on;
+    after join(), ``facts`` or ``error`` (reported with the dump's own status)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.facts = None
+        self.error = None
+        self._thread = threading.Thread(target=self._count, name="snapshot-counts")
+        self._thread.start()
+
+    def _count(self):
+        try:
+            self.facts = _tsdb.table_facts(self.conn)
+        except Exception as e:  # noqa: BLE001 - reported below, with the dump's own status
+            self.error = e
+
+    def join(self):
+        self._thread.join()

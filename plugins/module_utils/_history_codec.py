@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -152,60 +153,86 @@ def export_parquet(
     schema = arrow_schema(columns, info)
     with conn.cursor() as cur:
         copy_sql = cur.mogrify(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query).as_string(conn), params)
+    copy_sql = copy_sql.decode("utf-8")
     read_fd, write_fd = os.pipe()
+    with _copy_in_thread(conn, copy_sql, write_fd, "wb", "history-copy-out"):
+        with os.fdopen(read_fd, "rb") as source:
+            sink = _ParquetSink(path, schema, level, writer_options)
+            try:
+                return _csv_to_parquet(source, columns, schema, sink, row_group_rows)
+            finally:
+                sink.close()
+
+
+@contextlib.contextmanager
+def _copy_in_thread(conn, copy_sql, fd, mode, name):
+    """Runs ``copy_sql`` (COPY ... TO STDOUT or FROM STDIN) on one end of a pipe, ``fd``, in a
+    thread while the body works the other end; the COPY's error, if any, is raised after it."""
     errors = []
 
-    def produce():
+    def run():
         try:
-            with os.fdopen(write_fd, "wb") as sink, conn.cursor() as cur:
-                cur.copy_expert(copy_sql.decode("utf-8"), sink, size=1 << 16)
+            with os.fdopen(fd, mode) as stream, conn.cursor() as cur:
+                cur.copy_expert(copy_sql, stream, size=1 << 16)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
 
-    producer = threading.Thread(target=produce, name="history-copy-out", daemon=True)
-    producer.start()
-    rows = 0
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
     try:
-        with os.fdopen(read_fd, "rb") as source:
-            read_options, parse_options, convert_options = _csv_read_options(columns)
-            writer = None
-
-            def write(batches, n_rows):
-                # The writer's settings depend on the first row group (see parquet_options).
-                nonlocal writer
-                table = pa.Table.from_batches(batches, schema)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, schema, **(writer_options or parquet_options(level, table)))
-                if n_rows:
-                    writer.write_table(table, row_group_size=n_rows)
-                return n_rows
-
-            try:
-                pending, pending_rows = [], 0
-                try:
-                    reader = pacsv.open_csv(
-                        source, read_options=read_options, parse_options=parse_options, convert_options=convert_options
-                    )
-                except pa.ArrowInvalid as e:
-                    if "Empty CSV file" not in str(e):
-                        raise
-                    reader = ()
-                for batch in reader:
-                    pending.append(_to_schema(batch, schema))
-                    pending_rows += batch.num_rows
-                    if pending_rows >= row_group_rows:
-                        rows += write(pending, pending_rows)
-                        pending, pending_rows = [], 0
-                # Also with no rows at all: an empty slice is a valid, empty Parquet file.
-                rows += write(pending, pending_rows)
-            finally:
-                if writer is not None:
-                    writer.close()
+        yield
     finally:
-        producer.join()
+        thread.join()
     if errors:
         raise errors[0]
-    return rows
+
+
+class _ParquetSink:
+    """A ParquetWriter opened on the first row group: its settings depend on that sample (see
+    parquet_options), unless ``writer_options`` gives them."""
+
+    def __init__(self, path, schema, level, writer_options=None):
+        self.path = path
+        self.schema = schema
+        self.level = level
+        self.writer_options = writer_options
+        self.writer = None
+
+    def write(self, batches, n_rows):
+        table = pa.Table.from_batches(batches, self.schema)
+        if self.writer is None:
+            options = self.writer_options or parquet_options(self.level, table)
+            self.writer = pq.ParquetWriter(self.path, self.schema, **options)
+        if n_rows:
+            self.writer.write_table(table, row_group_size=n_rows)
+        return n_rows
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _csv_to_parquet(source, columns, schema, sink, row_group_rows):
+    """Reads COPY's CSV from ``source`` into row groups of ``row_group_rows``. Returns the rows."""
+    read_options, parse_options, convert_options = _csv_read_options(columns)
+    rows = 0
+    pending, pending_rows = [], 0
+    try:
+        reader = pacsv.open_csv(
+            source, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" not in str(e):
+            raise
+        reader = ()
+    for batch in reader:
+        pending.append(_to_schema(batch, schema))
+        pending_rows += batch.num_rows
+        if pending_rows >= row_group_rows:
+            rows += sink.write(pending, pending_rows)
+            pending, pending_rows = [], 0
+    # Also with no rows at all: an empty slice is a valid, empty Parquet file.
+    return rows + sink.write(pending, pending_rows)
 
 
 def _to_schema(batch, schema):
@@ -234,43 +261,33 @@ def load_parquet(conn, path, columns, table_ident):
         .as_string(conn)
     )
     read_fd, write_fd = os.pipe()
-    errors = []
-
-    def consume():
-        try:
-            with os.fdopen(read_fd, "rb") as source, conn.cursor() as cur:
-                cur.copy_expert(copy_sql, source, size=1 << 16)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            errors.append(e)
-
-    consumer = threading.Thread(target=consume, name="history-copy-in", daemon=True)
-    consumer.start()
-    rows = 0
-    try:
+    with _copy_in_thread(conn, copy_sql, read_fd, "rb", "history-copy-in"):
         with os.fdopen(write_fd, "wb") as sink:
-            writer = None
-            try:
-                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
-                    if writer is None:
-                        writer = pacsv.CSVWriter(
-                            sink,
-                            batch.schema,
-                            write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
-                        )
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-            except BrokenPipeError:
-                pass  # the COPY failed: its error is the one to report
-            finally:
-                if writer is not None:
-                    try:
-                        writer.close()
-                    except (BrokenPipeError, OSError):
-                        pass
+            return _parquet_to_csv(parquet, sink)
+
+
+def _parquet_to_csv(parquet, sink):
+    """Writes the object's rows as CSV into ``sink`` (the COPY's input). Returns the rows."""
+    rows = 0
+    writer = None
+    try:
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
+            if writer is None:
+                writer = pacsv.CSVWriter(
+                    sink,
+                    batch.schema,
+                    write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+                )
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    except BrokenPipeError:
+        pass  # the COPY failed: its error is the one to report
     finally:
-        consumer.join()
-    if errors:
-        raise errors[0]
+        if writer is not None:
+            try:
+                writer.close()
+            except (BrokenPipeError, OSError):
+                pass
     return rows
 
 

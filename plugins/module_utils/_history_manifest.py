@@ -27,48 +27,33 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_l
 HISTORY_FORMAT = "insa.timescaledb_backup/history-manifest"
 HISTORY_VERSION = 1
 HASH_ALGORITHM = "pg-sum-hashtextextended-row-text-v1"
+REQUIRED_KEYS = (
+    "database",
+    "hypertable",
+    "range",
+    "version",
+    "generation",
+    "columns",
+    "rows",
+    "content_hash",
+    "object",
+    "covers",
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # Manifests
 
 
-def seal(manifest):
-    return mf.seal(manifest)
-
-
 def encode_manifest(manifest):
-    return (json.dumps(seal(manifest), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return mf.dumps(manifest)
 
 
 def parse_history_manifest(data, source="history manifest"):
-    try:
-        manifest = json.loads(data)
-    except ValueError as e:
-        raise HistoryError("%s is not valid JSON: %s" % (source, e)) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != HISTORY_FORMAT:
-        raise HistoryError("%s is not an insa.timescaledb_backup history manifest" % source)
-    if manifest.get("format_version") != HISTORY_VERSION:
-        raise HistoryError(
-            "%s has format_version %r; this collection reads version %d"
-            % (source, manifest.get("format_version"), HISTORY_VERSION)
-        )
+    manifest = mf.load_document(data, source, HISTORY_FORMAT, HISTORY_VERSION, "history manifest", HistoryError)
     if mf.seal(manifest)["manifest_sha256"] != manifest.get("manifest_sha256"):
         raise HistoryError("%s was altered after it was written (manifest_sha256 does not match)" % source)
-    for key in (
-        "database",
-        "hypertable",
-        "range",
-        "version",
-        "generation",
-        "columns",
-        "rows",
-        "content_hash",
-        "object",
-        "covers",
-    ):
-        if key not in manifest:
-            raise HistoryError("%s lacks %r" % (source, key))
+    mf.require_keys(manifest, REQUIRED_KEYS, source, HistoryError)
     return manifest
 
 

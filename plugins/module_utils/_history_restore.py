@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import datetime
 import os
 
@@ -47,9 +48,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_s
     use_connection,
 )
 
-# ---------------------------------------------------------------------------------------------
-# Restore
-
 
 def restore_range(
     params,
@@ -80,7 +78,38 @@ def restore_range(
     name = qualified(*split_table_name(hypertable))
     target = qualified(*split_table_name(target_table or name))
     folder = history_folder(store.prefix, source_database, name)
-    result = {
+    result = _new_result(name, target, source_database, database, start, end)
+    store.ensure_container(create=False)
+    selected = _select_ranges(store, folder, start, end, version)
+    if not selected:
+        raise HistoryError(
+            "no archived range of %s (database %s) overlaps %s .. %s under %s in container %s"
+            % (name, source_database, _iso(start), _iso(end), folder, store.container)
+        )
+    work = _Work(work_dir)
+    conn, owned = use_connection(params, database, connection)
+    try:
+        first = selected[0][2][0]
+        columns, result["warnings"] = resolve_columns(conn, first["columns"])
+        info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
+        result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
+        loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
+        for label, entry, manifests in selected:
+            item = loader.load(label, entry, manifests, check_mode, result["table_created"])
+            result["ranges"].append(item)
+            result["rows_archived"] += item["rows_in_window"]
+            result["rows_inserted"] += item["rows_inserted"]
+            result["rows_present"] += item["rows_present"]
+    finally:
+        if owned:
+            conn.close()
+        work.close()
+    result["changed"] = bool(result["rows_inserted"]) or result["table_created"]
+    return result
+
+
+def _new_result(name, target, source_database, database, start, end):
+    return {
         "changed": False,
         "hypertable": name,
         "target_table": target,
@@ -95,7 +124,11 @@ def restore_range(
         "table_created": False,
         "warnings": [],
     }
-    store.ensure_container(create=False)
+
+
+def _select_ranges(store, folder, start, end, version):
+    """[(label, entry, manifests to load)] of the archived ranges overlapping [start, end), by
+    start: the given version, or the newest version of each generation."""
     # Months that can hold a range overlapping [start, end): ranges start at most one month-ish
     # before `start` for usual chunk intervals; list from a month earlier to be safe.
     entries = {}
@@ -118,127 +151,139 @@ def restore_range(
             chosen = [newest[g] for g in sorted(newest)]
         if chosen:
             selected.append((label, entry, chosen))
-    if not selected:
-        raise HistoryError(
-            "no archived range of %s (database %s) overlaps %s .. %s under %s in container %s"
-            % (name, source_database, _iso(start), _iso(end), folder, store.container)
+    return selected
+
+
+def _prepare_target(conn, target, database, columns, info, create_table, check_mode):
+    """Checks that the target table has the archived columns, or creates it (create_table; not in
+    check mode). Returns whether the table is (to be) created."""
+    t_schema, t_table = split_table_name(target)
+    exists = _pg.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (_pg.regclass_text(t_schema, t_table),))
+    if not exists:
+        if not create_table:
+            raise HistoryError(
+                "table %s does not exist in database %s: create it (same columns as the hypertable) or set "
+                "create_table: true" % (target, database)
+            )
+        if not check_mode:
+            _create_table(conn, t_schema, t_table, columns, info["time_column"])
+        return True
+    present = {
+        r[0]
+        for r in _pg.rows(
+            conn,
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (_pg.regclass_text(t_schema, t_table),),
         )
-    work = _Work(work_dir)
-    conn, owned = use_connection(params, database, connection)
-    try:
-        columns, result["warnings"] = resolve_columns(conn, selected[0][2][0]["columns"])
-        info = {
-            "name": name,
-            "time_column": selected[0][2][0]["time_column"],
-            "time_type": selected[0][2][0]["time_type"],
-        }
-        t_schema, t_table = split_table_name(target)
-        target_ident = _ident(t_schema, t_table)
-        exists = _pg.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (_pg.regclass_text(t_schema, t_table),))
-        if not exists:
-            if not create_table:
-                raise HistoryError(
-                    "table %s does not exist in database %s: create it (same columns as the hypertable) or set "
-                    "create_table: true" % (target, database)
-                )
-            result["table_created"] = True
-            if not check_mode:
-                _create_table(conn, t_schema, t_table, columns, info["time_column"])
-        else:
-            present = {
-                r[0]
-                for r in _pg.rows(
-                    conn,
-                    "SELECT attname::text FROM pg_attribute "
-                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                    (_pg.regclass_text(t_schema, t_table),),
-                )
+    }
+    lacking = [c["name"] for c in columns if c["name"] not in present]
+    if lacking:
+        raise HistoryError(
+            "table %s in database %s lacks the archived columns %s" % (target, database, ", ".join(lacking))
+        )
+    return False
+
+
+@dataclasses.dataclass
+class _RangeLoader:
+    """Restores archived ranges into one target table: each range's versions are checked and
+    staged, then the rows of the window the table lacks are inserted and counted again."""
+
+    conn: object
+    store: object  # an _azure.BlobStore
+    work: _Work
+    folder: str
+    columns: list
+    info: dict
+    target: str
+    window: dict  # {"lo": start, "hi": end}
+
+    @property
+    def target_ident(self):
+        return _ident(*split_table_name(self.target))
+
+    def load(self, label, entry, manifests, check_mode, table_created):
+        """One range; returns its item of the result."""
+        stage = _Stage(self.conn, self.columns)
+        try:
+            item = {
+                "range_start": _iso(entry["start"]),
+                "range_end": _iso(entry["end"]),
+                "versions": [],
+                "rows_archived": 0,
             }
-            lacking = [c["name"] for c in columns if c["name"] not in present]
-            if lacking:
+            for m in manifests:
+                self._stage_version(stage, label, entry, m)
+                item["versions"].append({"version": m["version"], "generation": m["generation"], "rows": m["rows"]})
+                item["rows_archived"] += m["rows"]
+            in_window = _range_where(self.info)
+            item["rows_in_window"] = stage.fingerprint(in_window, self.window)[0]
+            if table_created and check_mode:
+                item["rows_inserted"] = item["rows_in_window"]
+            else:
+                item["rows_inserted"] = self._insert_missing(stage, label, check_mode)
+            item["rows_present"] = item["rows_in_window"] - item["rows_inserted"]
+            item["verified"] = not check_mode
+        finally:
+            stage.drop()
+        return item
+
+    def _stage_version(self, stage, label, entry, m):
+        """Adds one version's object to the range's stage, once it decodes to what its manifest says."""
+        if [c["name"] for c in m["columns"]] != [c["name"] for c in self.columns]:
+            raise HistoryError(
+                "range %s version %d has other columns than the first range restored" % (label, m["version"])
+            )
+        ref = _object_ref(m, month_folder(self.folder, entry["start"]))
+        path = _download_checked(self.store, ref["name"], ref["sha256"], self.work.path)
+        part = _Stage(self.conn, self.columns)
+        try:
+            part.load(path)
+            got = part.fingerprint()
+            if got != (m["rows"], m["content_hash"]):
                 raise HistoryError(
-                    "table %s in database %s lacks the archived columns %s" % (target, database, ", ".join(lacking))
+                    "%s decodes to %d rows (hash %s); its manifest says %d rows (hash %s): not restored"
+                    % (self.store.url(ref["name"]), got[0], got[1], m["rows"], m["content_hash"])
                 )
-        window = {"lo": start, "hi": end}
-        for label, entry, manifests in selected:
-            stage = _Stage(conn, columns)
+            with self.conn.cursor() as cur:
+                cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage.ident, part.ident))
+        finally:
+            part.drop()
+        os.unlink(path)
+
+    def _insert_missing(self, stage, label, check_mode):
+        """Inserts the staged rows of the window the target lacks (with their multiplicity) and
+        checks none is missing then, in one transaction; check mode only counts them. Returns
+        the rows inserted (or that would be)."""
+        columns, target_ident, in_window, window = self.columns, self.target_ident, _range_where(self.info), self.window
+        count_missing = sql.SQL("SELECT count(*) FROM ({}) m").format(
+            _missing_query(columns, stage.ident, in_window, target_ident, in_window, select=sql.SQL("1"))
+        )
+        with self.conn.cursor() as cur:
+            cur.execute("BEGIN")
             try:
-                item = {
-                    "range_start": _iso(entry["start"]),
-                    "range_end": _iso(entry["end"]),
-                    "versions": [],
-                    "rows_archived": 0,
-                }
-                for m in manifests:
-                    if [c["name"] for c in m["columns"]] != [c["name"] for c in columns]:
-                        raise HistoryError(
-                            "range %s version %d has other columns than the first range restored"
-                            % (label, m["version"])
-                        )
-                    ref = _object_ref(m, month_folder(folder, entry["start"]))
-                    path = _download_checked(store, ref["name"], ref["sha256"], work.path)
-                    part = _Stage(conn, columns)
-                    try:
-                        part.load(path)
-                        got = part.fingerprint()
-                        if got != (m["rows"], m["content_hash"]):
-                            raise HistoryError(
-                                "%s decodes to %d rows (hash %s); its manifest says %d rows (hash %s): not restored"
-                                % (store.url(ref["name"]), got[0], got[1], m["rows"], m["content_hash"])
-                            )
-                        with conn.cursor() as cur:
-                            cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage.ident, part.ident))
-                    finally:
-                        part.drop()
-                    os.unlink(path)
-                    item["versions"].append({"version": m["version"], "generation": m["generation"], "rows": m["rows"]})
-                    item["rows_archived"] += m["rows"]
-                in_window = _range_where(info)
-                item["rows_in_window"] = stage.fingerprint(in_window, window)[0]
-                if result["table_created"] and check_mode:
-                    item["rows_inserted"] = item["rows_in_window"]
+                if check_mode:
+                    cur.execute(count_missing, window)
+                    inserted = int(cur.fetchone()[0])
                 else:
-                    count_missing = sql.SQL("SELECT count(*) FROM ({}) m").format(
-                        _missing_query(columns, stage.ident, in_window, target_ident, in_window, select=sql.SQL("1"))
+                    cur.execute(
+                        sql.SQL("INSERT INTO {t} ({cols}) ").format(t=target_ident, cols=_col_list(columns))
+                        + _missing_query(columns, stage.ident, in_window, target_ident, in_window),
+                        window,
                     )
-                    with conn.cursor() as cur:
-                        cur.execute("BEGIN")
-                        try:
-                            if check_mode:
-                                cur.execute(count_missing, window)
-                                item["rows_inserted"] = int(cur.fetchone()[0])
-                            else:
-                                cur.execute(
-                                    sql.SQL("INSERT INTO {t} ({cols}) ").format(t=target_ident, cols=_col_list(columns))
-                                    + _missing_query(columns, stage.ident, in_window, target_ident, in_window),
-                                    window,
-                                )
-                                item["rows_inserted"] = cur.rowcount
-                                cur.execute(count_missing, window)
-                                still = int(cur.fetchone()[0])
-                                if still:
-                                    raise HistoryError(
-                                        "after loading range %s, %d archived rows are still missing from %s; "
-                                        "rolled back" % (label, still, target)
-                                    )
-                            cur.execute("ROLLBACK" if check_mode else "COMMIT")
-                        except BaseException:
-                            abort(conn)
-                            raise
-                item["rows_present"] = item["rows_in_window"] - item["rows_inserted"]
-                item["verified"] = not check_mode
-            finally:
-                stage.drop()
-            result["ranges"].append(item)
-            result["rows_archived"] += item["rows_in_window"]
-            result["rows_inserted"] += item["rows_inserted"]
-            result["rows_present"] += item["rows_present"]
-    finally:
-        if owned:
-            conn.close()
-        work.close()
-    result["changed"] = bool(result["rows_inserted"]) or result["table_created"]
-    return result
+                    inserted = cur.rowcount
+                    cur.execute(count_missing, window)
+                    still = int(cur.fetchone()[0])
+                    if still:
+                        raise HistoryError(
+                            "after loading range %s, %d archived rows are still missing from %s; rolled back"
+                            % (label, still, self.target)
+                        )
+                cur.execute("ROLLBACK" if check_mode else "COMMIT")
+            except BaseException:
+                abort(self.conn)
+                raise
+        return inserted
 
 
 def _create_table(conn, schema, table, columns, time_column):

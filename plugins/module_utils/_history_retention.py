@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import datetime
 import os
 
@@ -235,79 +236,108 @@ def enforce_retention(
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
+        run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
         for name, retention in policies:
-            info = describe_hypertable(conn, name)
-            cutoff = now - retention
-            jobs = retention_policy_jobs(conn, info)
-            if jobs:
-                result["warnings"].append(
-                    "%s has a TimescaleDB retention policy (job %s): it drops chunks without checking the archive. "
-                    "Remove it (SELECT remove_retention_policy('%s')) and let chunk_retention do this"
-                    % (info["name"], ", ".join("%d" % j for j in jobs), info["name"])
-                )
-            slices = list_slices(conn, info)
-            due = [s for s in slices if s["end"] <= cutoff]
-            summary = {
-                "retention_days": retention.days,
-                "cutoff": _iso(cutoff),
-                "slices": len(slices),
-                "due": len(due),
-                "dropped": 0,
-                "held_back": 0,
-                "retention_policy_jobs": jobs,
-            }
-            result["hypertables"][info["name"]] = summary
-            folder = history_folder(store.prefix, database, info["name"])
-            unreachable = None
-            referenced = _referenced_reason(conn, info)
-            for s in due:
-                manifest = None
-                if referenced is not None:
-                    held = (HELD_REFERENCED, referenced)
-                elif unreachable is not None:
-                    held = (HELD_UNREACHABLE, unreachable)
-                else:
-                    try:
-                        manifest, held = _check_archive(store, info, folder, s, verify_objects, work)
-                    except _azure.AzureTierError as e:
-                        manifest, held = None, (HELD_UNREACHABLE if _service_error(e) else HELD_ERROR, store.redact(e))
-                        if _service_error(e):
-                            unreachable = "the archive cannot be checked: %s" % store.redact(e)
-                            held = (HELD_UNREACHABLE, unreachable)
-                if held is None:
-                    try:
-                        dropped, held = _drop_slice(conn, info, s, manifest, check_mode, lock_timeout)
-                    except _pg.psycopg2.Error as e:
-                        dropped, held = None, (HELD_ERROR, "%s" % e)
-                if held is not None:
-                    summary["held_back"] += 1
-                    result["held_back"].append(_held(info, s, held[0], held[1]))
-                    continue
-                summary["dropped"] += 1
-                record = _slice_result(
-                    info,
-                    s,
-                    rows=dropped["rows"],
-                    content_hash=dropped["content_hash"],
-                    archive_version=manifest["version"],
-                    archive_generation=manifest["generation"],
-                    archive_object=store.url("%s/%s" % (month_folder(folder, s["start"]), manifest["object"]["name"])),
-                )
-                result["dropped"].append(record)
-                if not check_mode:
-                    _audit(
-                        audit_log,
-                        dict(
-                            record,
-                            event="chunks_dropped",
-                            database=database,
-                            at=_iso(mf.utcnow()),
-                            reference_time=_iso(now),
-                        ),
-                    )
+            run.table(name, retention)
     finally:
         if owned:
             conn.close()
         work.close()
     result["changed"] = bool(result["dropped"])
     return result
+
+
+@dataclasses.dataclass
+class _Retention:
+    """One enforce_retention run: its connection, store and options, and the result it fills in."""
+
+    conn: object
+    store: object  # an _azure.BlobStore
+    database: str
+    now: datetime.datetime
+    work: _Work
+    result: dict
+    check_mode: bool
+    verify_objects: bool
+    lock_timeout: int
+    audit_log: object  # None, or the path of the audit log
+    # Set when Azure cannot be reached: the hypertable's other slices are held back unasked.
+    unreachable: object = None
+
+    def table(self, name, retention):
+        conn, result = self.conn, self.result
+        info = describe_hypertable(conn, name)
+        cutoff = self.now - retention
+        jobs = retention_policy_jobs(conn, info)
+        if jobs:
+            result["warnings"].append(
+                "%s has a TimescaleDB retention policy (job %s): it drops chunks without checking the archive. "
+                "Remove it (SELECT remove_retention_policy('%s')) and let chunk_retention do this"
+                % (info["name"], ", ".join("%d" % j for j in jobs), info["name"])
+            )
+        slices = list_slices(conn, info)
+        due = [s for s in slices if s["end"] <= cutoff]
+        summary = {
+            "retention_days": retention.days,
+            "cutoff": _iso(cutoff),
+            "slices": len(slices),
+            "due": len(due),
+            "dropped": 0,
+            "held_back": 0,
+            "retention_policy_jobs": jobs,
+        }
+        result["hypertables"][info["name"]] = summary
+        folder = history_folder(self.store.prefix, self.database, info["name"])
+        self.unreachable = None
+        referenced = _referenced_reason(conn, info)
+        for s in due:
+            manifest, held = self._check(info, folder, s, referenced)
+            if held is None:
+                try:
+                    dropped, held = _drop_slice(conn, info, s, manifest, self.check_mode, self.lock_timeout)
+                except _pg.psycopg2.Error as e:
+                    dropped, held = None, (HELD_ERROR, "%s" % e)
+            if held is not None:
+                summary["held_back"] += 1
+                result["held_back"].append(_held(info, s, held[0], held[1]))
+                continue
+            summary["dropped"] += 1
+            self._dropped(info, folder, s, manifest, dropped)
+
+    def _check(self, info, folder, s, referenced):
+        """(manifest, None) when a verified archive covers the slice, else (None, (code, reason))."""
+        if referenced is not None:
+            return None, (HELD_REFERENCED, referenced)
+        if self.unreachable is not None:
+            return None, (HELD_UNREACHABLE, self.unreachable)
+        try:
+            return _check_archive(self.store, info, folder, s, self.verify_objects, self.work)
+        except _azure.AzureTierError as e:
+            held = (HELD_UNREACHABLE if _service_error(e) else HELD_ERROR, self.store.redact(e))
+            if _service_error(e):
+                self.unreachable = "the archive cannot be checked: %s" % self.store.redact(e)
+                held = (HELD_UNREACHABLE, self.unreachable)
+            return None, held
+
+    def _dropped(self, info, folder, s, manifest, dropped):
+        record = _slice_result(
+            info,
+            s,
+            rows=dropped["rows"],
+            content_hash=dropped["content_hash"],
+            archive_version=manifest["version"],
+            archive_generation=manifest["generation"],
+            archive_object=self.store.url("%s/%s" % (month_folder(folder, s["start"]), manifest["object"]["name"])),
+        )
+        self.result["dropped"].append(record)
+        if not self.check_mode:
+            _audit(
+                self.audit_log,
+                dict(
+                    record,
+                    event="chunks_dropped",
+                    database=self.database,
+                    at=_iso(mf.utcnow()),
+                    reference_time=_iso(self.now),
+                ),
+            )

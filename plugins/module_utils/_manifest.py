@@ -236,10 +236,11 @@ def seal(manifest):
     return manifest
 
 
-def atomic_write_bytes(path, data, mode=0o600):
-    """Temp file in the target directory, mode set before content, fsync, rename, fsync dir."""
+def atomic_write_bytes(path, data, mode=0o600, suffix=PARTIAL_SUFFIX):
+    """Temp file in the target directory, mode set before content, fsync, rename, fsync dir.
+    ``suffix`` names the temp file (``*.partial`` by default: never a name a reader picks up)."""
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=PARTIAL_SUFFIX, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -255,12 +256,16 @@ def atomic_write_bytes(path, data, mode=0o600):
     return path
 
 
-def fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path):
+    """fsync of a file, or of a folder (so that a rename in it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path
 
 
 def dumps(manifest):
@@ -273,17 +278,7 @@ def write_manifest(path, manifest):
 
 def parse_manifest(data, source="manifest"):
     """Parses and checks a manifest (bytes or str). Raises ManifestError with the reason."""
-    try:
-        manifest = json.loads(data)
-    except ValueError as e:
-        raise ManifestError("%s is not valid JSON: %s" % (source, e)) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError("%s is not an insa.timescaledb_backup manifest" % source)
-    version = manifest.get("format_version")
-    if version != MANIFEST_VERSION:
-        raise ManifestError(
-            "%s has format_version %r; this collection reads version %d" % (source, version, MANIFEST_VERSION)
-        )
+    manifest = load_document(data, source, MANIFEST_FORMAT, MANIFEST_VERSION, "manifest", ManifestError)
     expected = manifest.get("manifest_sha256")
     actual = hashlib.sha256(_canonical(manifest)).hexdigest()
     if expected != actual:
@@ -291,10 +286,29 @@ def parse_manifest(data, source="manifest"):
             "%s was altered after it was written (manifest_sha256 %s, content hashes to %s)"
             % (source, expected, actual)
         )
-    for key in ("backup_id", "database", "archive", "tables", "dump"):
-        if key not in manifest:
-            raise ManifestError("%s lacks %r" % (source, key))
+    require_keys(manifest, ("backup_id", "database", "archive", "tables", "dump"), source, ManifestError)
     return manifest
+
+
+def load_document(data, source, fmt, version, what, error):
+    """A JSON document of this collection (a backup or history manifest) of format ``fmt`` and
+    ``version``, before its seal is checked. Raises ``error`` saying what is wrong with it."""
+    try:
+        document = json.loads(data)
+    except ValueError as e:
+        raise error("%s is not valid JSON: %s" % (source, e)) from None
+    if not isinstance(document, dict) or document.get("format") != fmt:
+        raise error("%s is not an insa.timescaledb_backup %s" % (source, what))
+    found = document.get("format_version")
+    if found != version:
+        raise error("%s has format_version %r; this collection reads version %d" % (source, found, version))
+    return document
+
+
+def require_keys(document, keys, source, error):
+    for key in keys:
+        if key not in document:
+            raise error("%s lacks %r" % (source, key))
 
 
 def read_manifest(path):

@@ -34,11 +34,11 @@ import datetime
 import errno
 import json
 import os
-import tempfile
 import time
 import traceback
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -248,33 +248,10 @@ def _check_result(result, index):
     return clean
 
 
-def _fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path, data, mode=FILE_MODE):
     """Writes ``data`` (bytes) to ``path`` through a hidden temp file in the same folder (never
-    ``*.prom``, so node_exporter never reads it half-written), fsync, chmod, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
+    ``*.prom``, so node_exporter never reads it half-written), chmod, fsync, rename."""
+    mf.atomic_write_bytes(path, data, mode, suffix=".tmp")
 
 
 def _empty_state():

@@ -16,8 +16,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import dataclasses
 import hashlib
-import os
 import re
 import tempfile
 import threading
@@ -25,7 +25,6 @@ import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _dump,
-    _globals,
     _pg,
     _restore_extras,
     _tsdb,
@@ -136,56 +135,6 @@ def check_extension_available(conn, manifest):
     return version
 
 
-_ROLES_QUERY = (
-    "SELECT rolname, rolsuper, rolsuper OR rolreplication OR rolbypassrls "
-    "OR (rolcreaterole AND current_setting('server_version_num')::int < 160000) FROM pg_roles"
-)
-
-
-def restore_roles(params, globals_path):
-    """Creates the roles of the backup's cluster that are missing here (no passwords, no
-    SUPERUSER/REPLICATION/BYPASSRLS); roles that exist are left exactly as they are. The file
-    is parsed, never run: one statement this collection does not understand refuses all of it
-    before anything changed. Returns what was left alone, for the operator to read."""
-    if not globals_path or not os.path.exists(globals_path):
-        return ["no globals file; roles were not restored"]
-    try:
-        with open(globals_path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise RestoreError("%s is not UTF-8 (%s); nothing was changed" % (globals_path, e)) from None
-    try:
-        statements = _globals.parse(text)
-    except _globals.GlobalsError as e:
-        raise RestoreError("%s: %s. Nothing was changed." % (globals_path, e)) from None
-    conn = _pg.connect(params)
-    try:
-        planned = _globals.plan(
-            statements,
-            {
-                name: {"superuser": sup, "privileged": privileged}
-                for name, sup, privileged in _pg.rows(conn, _ROLES_QUERY)
-            },
-            {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")},
-            databases=[r[0] for r in _pg.rows(conn, "SELECT datname FROM pg_database")],
-            current_user=_pg.scalar(conn, "SELECT current_user"),
-            server_major=int(_pg.scalar(conn, "SHOW server_version_num")) // 10000,
-        )
-        with conn.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                for statement in planned["sql"]:
-                    cur.execute(statement)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-    finally:
-        conn.close()
-    created = ["created role %s" % _pg.qualify_part(r) for r in planned["created"]]
-    return created + planned["skipped"]
-
-
 class SizeWatcher:
     """Reports a restore's progress as the size of the target database against the size the
     source had when it was dumped (manifest ``database_size_bytes``): the same measure for a
@@ -278,14 +227,19 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         finally:
             tconn.close()
     except BaseException:
-        cleanup = _pg.connect(params)
-        try:
-            _pg.drop_database(cleanup, target)
-        finally:
-            cleanup.close()
+        _drop_database(params, target)
         raise
     timings["restore_seconds"] = round(time.monotonic() - t0, 3)
     return {"timings": timings, "facts": facts, "target": target, "warnings": warnings}
+
+
+def _drop_database(params, name):
+    """Drops a database (if it exists) over a connection of its own."""
+    conn = _pg.connect(params)
+    try:
+        _pg.drop_database(conn, name)
+    finally:
+        conn.close()
 
 
 def _write_list(entries):
@@ -405,6 +359,31 @@ def restore_backup(
     """
     result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None}
     backup_id = manifest["backup_id"]
+    exists = _check_target(params, manifest, target, strategy)
+    if roles:
+        result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
+    if exists and safety_backup:
+        result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
+    run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
+    if strategy == "in_place":
+        if exists:
+            _drop_database(params, target)
+            if audit:
+                audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
+        run.restore_as(target)
+        return result
+
+    staging = scratch_name(target, "restore", backup_id)
+    replaced = scratch_name(target, "pre_restore", backup_id)
+    _drop_database(params, staging)  # a leftover of an earlier failed attempt
+    diffs = run.restore_as(staging)
+    run.swap(staging, replaced, exists, keep_replaced, diffs)
+    return result
+
+
+def _check_target(params, manifest, target, strategy):
+    """Whether ``target`` exists; refuses early what cannot work (the TimescaleDB version, no
+    room beside it). Returns True when it exists."""
     conn = _pg.connect(params)
     try:
         exists = _pg.database_exists(conn, target)
@@ -419,76 +398,84 @@ def restore_backup(
             )
     finally:
         conn.close()
-    if roles:
-        result["warnings"] += restore_roles(params, backup_set.globals_sql)
-    if exists and safety_backup:
-        if not backup_dir:
-            raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")
-        safety = _dump.dump(
-            params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
-        )
-        result["safety_backup"] = {
-            "backup_id": safety["manifest"]["backup_id"],
-            "path": safety["backup_set"].archive,
-            "manifest_path": safety["backup_set"].manifest,
-        }
-    if strategy == "in_place":
-        if exists:
-            conn = _pg.connect(params)
-            try:
-                _pg.drop_database(conn, target)
-            finally:
-                conn.close()
-            if audit:
-                audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
-        restored = restore_into(params, backup_set.archive, target, manifest, jobs=jobs, progress=progress)
-        result["warnings"] += restored.pop("warnings")
-        result.update(restored)
-        result["differences"] = compare(manifest, restored["facts"])
-        return result
+    return exists
 
-    staging = scratch_name(target, "restore", backup_id)
-    replaced = scratch_name(target, "pre_restore", backup_id)
-    conn = _pg.connect(params)
-    try:
-        _pg.drop_database(conn, staging)  # a leftover of an earlier failed attempt
-    finally:
-        conn.close()
-    restored = restore_into(params, backup_set.archive, staging, manifest, jobs=jobs, progress=progress)
-    result["warnings"] += restored.pop("warnings")
-    result.update(restored)
-    diffs = compare(manifest, restored["facts"])
-    result["differences"] = diffs
-    conn = _pg.connect(params)
-    try:
-        if diffs:
-            _pg.drop_database(conn, staging)
-            raise RestoreError(
-                "the restored copy does not match the manifest (%s); %s was left untouched and the copy removed"
-                % (describe_diffs(diffs), target)
-            )
-        t0 = time.monotonic()
-        _pg.close_database(conn, staging)
-        if exists:
-            if _pg.database_exists(conn, replaced):
-                raise RestoreError("%s already exists from an earlier restore; drop or rename it first" % replaced)
-            _pg.close_database(conn, target)
-            _pg.rename_database(conn, target, replaced)
-            _pg.open_database(conn, replaced)
-        _pg.rename_database(conn, staging, target)
-        _pg.open_database(conn, target)
-        result["timings"]["swap_seconds"] = round(time.monotonic() - t0, 3)
-        if audit:
-            audit("restore_swap", database=target, backup_id=backup_id, replaced=replaced if exists else None)
-        result["replaced_database"] = replaced if exists else None
-        if exists and not keep_replaced:
-            _pg.drop_database(conn, replaced)
-            result["replaced_database"] = None
+
+def _safety_backup(params, target, backup_dir, host_label):
+    if not backup_dir:
+        raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")
+    safety = _dump.dump(
+        params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
+    )
+    return {
+        "backup_id": safety["manifest"]["backup_id"],
+        "path": safety["backup_set"].archive,
+        "manifest_path": safety["backup_set"].manifest,
+    }
+
+
+@dataclasses.dataclass
+class _Restore:
+    """The steps of one restore_backup after its checks: restoring the set as a database, and
+    the swap of a copy restored beside the target. Fills in ``result``."""
+
+    params: _pg.ConnectionParams
+    backup_set: mf.BackupSet
+    manifest: dict
+    target: str
+    jobs: int
+    audit: object  # None, or audit(action, **fields)
+    progress: object  # None, or a reporter factory
+    result: dict
+
+    def restore_as(self, database):
+        """restore_into ``database``; returns the differences from the manifest."""
+        restored = restore_into(
+            self.params, self.backup_set.archive, database, self.manifest, jobs=self.jobs, progress=self.progress
+        )
+        self.result["warnings"] += restored.pop("warnings")
+        self.result.update(restored)
+        self.result["differences"] = compare(self.manifest, restored["facts"])
+        return self.result["differences"]
+
+    def swap(self, staging, replaced, exists, keep_replaced, diffs):
+        """The restored copy becomes the target, the target (if it exists) ``replaced``; a copy
+        that does not match the manifest is dropped instead and the target left untouched."""
+        params, target, audit, result = self.params, self.target, self.audit, self.result
+        conn = _pg.connect(params)
+        try:
+            if diffs:
+                _pg.drop_database(conn, staging)
+                raise RestoreError(
+                    "the restored copy does not match the manifest (%s); %s was left untouched and the copy removed"
+                    % (describe_diffs(diffs), target)
+                )
+            t0 = time.monotonic()
+            _pg.close_database(conn, staging)
+            if exists:
+                if _pg.database_exists(conn, replaced):
+                    raise RestoreError("%s already exists from an earlier restore; drop or rename it first" % replaced)
+                _pg.close_database(conn, target)
+                _pg.rename_database(conn, target, replaced)
+                _pg.open_database(conn, replaced)
+            _pg.rename_database(conn, staging, target)
+            _pg.open_database(conn, target)
+            result["timings"]["swap_seconds"] = round(time.monotonic() - t0, 3)
             if audit:
-                audit("drop_database", database=replaced, reason="keep_replaced is false")
-    finally:
-        conn.close()
-    return result
+                audit(
+                    "restore_swap",
+                    database=target,
+                    backup_id=self.manifest["backup_id"],
+                    replaced=replaced if exists else None,
+                )
+            result["replaced_database"] = replaced if exists else None
+            if exists and not keep_replaced:
+                _pg.drop_database(conn, replaced)
+                result["replaced_database"] = None
+                if audit:
+                    audit("drop_database", database=replaced, reason="keep_replaced is false")
+        finally:
+            conn.close()
 
 
 def backup_set_for(backup_dir, database, backup_id):

@@ -1,10 +1,11 @@
 # Copyright: (c) 2026, INSA platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What pg_restore alone does not bring back, given back by the restore (docs/ARCHITECTURE.md,
-"What a restore reproduces"): the foreign keys that point at hypertables, added once
-timescaledb_post_restore() has made their rows visible, and the database's own grants,
-comment and settings. Everything here comes from a manifest, so it is data, never SQL to run
-as it is: names are quoted again and definitions checked against strict patterns.
+"What a restore reproduces"): the roles of the backup's cluster (from its globals file), the
+foreign keys that point at hypertables, added once timescaledb_post_restore() has made their
+rows visible, and the database's own grants, comment and settings. Everything here comes from
+the backup set, so it is data, never SQL to run as it is: the globals file is parsed, names
+are quoted again and definitions checked against strict patterns.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too.
 """
@@ -13,15 +14,66 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _globals, _pg
 
 sql = _pg.sql  # query composition through _pg (None without psycopg2)
 
 
 class RestoreError(_errors.OperatorError):
     """A restore cannot go on; the message says why, and what state the databases are in."""
+
+
+_ROLES_QUERY = (
+    "SELECT rolname, rolsuper, rolsuper OR rolreplication OR rolbypassrls "
+    "OR (rolcreaterole AND current_setting('server_version_num')::int < 160000) FROM pg_roles"
+)
+
+
+def restore_roles(params, globals_path):
+    """Creates the roles of the backup's cluster that are missing here (no passwords, no
+    SUPERUSER/REPLICATION/BYPASSRLS); roles that exist are left exactly as they are. The file
+    is parsed, never run: one statement this collection does not understand refuses all of it
+    before anything changed. Returns what was left alone, for the operator to read."""
+    if not globals_path or not os.path.exists(globals_path):
+        return ["no globals file; roles were not restored"]
+    try:
+        with open(globals_path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise RestoreError("%s is not UTF-8 (%s); nothing was changed" % (globals_path, e)) from None
+    try:
+        statements = _globals.parse(text)
+    except _globals.GlobalsError as e:
+        raise RestoreError("%s: %s. Nothing was changed." % (globals_path, e)) from None
+    conn = _pg.connect(params)
+    try:
+        planned = _globals.plan(
+            statements,
+            {
+                name: {"superuser": sup, "privileged": privileged}
+                for name, sup, privileged in _pg.rows(conn, _ROLES_QUERY)
+            },
+            {r[0] for r in _pg.rows(conn, "SELECT name FROM pg_settings WHERE context = 'user'")},
+            databases=[r[0] for r in _pg.rows(conn, "SELECT datname FROM pg_database")],
+            current_user=_pg.scalar(conn, "SELECT current_user"),
+            server_major=int(_pg.scalar(conn, "SHOW server_version_num")) // 10000,
+        )
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                for statement in planned["sql"]:
+                    cur.execute(statement)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+    finally:
+        conn.close()
+    created = ["created role %s" % _pg.qualify_part(r) for r in planned["created"]]
+    return created + planned["skipped"]
 
 
 _PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")

@@ -7,7 +7,7 @@ on the host and a small script imports this module. It calls the same functions 
 modules (dump -> verify -> upload with catch-up -> prune -> metrics), not a second copy.
 
 Configuration comes from the environment (systemd ``EnvironmentFile=`` agent.env and the 0600
-credentials.env written by the role)::
+credentials.env written by the role), read by _runner_config::
 
     PGHOST PGPORT PGUSER PGPASSWORD PGPASSFILE PGSSLMODE       libpq settings
     TSDB_BACKUP_DATABASES       comma-separated databases to back up (required)
@@ -37,13 +37,17 @@ import datetime
 import json
 import logging
 import os
-import re
-import socket
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _lock, _pg, _prune, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _lock, _prune, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._runner_config import (
+    ConfigError,
+    check_config,
+    load_config,
+    read_env_file,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = (
     _errors.EXIT_OK,
@@ -53,157 +57,8 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = (
 )
 
 
-class ConfigError(_errors.ConfigError):
-    """The agent's settings files are wrong."""
-
-
 class RunLocked(_errors.ConflictError):
     """Another run of the agent (the timer or a playbook) holds the run lock."""
-
-
-def _bool(value, default):
-    if value in (None, ""):
-        return default
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError("expected true or false, got %r" % value)
-
-
-def _json_list(name, text):
-    """The value of a list setting written as JSON (what the roles write: names may hold ',' or
-    '='), or None for the comma-separated form of earlier releases."""
-    text = (text or "").strip()
-    if not text.startswith("["):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise ConfigError("%s is not a valid JSON list: %s" % (name, e)) from None
-    if not isinstance(value, list):
-        raise ConfigError("%s must be a JSON list" % name)
-    return value
-
-
-def _database_list(text):
-    """'["iot", "plant 1"]' or 'iot,plant1' -> names."""
-    found = _json_list("TSDB_BACKUP_DATABASES", text)
-    if found is None:
-        return [d.strip() for d in (text or "").split(",") if d.strip()]
-    if not all(isinstance(d, str) for d in found):
-        raise ConfigError("TSDB_BACKUP_DATABASES must list database names (strings)")
-    return found
-
-
-def _retention_list(text):
-    """'[{"hypertable": "public.esp_telemetry", "retention_days": 30}]', or the older
-    'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
-    found = _json_list("TSDB_HISTORY_RETENTION", text)
-    if found is not None:
-        for item in found:
-            if not (
-                isinstance(item, dict)
-                and isinstance(item.get("hypertable"), str)
-                and str(item.get("retention_days", "")).isdigit()
-            ):
-                raise ConfigError("TSDB_HISTORY_RETENTION entries need hypertable and retention_days, got %r" % item)
-        return [{"hypertable": i["hypertable"], "retention_days": int(i["retention_days"])} for i in found]
-    out = []
-    for item in [i.strip() for i in text.split(",") if i.strip()]:
-        name, sep, days = item.rpartition("=")
-        if not sep or not days.strip().isdigit():
-            raise ConfigError("TSDB_HISTORY_RETENTION entries are <hypertable>=<days>, got %r" % item)
-        out.append({"hypertable": name.strip(), "retention_days": int(days)})
-    return out
-
-
-def load_config(environ=None):
-    env = os.environ if environ is None else environ
-    databases = _database_list(env.get("TSDB_BACKUP_DATABASES", ""))
-    if not databases:
-        raise ConfigError("TSDB_BACKUP_DATABASES is empty: list the databases to back up (a JSON list)")
-    try:
-        config = {
-            "databases": databases,
-            "backup_dir": env.get("TSDB_BACKUP_DIR", "/var/backups/tsdb"),
-            "state_dir": env.get("TSDB_BACKUP_STATE_DIR", "/var/lib/tsdb-backup"),
-            "host_label": env.get("TSDB_BACKUP_HOST_LABEL") or socket.getfqdn(),
-            "compression": env.get("TSDB_BACKUP_COMPRESSION", "zstd"),
-            "verify_level": env.get("TSDB_BACKUP_VERIFY_LEVEL", "archive"),
-            "keep_days": int(env.get("TSDB_BACKUP_KEEP_DAYS", "7")),
-            "keep_last": int(env.get("TSDB_BACKUP_KEEP_LAST", "3")),
-            "upload": _bool(env.get("TSDB_BACKUP_UPLOAD"), True),
-            "metrics_dir": env.get("TSDB_BACKUP_METRICS_DIR") or None,
-            "notify_config": env.get("TSDB_BACKUP_NOTIFY_CONFIG") or None,
-            "log_format": env.get("TSDB_BACKUP_LOG_FORMAT", "text"),
-            "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
-            "azure": {
-                "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
-                "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX") or None,
-                "create_container": _bool(env.get("TSDB_BACKUP_AZURE_CREATE_CONTAINER"), False),
-                "max_retries": int(env["TSDB_BACKUP_AZURE_MAX_RETRIES"])
-                if env.get("TSDB_BACKUP_AZURE_MAX_RETRIES")
-                else None,
-                "retry_backoff": int(env["TSDB_BACKUP_AZURE_RETRY_BACKOFF"])
-                if env.get("TSDB_BACKUP_AZURE_RETRY_BACKOFF")
-                else None,
-            },
-        }
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    config["history"] = {
-        "database": env.get("TSDB_HISTORY_DATABASE") or databases[0],
-        "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),
-        "grace_hours": float(env.get("TSDB_HISTORY_GRACE_HOURS", "1")),
-    }
-    # libpq reads PG* itself for the tools; psycopg2 gets them explicitly.
-    config["pg"] = _pg.ConnectionParams(
-        login_host=env.get("PGHOST", "127.0.0.1"),
-        port=int(env.get("PGPORT", "5432")),
-        login_user=env.get("PGUSER", "postgres"),
-        login_password=env.get("PGPASSWORD") or None,
-        passfile=env.get("PGPASSFILE") or None,
-        sslmode=env.get("PGSSLMODE", "prefer"),
-    )
-    return check_config(config)
-
-
-def check_config(config):
-    """What the timer's settings and the backup module's options must both satisfy: the one
-    place a run's configuration is validated. Returns the config."""
-    if not config["databases"]:
-        raise ConfigError("no database to back up: list at least one")
-    for d in config["databases"]:
-        try:
-            mf.validate_database_name(d)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    if config["compression"] not in _dump.COMPRESSIONS:
-        raise ConfigError("compression (TSDB_BACKUP_COMPRESSION) must be one of %s" % ", ".join(_dump.COMPRESSIONS))
-    if config["verify_level"] not in _verify.LEVELS:
-        raise ConfigError("verify level (TSDB_BACKUP_VERIFY_LEVEL) must be one of %s" % ", ".join(_verify.LEVELS))
-    return config
-
-
-_ENV_LINE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*$')
-
-
-def read_env_file(path):
-    """The settings of an EnvironmentFile the roles write (KEY="value", backslash escaping
-    backslash, quote, dollar and backtick; see the roles' env.j2): {} when the file does not
-    exist. Other lines are ignored."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return {}
-    values = {}
-    for line in lines:
-        m = _ENV_LINE.match(line.strip())
-        if m:
-            values[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))
-    return values
 
 
 def run_lock(state_dir):
@@ -269,65 +124,14 @@ def backup_database(config, database, logger, store=None, azure=None):
     step = "dump"
     t0 = time.monotonic()
     try:
-        previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
-        estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
         new_progress = progress_factory(logger)
-        progress = new_progress("dump %s" % database, estimate) if new_progress else None
-        logger.info("dump %s: starting", database)
-        dumped = _dump.dump(
-            config["pg"],
-            database,
-            config["backup_dir"],
-            compression=config["compression"],
-            host_label=config["host_label"],
-            progress=progress,
-        )
-        if progress is not None:
-            progress.finish()
-        m = dumped["manifest"]
-        r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
-        logger.info(
-            "dump %s: backup %s, %s, %.1f s",
-            database,
-            m["backup_id"],
-            _dump.human(m["archive"]["size_bytes"]),
-            m["duration_seconds"],
-        )
-
+        m = _dump_step(config, database, logger, new_progress, r)
         step = "verify"
-        ver = _verify.verify(
-            config["pg"],
-            config["backup_dir"],
-            database,
-            m["backup_id"],
-            level=config["verify_level"],
-            progress=new_progress,
-        )
-        r["verify_ok"] = ver["ok"]
-        if not ver["ok"]:
-            raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
-        logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
-
+        _verify_step(config, database, logger, new_progress, m, r)
         uploaded_ids = None
         if config["upload"]:
             step = "upload"
-            t_up = time.monotonic()
-            # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
-            up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
-            for warning in up.get("warnings") or []:
-                logger.warning("upload %s: %s", database, warning)
-            r.update(
-                upload_bytes=up["bytes"],
-                upload_duration_seconds=round(time.monotonic() - t_up, 3),
-                uploaded=up["uploaded"],
-            )
-            logger.info("upload %s: %d set(s) sent, %s", database, len(up["uploaded"]), _dump.human(up["bytes"]))
-            pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
-            r["pending_uploads"] = len(pending)
-            if up["failures"]:
-                raise RuntimeError("; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]))
-            uploaded_ids = {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
-
+            uploaded_ids = _upload_step(config, database, logger, store, r)
         step = "prune"
         pr = _prune.prune(
             config["backup_dir"],
@@ -348,6 +152,70 @@ def backup_database(config, database, logger, store=None, azure=None):
         logger.error("%s %s: %s", step, database, message)
     r["duration_seconds"] = round(time.monotonic() - t0, 3)
     return r
+
+
+def _dump_step(config, database, logger, new_progress, r):
+    """Takes the backup, with progress against the size of the last archive. Returns its manifest."""
+    previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
+    estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
+    progress = new_progress("dump %s" % database, estimate) if new_progress else None
+    logger.info("dump %s: starting", database)
+    dumped = _dump.dump(
+        config["pg"],
+        database,
+        config["backup_dir"],
+        compression=config["compression"],
+        host_label=config["host_label"],
+        progress=progress,
+    )
+    if progress is not None:
+        progress.finish()
+    m = dumped["manifest"]
+    r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
+    logger.info(
+        "dump %s: backup %s, %s, %.1f s",
+        database,
+        m["backup_id"],
+        _dump.human(m["archive"]["size_bytes"]),
+        m["duration_seconds"],
+    )
+    return m
+
+
+def _verify_step(config, database, logger, new_progress, m, r):
+    ver = _verify.verify(
+        config["pg"],
+        config["backup_dir"],
+        database,
+        m["backup_id"],
+        level=config["verify_level"],
+        progress=new_progress,
+    )
+    r["verify_ok"] = ver["ok"]
+    if not ver["ok"]:
+        raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
+    logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
+
+
+def _upload_step(config, database, logger, store, r):
+    """Catch-up of every set Azure lacks. Returns the ids Azure holds complete (prune may then
+    delete them locally)."""
+    t_up = time.monotonic()
+    # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
+    up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
+    for warning in up.get("warnings") or []:
+        logger.warning("upload %s: %s", database, warning)
+    r.update(
+        upload_bytes=up["bytes"],
+        upload_duration_seconds=round(time.monotonic() - t_up, 3),
+        uploaded=up["uploaded"],
+    )
+    logger.info("upload %s: %d set(s) sent, %s", database, len(up["uploaded"]), _dump.human(up["bytes"]))
+    pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
+    r["pending_uploads"] = len(pending)
+    if up["failures"]:
+        raise RuntimeError("; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]))
+    return {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
 
 
 def run_backup(config, logger):
@@ -586,3 +454,30 @@ def main(argv=None, environ=None):
     for line in summary_lines(results).splitlines():
         logger.info("summary: %s", line)
     return EXIT_OK if all(r["success"] for r in results) else EXIT_FAILED
+
+
+# What the agent_run module, the role's script and the tests use, wherever it lives.
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "ConfigError",
+    "RunLocked",
+    "UploadUnavailable",
+    "audit_callback",
+    "backup_database",
+    "check_config",
+    "get_logger",
+    "load_config",
+    "main",
+    "open_store",
+    "progress_factory",
+    "read_env_file",
+    "report",
+    "run_backup",
+    "run_drill",
+    "run_history",
+    "run_lock",
+    "summary_lines",
+]
