@@ -116,6 +116,9 @@ def parse_args(argv):
     )
     p.add_argument("--end", default=None, help="end of the series, ISO timestamp (default: now, truncated to the hour)")
     p.add_argument("--no-space-partition", action="store_true", help="keep diagnostic_results time-only")
+    p.add_argument(
+        "--seed", type=float, default=None, help="setseed() value in [-1, 1]: the same rows on every run (with --end)"
+    )
     a = p.parse_args(argv)
     if a.rows:
         a.interval = max(1, int(a.days * 86400 * a.devices / a.rows))
@@ -155,6 +158,8 @@ def main(argv=None):
             "start": end - datetime.timedelta(days=a.days),
             "start_diag": end - datetime.timedelta(days=a.diag_days),
         }
+        if a.seed is not None:
+            cur.execute("SELECT setseed(%s)", (a.seed,))
         cur.execute(DEVICES, params)
         cur.execute(TELEMETRY, params)
         tel = cur.rowcount

@@ -1,0 +1,207 @@
+"""make bench: this collection's backup and restore against the floor and the old pipeline,
+measured side by side in one run on the rig (docs/PERFORMANCE.md is written from it).
+
+    make bench                                   # ~2 GB dataset, 3 repetitions
+    . .local/env.sh && .venv/bin/python bench/run.py --size 0.5 --repeat 1 --no-doc
+
+Paths measured, each --repeat times (median and min reported):
+  floor        pg_dump -Fc -Z0 > /dev/null: the cost of reading the data at all
+  old          the replaced scripts: pg_dump -Fc | gzip -6, md5sum, gzip -t, SDK-default upload
+  backup.yml   this collection on demand (dump, counts, verify, upload, prune + Ansible)
+  timer        the nightly tsdb-backup.service, the same pipeline without Ansible
+  pg_restore   serial pg_restore of the same archive with pre/post restore, into a new database
+  restore.yml  from Azure into a new database, and over the existing one (with its safety backup)
+Backups are given as ratios to the floor, restores to serial pg_restore: absolute times on a
+shared 2-core VM vary by 2x between machines, ratios within one run do not. No timing is
+asserted anywhere; this only measures and reports.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import bench_rig as rig  # noqa: E402
+
+DB = "bench_iot"
+CONTAINER = "tsdb-bench"  # its own Azure container: the demo's listing stays the demo's
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=float, default=2.0, help="dataset size in GB (default 2.0, ~9.2 M rows)")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions of each path (default 3)")
+    p.add_argument("--only", default="", help="comma-separated paths to run (floor,old,backup,timer,restore)")
+    p.add_argument("--reseed", action="store_true", help="drop and generate the dataset again")
+    p.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"), help="report to write")
+    p.add_argument("--no-doc", action="store_true", help="print only")
+    p.add_argument("--json", help="also write the raw figures here")
+    return p.parse_args(argv)
+
+
+def timed(fn, *args):
+    t0 = time.monotonic()
+    out = fn(*args)
+    return time.monotonic() - t0, out
+
+
+class Figures:
+    """Seconds per path and repetition, and what each step of a path took."""
+
+    def __init__(self):
+        self.runs, self.steps, self.facts = {}, {}, {}
+
+    def add(self, path, seconds, steps=None):
+        self.runs.setdefault(path, []).append(seconds)
+        for name, value in (steps or {}).items():
+            self.steps.setdefault(path, {}).setdefault(name, []).append(value)
+
+    def median(self, path):
+        return statistics.median(self.runs[path]) if self.runs.get(path) else None
+
+
+def floor(f):
+    seconds, _ = timed(rig.pg_tool, "pg_dump -Fc -Z0 -d %s -f /dev/null" % DB)
+    f.add("floor", seconds)
+
+
+def old_pipeline(f):
+    steps = {}
+    steps["pg_dump | gzip -6"], _ = timed(
+        rig.pg_tool, "mkdir -p /var/tmp/bench-old && pg_dump -Fc -d %s | gzip -6 > /var/tmp/bench-old/old.dump.gz" % DB
+    )
+    steps["md5sum"], _ = timed(rig.pg_tool, "md5sum /var/tmp/bench-old/old.dump.gz > /var/tmp/bench-old/old.md5")
+    steps["gzip -t"], _ = timed(rig.pg_tool, "gzip -t /var/tmp/bench-old/old.dump.gz")
+    steps["upload (SDK defaults)"], _ = timed(rig.sdk_default_upload, "/var/tmp/bench-old/old.dump.gz", CONTAINER)
+    f.add("old", sum(steps.values()), steps)
+    f.facts["old_bytes"] = int(rig.pg_tool("stat -c %s /var/tmp/bench-old/old.dump.gz").strip())
+
+
+def backup_playbook(f):
+    seconds, result = timed(rig.backup_playbook, DB, CONTAINER)
+    steps = dict(result.get("timings") or {})
+    steps["ansible overhead"] = max(0.0, seconds - (result.get("duration_seconds") or 0))
+    f.add("backup.yml", seconds, steps)
+    manifest = rig.newest_manifest(DB)
+    f.facts["stored_bytes"] = manifest["archive"]["size_bytes"] + manifest.get("globals", {}).get("size_bytes", 0)
+    f.facts["backup_id"] = manifest["backup_id"]
+
+
+def timer(f):
+    seconds, _ = timed(rig.start_unit, "tsdb-backup.service")
+    f.add("timer", seconds)
+
+
+def serial_restore(f):
+    archive = rig.newest_archive(DB)
+    steps = rig.serial_pg_restore(archive, DB + "_serial")
+    f.add("pg_restore", sum(steps.values()), steps)
+    rig.drop_databases(DB + "_serial")
+
+
+def restore_playbook(f):
+    seconds, _ = timed(rig.restore_playbook, DB, DB + "_new", CONTAINER)
+    f.add("restore.yml new", seconds)
+    rig.drop_databases(DB + "_new", like=DB + "_new__")
+    seconds, _ = timed(rig.restore_playbook, DB, DB, CONTAINER)
+    f.add("restore.yml over", seconds)
+    rig.drop_databases(like=DB + "__pre_restore_")
+
+
+PATHS = (
+    ("floor", floor),
+    ("old", old_pipeline),
+    ("backup", backup_playbook),
+    ("timer", timer),
+    ("restore", serial_restore),
+    ("restore", restore_playbook),
+)
+
+
+def table(f):
+    """Rows of (path, median, min, ratio, baseline name)."""
+    rows = []
+    for path, base in (
+        ("floor", "floor"),
+        ("old", "floor"),
+        ("backup.yml", "floor"),
+        ("timer", "floor"),
+        ("pg_restore", "pg_restore"),
+        ("restore.yml new", "pg_restore"),
+        ("restore.yml over", "pg_restore"),
+    ):
+        if not f.runs.get(path):
+            continue
+        ratio = f.median(path) / f.median(base) if f.median(base) else None
+        rows.append((path, f.median(path), min(f.runs[path]), ratio, base))
+    return rows
+
+
+def render(f, args, dataset):
+    lines = [
+        "| path | median s | min s | ratio | to |",
+        "|---|---|---|---|---|",
+    ]
+    for path, med, low, ratio, base in table(f):
+        lines.append("| %s | %.1f | %.1f | %s | %s |" % (path, med, low, "%.2f" % ratio if ratio else "-", base))
+    if "old_bytes" in f.facts and "stored_bytes" in f.facts:
+        lines.append(
+            "| stored bytes: old %s, this collection %s | | | %.2f | old |"
+            % (rig.human(f.facts["old_bytes"]), rig.human(f.facts["stored_bytes"]),
+               f.facts["stored_bytes"] / f.facts["old_bytes"])
+        )
+    steps = []
+    for path, named in sorted(f.steps.items()):
+        parts = ", ".join("%s %.1f s" % (n, statistics.median(v)) for n, v in named.items())
+        steps.append("- %s: %s" % (path, parts))
+    for name, value in sorted(f.facts.items()):
+        if name.startswith("rss_"):
+            steps.append("- peak RSS of %s: %s" % (name[4:], rig.human(value)))
+    return "\n".join(
+        [
+            "Dataset: %s. Machine: %s. %d repetition(s) of each path, medians and minima in seconds."
+            % (dataset, rig.machine(), args.repeat),
+            "",
+        ]
+        + lines
+        + ["", "Where the time goes (medians):", ""]
+        + steps
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    only = set(filter(None, args.only.split(",")))
+    dataset = rig.ensure_dataset(DB, args.size, args.reseed)
+    rig.setup_agent(DB, CONTAINER)
+    f = Figures()
+    try:
+        for _ in range(args.repeat):
+            for name, fn in PATHS:
+                if not only or name in only:
+                    print("bench: %s ..." % fn.__name__, flush=True)
+                    fn(f)
+        if not only or "backup" in only:
+            f.facts.update(rig.transfer_rss(DB, CONTAINER))
+    finally:
+        rig.restore_agent()
+    report = render(f, args, dataset)
+    print(report)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"runs": f.runs, "steps": f.steps, "facts": f.facts}, out, indent=2)
+    if not args.no_doc:
+        rig.write_doc(args.doc, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
