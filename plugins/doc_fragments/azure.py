@@ -105,3 +105,18 @@ notes:
   - Secrets (O(account_key), O(sas_token), O(connection_string), O(client_secret)) are never returned, logged
     or put in messages; returned URLs never carry a SAS token.
 """
+
+    # How the modules that upload (blob_upload, chunk_archive) send a file: keep in step with
+    # the block_size_mb and max_concurrency options of their argument specs.
+    UPLOAD = r"""
+options:
+  block_size_mb:
+    description:
+      - Size of one uploaded block in MiB. Raised automatically when a file would need more than 50000 blocks.
+    type: int
+    default: 8
+  max_concurrency:
+    description: Blocks in flight at once.
+    type: int
+    default: 4
+"""

@@ -16,28 +16,94 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_names, _errors, _pg
 
 
+def require_lib(module, available, requirement, import_error, reason=None):
+    """Fails with missing_required_lib when a library the module needs is not importable on the target."""
+    if not available:
+        module.fail_json(msg=missing_required_lib(requirement, reason=reason), exception=import_error)
+
+
 def require_psycopg2(module):
-    if not _pg.HAS_PSYCOPG2:
-        module.fail_json(
-            msg=missing_required_lib(
-                "psycopg2", reason="to talk to PostgreSQL (Debian: apt-get install python3-psycopg2)"
-            ),
-            exception=str(_pg.PSYCOPG2_IMPORT_ERROR),
-        )
+    require_lib(
+        module,
+        _pg.HAS_PSYCOPG2,
+        "psycopg2",
+        str(_pg.PSYCOPG2_IMPORT_ERROR),
+        reason="to talk to PostgreSQL (Debian: apt-get install python3-psycopg2)",
+    )
 
 
 def require_azure_storage(module):
     """Fails with missing_required_lib when the Azure SDK is not importable on the target."""
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
 
-    if not _azure.HAS_AZURE_STORAGE:
-        module.fail_json(
-            msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-        )
+    require_lib(module, _azure.HAS_AZURE_STORAGE, _azure.AZURE_STORAGE_REQUIREMENT, _azure.AZURE_STORAGE_IMPORT_ERROR)
+
+
+def require_pyarrow(module, reason):
+    """Fails with missing_required_lib when pyarrow (the Parquet archive of the history modules) is not importable."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history
+
+    require_lib(
+        module, _history.HAS_PYARROW, _history.PYARROW_REQUIREMENT, _history.PYARROW_IMPORT_ERROR, reason=reason
+    )
 
 
 def connection_params(module):
     return _pg.ConnectionParams.from_params(module.params)
+
+
+def check_minimum(module, name, minimum):
+    """Fails unless the module's option ``name`` is ``minimum`` or more."""
+    if module.params[name] < minimum:
+        module.fail_json(msg="%s must be %d or more" % (name, minimum))
+
+
+def options(params, *names, **renamed):
+    """Keyword arguments of a core function from the module's options: each option of ``names``
+    under its own name, and each ``keyword="option"`` of ``renamed`` under that keyword."""
+    kwargs = dict((name, params[name]) for name in names)
+    kwargs.update((keyword, params[option]) for keyword, option in renamed.items())
+    return kwargs
+
+
+def open_store(module, redact=None, progress=False, check_container=False):
+    """The blob store of the module's Azure options; errors are redacted by ``redact`` (default: the
+    redactor of those options' secrets). ``progress``: long transfers report to the target's journal;
+    ``check_container``: fails unless the container exists (it is never created here)."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+
+    p = module.params
+    store = run_module(module, _azure.redactor_for(p) if redact is None else redact, _azure.open_store, p)
+    if progress:
+        store.progress = progress_factory(module)
+    if check_container:
+        run_module(module, store.redact, store.ensure_container, create=False)
+    return store
+
+
+def run_history(module, fn, *args, **kwargs):
+    """Runs a core function of the history modules, fn(connection, database, store, *args, **kwargs),
+    with the module's PostgreSQL options, its database option and the blob store of its Azure
+    options; errors are redacted with the store's secrets."""
+    store = open_store(module)
+    return run_module(
+        module, store.redact, fn, connection_params(module), module.params["database"], store, *args, **kwargs
+    )
+
+
+def warn(module, warnings):
+    """Each warning of a core function as a warning of the module."""
+    for warning in warnings:
+        module.warn(warning)
+
+
+def fail_on_failures(module, result, what, describe, most=None):
+    """Fails with '<count> <what>: <the first ``most`` failures, each as describe(failure)>' and the
+    whole result when the core function reported failures."""
+    failures = result.get("failures")
+    if failures:
+        described = "; ".join(describe(f) for f in failures[:most])
+        module.fail_json(msg="%d %s: %s" % (len(failures), what, described), **result)
 
 
 def run_module(module, redact, fn, *args, **kwargs):

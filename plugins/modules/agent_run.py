@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: agent_run
 short_description: Run a job of the backup agent now - the nightly backup or the restore drill, with metrics and notifications
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Runs, for each database, exactly what the agent's timer runs - the same function of the collection with the same
@@ -27,18 +29,12 @@ description:
     settings file is a warning - the run then writes no metrics and sends no notification.
   - Refuses to run as a user who does not own O(state_dir) - the lock and metrics state it would create there would
     lock the timer out.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
     support: partial
     details: For O(job=backup), runs the pre-flight checks of each dump (connection, versions, tools, space); changes nothing.
-  diff_mode:
-    support: none
   idempotent:
     support: none
     details: Every backup run takes a new backup.

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: backup_info
 short_description: Catalog of backup sets, local and in Azure Blob Storage
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Lists the backup sets of a host under O(backup_dir) (local) and in Azure (one listing of
@@ -19,21 +21,8 @@ description:
     would upload.
   - Selects one set - by O(backup_id), the latest, or the latest at or before O(as_of) - and returns its manifest.
   - Read-only; never reports a change.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reads only, in check mode as in a normal run.
-  diff_mode:
-    support: N/A
-    details: Changes nothing.
-  idempotent:
-    support: full
-    details: Read-only; always C(changed=false).
+extends_documentation_fragment: [insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.info_module]
 options:
   backup_dir:
     description: Local directory of backup sets. Without it, only Azure is listed.
@@ -127,7 +116,7 @@ counts:
 
 import socket
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
@@ -199,13 +188,9 @@ def main():
     store = None
     redact = _azure.redactor_for(p)
     if p["remote"]:
-        if not _azure.HAS_AZURE_STORAGE:
-            module.fail_json(
-                msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-            )
-        store = _module_glue.run_module(module, redact, _azure.open_store, p)
+        _module_glue.require_azure_storage(module)
+        store = _module_glue.open_store(module, redact, check_container=True)
         redact = store.redact
-        _module_glue.run_module(module, redact, store.ensure_container, create=False)
     module.exit_json(**_module_glue.run_module(module, redact, catalog, module, store))
 
 

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: blob_download
 short_description: Download a backup set from Azure Blob Storage, verified
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Finds a complete backup set (one whose manifest blob exists) of O(database) from O(host_label) by
@@ -22,19 +24,13 @@ description:
     so; with O(rehydrate=true) it starts the rehydration of the archived blobs and returns
     RV(rehydration=pending) - run it again once Azure has finished (hours with O(rehydrate_priority=Standard)).
   - Never overwrites a local file. If the same set is already there (same manifest), nothing is done.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Selects the set and reports what would be downloaded or rehydrated; writes nothing, changes no tier.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details: A set already present locally with the same manifest is left alone (C(changed=false)).
 options:
   dest:
@@ -183,21 +179,17 @@ def main():
     )
     _module_glue.require_azure_storage(module)
     p = module.params
-    store = _module_glue.run_module(module, _azure.redactor_for(p), _azure.open_store, p)
-    store.progress = _module_glue.progress_factory(module)
+    store = _module_glue.open_store(module, progress=True)
     result = _module_glue.run_module(
         module,
         store.redact,
         store.download_backup,
         p["dest"],
         p["database"],
-        host=p["host_label"],
-        backup_id=p["backup_id"],
-        before=p["before"],
-        rehydrate=p["rehydrate"],
-        rehydrate_priority=p["rehydrate_priority"],
-        rehydrate_tier=p["rehydrate_tier"],
         check_mode=module.check_mode,
+        **_module_glue.options(
+            p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier", host="host_label"
+        ),
     )
     module.exit_json(**result)
 

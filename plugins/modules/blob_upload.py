@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: blob_upload
 short_description: Upload backup sets to Azure Blob Storage, never overwriting
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Uploads one backup set (archive, roles, manifest) given its manifest, or with O(catch_up=true) every
@@ -26,19 +28,13 @@ description:
     exists with other content fails the module before anything is sent.
   - Metadata on every blob - sha256, backup_id, database, host, kind, pg_version, tsdb_version.
   - The local backup set is never changed or removed.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.upload,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Reads the container and the blobs' properties and reports what would be uploaded; sends no data.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details: Blobs already uploaded with the same sha256 are skipped; a second run reports C(changed=false).
 options:
   manifest_path:
@@ -85,15 +81,6 @@ options:
   tags:
     description: Blob index tags on every uploaded blob (at most 10). Needs the C(t) permission with SAS.
     type: dict
-  block_size_mb:
-    description:
-      - Size of one block in MiB. Raised automatically when an archive would need more than 50000 blocks.
-    type: int
-    default: 8
-  max_concurrency:
-    description: Blocks in flight at once.
-    type: int
-    default: 4
 notes:
   - Tested against Azurite (the Azure Storage emulator).
 seealso:
@@ -225,34 +212,29 @@ def main():
         module.fail_json(
             msg="give manifest_path (one set) or catch_up: true with backup_dir (all pending sets), not both"
         )
-    store = _module_glue.run_module(module, _azure.redactor_for(p), _azure.open_store, p)
-    store.progress = _module_glue.progress_factory(module)
-    redact = store.redact
+    store = _module_glue.open_store(module, progress=True)
     options = dict(
-        host=p["host_label"],
-        access_tier=p["access_tier"],
-        tags=p["tags"],
-        block_size_mb=p["block_size_mb"],
-        max_concurrency=p["max_concurrency"],
         check_mode=module.check_mode,
+        **_module_glue.options(p, "access_tier", "tags", "block_size_mb", "max_concurrency", host="host_label"),
     )
     if p["catch_up"]:
         result = _module_glue.run_module(
             module,
-            redact,
+            store.redact,
             store.catch_up,
             p["backup_dir"],
-            database=p["database"],
-            verified_only=p["verified_only"],
+            **_module_glue.options(p, "database", "verified_only"),
             **options,
         )
     else:
-        result = _module_glue.run_module(module, redact, store.upload_backup_set, p["manifest_path"], **options)
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if result.get("failures"):
-        failures = "; ".join("%s/%s: %s" % (f["database"], f["backup_id"], f["error"]) for f in result["failures"])
-        module.fail_json(msg="%d backup set(s) not uploaded: %s" % (len(result["failures"]), failures), **result)
+        result = _module_glue.run_module(module, store.redact, store.upload_backup_set, p["manifest_path"], **options)
+    _module_glue.warn(module, result.pop("warnings", []))
+    _module_glue.fail_on_failures(
+        module,
+        result,
+        "backup set(s) not uploaded",
+        lambda f: "%s/%s: %s" % (f["database"], f["backup_id"], f["error"]),
+    )
     module.exit_json(**result)
 
 

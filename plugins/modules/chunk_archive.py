@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: chunk_archive
 short_description: Archive every closed TimescaleDB chunk to Azure Blob Storage exactly once, as Parquet
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - For each hypertable, exports every closed time slice (its chunks - one, or one per space partition - whose
@@ -28,21 +30,14 @@ description:
     versions are kept. Rows that arrive for a range whose chunks were already dropped start a new generation
     holding only the rows the archive lacks.
   - Blobs are never overwritten.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.upload,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Compares the live slices with the archive and reports in RV(archived) what would be archived (with
       C(status=would_archive)); exports and sends nothing.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details: A slice whose newest verified archive matches its live count and content hash is skipped; a second
       run reports C(changed=false) and sends zero bytes.
 options:
@@ -104,14 +99,6 @@ options:
   tags:
     description: Blob index tags on every uploaded blob (at most 10).
     type: dict
-  block_size_mb:
-    description: Size of one uploaded block in MiB.
-    type: int
-    default: 8
-  max_concurrency:
-    description: Blocks in flight at once.
-    type: int
-    default: 4
 requirements:
   - pyarrow (pinned in the collection's C(requirements/runtime.txt))
 notes:
@@ -191,7 +178,7 @@ reference_time:
 
 import datetime
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -217,49 +204,29 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
-    if not _history.HAS_PYARROW:
-        module.fail_json(
-            msg=missing_required_lib(_history.PYARROW_REQUIREMENT, reason="to write the Parquet archive"),
-            exception=_history.PYARROW_IMPORT_ERROR,
-        )
+    _module_glue.require_pyarrow(module, "to write the Parquet archive")
     p = module.params
-    if p["grace_minutes"] < 0:
-        module.fail_json(msg="grace_minutes must be 0 or more")
-    redact = _azure.redactor_for(p)
-    store = _module_glue.run_module(module, redact, _azure.open_store, p)
-    result = _module_glue.run_module(
+    _module_glue.check_minimum(module, "grace_minutes", 0)
+    result = _module_glue.run_history(
         module,
-        store.redact,
         _history.archive_history,
-        _module_glue.connection_params(module),
-        p["database"],
-        store,
-        hypertables=p["hypertables"],
         now=p["reference_time"],
         grace=datetime.timedelta(minutes=p["grace_minutes"]),
         check_mode=module.check_mode,
-        verify=p["verify"],
-        reverify=p["reverify"],
-        work_dir=p["work_dir"],
-        access_tier=p["access_tier"],
-        tags=p["tags"],
-        block_size_mb=p["block_size_mb"],
-        max_concurrency=p["max_concurrency"],
-        compression_level=p["compression_level"],
-        state_file=p["state_file"],
+        **_module_glue.options(p, "hypertables", "verify", "reverify", "state_file", "work_dir", "compression_level"),
+        **_module_glue.options(p, "access_tier", "tags", "block_size_mb", "max_concurrency"),
     )
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    for item in result["archived"]:
-        if item.get("warning"):
-            module.warn(item.pop("warning"))
+    _module_glue.warn(module, result.pop("warnings", []))
+    _module_glue.warn(module, [item.pop("warning") for item in result["archived"] if item.get("warning")])
     if result["stopped"]:
         module.fail_json(msg="archive stopped: %s" % result["stopped"], **result)
-    if result["failures"]:
-        failures = "; ".join(
-            "%s %s: %s" % (f["hypertable"], f["range_start"], f["error"]) for f in result["failures"][:5]
-        )
-        module.fail_json(msg="%d slice(s) not archived: %s" % (len(result["failures"]), failures), **result)
+    _module_glue.fail_on_failures(
+        module,
+        result,
+        "slice(s) not archived",
+        lambda f: "%s %s: %s" % (f["hypertable"], f["range_start"], f["error"]),
+        most=5,
+    )
     module.exit_json(**result)
 
 

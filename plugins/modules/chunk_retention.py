@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: chunk_retention
 short_description: Drop old TimescaleDB chunks only when a verified archive in Azure covers them
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - For each hypertable with its own retention (for example C(esp_telemetry) 30 days, C(diagnostic_results) 90
@@ -27,22 +29,16 @@ description:
   - Warns when a TimescaleDB retention policy job exists on a hypertable, since that one drops chunks without this
     check.
   - Each dropped slice is appended to O(audit_log) as a JSON line.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Runs every check (without locking) and lists in RV(dropped) exactly the chunks that would be dropped;
       drops nothing.
   diff_mode:
     support: full
     details: The diff lists the due chunks before and the chunks left after (held back ones stay).
   idempotent:
-    support: full
     details: Once the covered slices are dropped, a second run with the same reference time drops nothing
       (C(changed=false)).
 options:
@@ -195,27 +191,16 @@ def main():
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
     p = module.params
-    if p["lock_timeout"] < 1:
-        module.fail_json(msg="lock_timeout must be 1 or more")
-    redact = _azure.redactor_for(p)
-    store = _module_glue.run_module(module, redact, _azure.open_store, p)
-    result = _module_glue.run_module(
+    _module_glue.check_minimum(module, "lock_timeout", 1)
+    result = _module_glue.run_history(
         module,
-        store.redact,
         _history.enforce_retention,
-        _module_glue.connection_params(module),
-        p["database"],
-        store,
         p["hypertables"],
         now=p["reference_time"],
         check_mode=module.check_mode,
-        verify_objects=p["verify_objects"],
-        lock_timeout=p["lock_timeout"],
-        audit_log=p["audit_log"],
-        work_dir=p["work_dir"],
+        **_module_glue.options(p, "verify_objects", "lock_timeout", "audit_log", "work_dir"),
     )
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
+    _module_glue.warn(module, result.pop("warnings", []))
     if result["held_back"]:
         codes = sorted({h["reason_code"] for h in result["held_back"]})
         module.warn(

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: dump
 short_description: Back up one TimescaleDB/PostgreSQL database into a verified backup set
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Runs C(pg_dump) on the database host and writes a backup set into O(backup_dir)/<database>/
@@ -22,17 +24,11 @@ description:
   - Pre-flight checks say what is wrong before anything is written - connection and authentication,
     that the database exists, the directory (exists, mode C(0700), owned by the user running the
     module), the client tool versions and the free space.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
-    support: full
     details: Runs the pre-flight checks only and reports the paths it would write.
-  diff_mode:
-    support: none
   idempotent:
     support: none
     details: Every run takes a new backup; that is its purpose.
@@ -170,8 +166,7 @@ def main():
     params = _module_glue.connection_params(module)
     directory = p["format"] == "directory"
     _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
-    if p["jobs"] < 1:
-        module.fail_json(msg="jobs must be 1 or more")
+    _module_glue.check_minimum(module, "jobs", 1)
     if p["jobs"] > 1 and not directory:
         module.fail_json(msg="jobs > 1 needs format: directory (a custom-format archive is written by one process)")
 
@@ -190,12 +185,9 @@ def main():
         params,
         p["database"],
         p["backup_dir"],
-        compression=p["compression"],
-        compression_level=p["compression_level"],
         directory_format=directory,
-        jobs=p["jobs"],
-        host_label=p["host_label"],
         facts=facts,
+        **_module_glue.options(p, "compression", "compression_level", "jobs", "host_label"),
     )
     m = result["manifest"]
     bset = result["backup_set"]

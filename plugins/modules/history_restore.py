@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: history_restore
 short_description: Load a time range of a hypertable from the Azure history archive into a database
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Loads the archived rows of O(hypertable) with O(start) <= time < O(end), written by
@@ -21,20 +23,13 @@ description:
     must be present in the target, or that range's load is rolled back and the module fails.
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Downloads and checks the objects and counts the rows that would be inserted; the target is not changed.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details: Rows already present are skipped; a second run inserts nothing and reports C(changed=false).
 options:
   database:
@@ -143,7 +138,7 @@ target_table:
   sample: public.esp_telemetry
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -165,30 +160,16 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
-    if not _history.HAS_PYARROW:
-        module.fail_json(
-            msg=missing_required_lib(_history.PYARROW_REQUIREMENT, reason="to read the Parquet archive"),
-            exception=_history.PYARROW_IMPORT_ERROR,
-        )
+    _module_glue.require_pyarrow(module, "to read the Parquet archive")
     p = module.params
-    redact = _azure.redactor_for(p)
-    store = _module_glue.run_module(module, redact, _azure.open_store, p)
-    result = _module_glue.run_module(
+    result = _module_glue.run_history(
         module,
-        store.redact,
         _history.restore_range,
-        _module_glue.connection_params(module),
-        p["database"],
-        store,
         p["hypertable"],
         p["start"],
         p["end"],
-        source_database=p["source_database"],
-        target_table=p["target_table"],
-        version=p["version"],
-        create_table=p["create_table"],
         check_mode=module.check_mode,
-        work_dir=p["work_dir"],
+        **_module_glue.options(p, "source_database", "target_table", "version", "create_table", "work_dir"),
     )
     module.exit_json(**result)
 

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: lifecycle_policy
 short_description: Tier backup blobs to Cool / Cold / Archive by age; by default never delete
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Rules per prefix - tier to Cool, Cold and Archive after N days since the blob was last modified, and
@@ -23,20 +25,15 @@ description:
     it lists the blobs under each rule's prefix and sets the tier each blob's age calls for, now. It only ever
     moves blobs to a colder tier, skips blobs being rehydrated and refuses O(rules[].delete_after_days). Run it
     regularly (for example from the backup timer).
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.azure
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Reads the current policy (or the blobs) and reports the change; writes nothing.
   diff_mode:
     support: full
     details: O(mode=management_policy) returns the policy's rules before and after.
   idempotent:
-    support: full
     details: Rules already in place, or blobs already in their tier, give C(changed=false).
 options:
   mode:
@@ -136,9 +133,9 @@ EXAMPLES = r"""
     account_name: insabackups
     container: tsdb-backups
 
-- name: Two prefixes, Cold step, with a diff
+- name: Two prefixes, Cold step, with a diff - authenticated by a Resource Manager token obtained elsewhere
   insa.timescaledb_backup.lifecycle_policy:
-    auth_mode: entra
+    arm_access_token: "{{ arm_token }}"
     subscription_id: 00000000-0000-0000-0000-000000000000
     resource_group: rg-backups
     account_name: insabackups
@@ -193,7 +190,7 @@ examined:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle, _module_glue
 
 
@@ -245,8 +242,7 @@ def data_plane(module, redact, settings_list):
     p = module.params
     if p["state"] == "absent":
         module.fail_json(msg="state: absent applies to mode: management_policy; the data plane keeps no rules")
-    store = _module_glue.run_module(module, redact, _azure.open_store, p)
-    _module_glue.run_module(module, store.redact, store.ensure_container, create=False)
+    store = _module_glue.open_store(module, redact, check_container=True)
     return _module_glue.run_module(
         module, store.redact, _lifecycle.apply_data_plane, store, settings_list, check_mode=module.check_mode
     )
@@ -266,15 +262,14 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-    needed = _azure.HAS_AZURE_STORAGE if p["mode"] == "data_plane" else _lifecycle.HAS_AZURE_MGMT_STORAGE
-    if not needed:
-        if p["mode"] == "data_plane":
-            module.fail_json(
-                msg=missing_required_lib(_azure.AZURE_STORAGE_REQUIREMENT), exception=_azure.AZURE_STORAGE_IMPORT_ERROR
-            )
-        module.fail_json(
-            msg=missing_required_lib(_lifecycle.AZURE_MGMT_STORAGE_REQUIREMENT),
-            exception=_lifecycle.AZURE_MGMT_STORAGE_IMPORT_ERROR,
+    if p["mode"] == "data_plane":
+        _module_glue.require_azure_storage(module)
+    else:
+        _module_glue.require_lib(
+            module,
+            _lifecycle.HAS_AZURE_MGMT_STORAGE,
+            _lifecycle.AZURE_MGMT_STORAGE_REQUIREMENT,
+            _lifecycle.AZURE_MGMT_STORAGE_IMPORT_ERROR,
         )
     secrets = [p.get(k) for k in _azure.SECRET_KEYS] + [p["arm_access_token"]]
     redact = _azure.Redactor(secrets)
@@ -285,8 +280,7 @@ def main():
     rules, settings_list, warnings = _module_glue.run_module(
         module, redact, _lifecycle.prepare_rules, p["rules"], container, prefix
     )
-    for warning in warnings:
-        module.warn(warning)
+    _module_glue.warn(module, warnings)
     if p["mode"] == "management_policy":
         result = management_policy(module, redact, rules)
     else:

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: prune
 short_description: Rotate local backup sets by age and count, never losing the last good copy
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Removes local backup sets of one database that no rule keeps. A set is kept when it is among the newest O(keep_last),
@@ -16,19 +18,14 @@ description:
   - Never removes the newest verified set (see M(insa.timescaledb_backup.verify)), a set whose manifest cannot be read
     (reported for a human), or - when O(upload_required=true) - a set not yet uploaded to Azure unless O(force=true).
   - A set goes whole - manifest first, then archive, roles file, legacy checksum and verification record.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Lists exactly what would be removed; removes nothing.
   diff_mode:
     support: full
     details: Before and after lists of backup ids.
-  idempotent:
-    support: full
 options:
   backup_dir:
     description: Directory of backup sets.
@@ -125,11 +122,9 @@ def main():
         _prune.prune,
         p["backup_dir"],
         p["database"],
-        keep_days=p["keep_days"],
-        keep_last=p["keep_last"],
         uploaded_ids=uploaded,
-        force=p["force"],
         dry_run=module.check_mode,
+        **_module_glue.options(p, "keep_days", "keep_last", "force"),
     )
     gone = {d["backup_id"] for d in result["deleted"]}
     after = [b for b in before if b not in gone]

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: restore
 short_description: Restore a verified backup set, beside the live database, then swap
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Refuses to run without O(confirm=true).
@@ -22,17 +24,11 @@ description:
   - With O(strategy=in_place) the target is dropped (after the safety backup) and restored directly - for hosts without room
     for two copies.
   - On a fresh server the roles of the backup's cluster are created first (without passwords), so ownership and grants restore intact.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
-    support: full
     details: Verifies the set and reports what would happen; nothing is created, renamed or dropped.
-  diff_mode:
-    support: none
   idempotent:
     support: none
     details: Each run restores again.
@@ -159,6 +155,83 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _mo
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
+def latest_backup_id(module, backup_dir, database):
+    """The newest complete set of database, never a safety backup (that one is restored only by its id)."""
+    local = mf.list_local(backup_dir, database)
+    entry = mf.select_backup(local)
+    if entry is None:
+        safety = mf.select_backup(local, include_safety=True)
+        module.fail_json(
+            msg="no complete backup of %s in %s%s"
+            % (
+                database,
+                backup_dir,
+                "; only the safety backup %s, which is restored only by its id (backup_id: %s)"
+                % (safety["backup_id"], safety["backup_id"])
+                if safety
+                else "",
+            )
+        )
+    return entry["backup_id"]
+
+
+def verified_set(module, params, backup_dir, database, backup_id):
+    """The set and its manifest, once the set passed an archive-level verification."""
+    check = _module_glue.run_module(
+        module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive"
+    )
+    if not check["ok"]:
+        module.fail_json(
+            msg="backup %s of %s failed verification, nothing was restored: %s"
+            % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
+            failures=check["failures"],
+        )
+    return _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id)
+
+
+def exit_check_mode(module, params, backup_id, target):
+    p = module.params
+    conn = _module_glue.run_module(module, None, _pg.connect, params)
+    exists = _pg.database_exists(conn, target)
+    conn.close()
+    module.exit_json(
+        changed=True,
+        backup_id=backup_id,
+        target=target,
+        msg="would restore %s into %s (%s)%s"
+        % (
+            backup_id,
+            target,
+            p["strategy"],
+            ", after a safety backup of the existing database" if exists and p["safety_backup"] else "",
+        ),
+    )
+
+
+def restore(module, params, bset, manifest, target):
+    """The restore's result, and the audit lines it wrote."""
+    p = module.params
+    audit_lines = []
+
+    def audit(action, **fields):
+        audit_lines.append(dict(action=action, **fields))
+
+    result = _module_glue.run_module(
+        module,
+        None,
+        _restore.restore_backup,
+        params,
+        bset,
+        manifest,
+        target,
+        roles=p["restore_roles"],
+        audit=audit,
+        progress=_module_glue.progress_factory(module),
+        **_module_glue.options(p, "strategy", "safety_backup", "backup_dir", "keep_replaced", "jobs", "host_label"),
+    )
+    return result, audit_lines
+
+
 def main():
     argument_spec = postgres_common_argument_spec()
     argument_spec.update(
@@ -186,77 +259,13 @@ def main():
     target = _module_glue.run_module(module, None, mf.validate_database_name, p["target"] or database)
     backup_id = p["backup_id"]
     if backup_id == "latest":
-        local = mf.list_local(p["backup_dir"], database)
-        entry = mf.select_backup(local)
-        if entry is None:
-            safety = mf.select_backup(local, include_safety=True)
-            module.fail_json(
-                msg="no complete backup of %s in %s%s"
-                % (
-                    database,
-                    p["backup_dir"],
-                    "; only the safety backup %s, which is restored only by its id (backup_id: %s)"
-                    % (safety["backup_id"], safety["backup_id"])
-                    if safety
-                    else "",
-                )
-            )
-        backup_id = entry["backup_id"]
+        backup_id = latest_backup_id(module, p["backup_dir"], database)
     _module_glue.run_module(module, None, mf.validate_backup_id, backup_id)
     params = _module_glue.connection_params(module)
-
-    check = _module_glue.run_module(
-        module, None, _verify.verify, params, p["backup_dir"], database, backup_id, level="archive"
-    )
-    if not check["ok"]:
-        module.fail_json(
-            msg="backup %s of %s failed verification, nothing was restored: %s"
-            % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
-            failures=check["failures"],
-        )
-    bset, manifest = _module_glue.run_module(
-        module, None, _restore.backup_set_for, p["backup_dir"], database, backup_id
-    )
+    bset, manifest = verified_set(module, params, p["backup_dir"], database, backup_id)
     if module.check_mode:
-        conn = _module_glue.run_module(module, None, _pg.connect, params)
-        exists = _pg.database_exists(conn, target)
-        conn.close()
-        module.exit_json(
-            changed=True,
-            backup_id=backup_id,
-            target=target,
-            msg="would restore %s into %s (%s)%s"
-            % (
-                backup_id,
-                target,
-                p["strategy"],
-                ", after a safety backup of the existing database" if exists and p["safety_backup"] else "",
-            ),
-        )
-
-    audit_lines = []
-
-    def audit(action, **fields):
-        audit_lines.append(dict(action=action, **fields))
-
-    result = _module_glue.run_module(
-        module,
-        None,
-        _restore.restore_backup,
-        params,
-        bset,
-        manifest,
-        target,
-        strategy=p["strategy"],
-        safety_backup=p["safety_backup"],
-        backup_dir=p["backup_dir"],
-        keep_replaced=p["keep_replaced"],
-        jobs=p["jobs"],
-        roles=p["restore_roles"],
-        host_label=p["host_label"],
-        audit=audit,
-        progress=_module_glue.progress_factory(module),
-    )
+        exit_check_mode(module, params, backup_id, target)
+    result, audit_lines = restore(module, params, bset, manifest, target)
     if result.get("differences"):
         module.fail_json(
             msg="restored %s differs from the manifest: %s" % (target, _restore.describe_diffs(result["differences"])),

@@ -9,6 +9,8 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: verify
 short_description: Prove that a backup set is intact and restorable
+author:
+  - INSA platform team (@insa)
 version_added: 0.1.0
 description:
   - Checks a backup set written by M(insa.timescaledb_backup.dump) at one of three levels, each including the ones before it.
@@ -20,19 +22,12 @@ description:
     counts and time ranges with the manifest, and drops the scratch database afterwards, also when something fails.
   - The result is recorded beside the set (C(<id>.verify.json)); M(insa.timescaledb_backup.prune) keeps the newest verified set.
   - Fails when any check fails, listing each failed check with what was expected and what was found.
-author:
-  - INSA platform team (@insa)
-extends_documentation_fragment:
-  - insa.timescaledb_backup.postgres
-  - insa.timescaledb_backup.attributes
+extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+  insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
+  insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    support: full
     details: Verification only reads; in check mode the result is not recorded and level V(restore) is lowered to V(archive).
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   backup_dir:
     description: Directory of backup sets.
