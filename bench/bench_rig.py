@@ -14,6 +14,8 @@ BIN = "/usr/lib/postgresql/17/bin"
 AGENT_PYTHON = "/opt/tsdb-backup/venv/bin/python"
 AGENT_COLLECTIONS = "/opt/tsdb-backup/collections"
 BACKUP_DIR = "/var/backups/tsdb"
+# Scratch space inside the rig container (not on this host); /var/tmp because /tmp is a tmpfs.
+WORK = "/var/tmp/insa-bench"  # noqa: S108
 BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 
 
@@ -92,10 +94,28 @@ def backup_playbook(database, azure_container):
 
 def restore_playbook(source, target, azure_container):
     extra = dict(site(source, azure_container))
-    extra.update(
-        restore_host=HOST, restore_database=target, restore_source_database=source, restore_confirm=True
-    )
+    extra.update(restore_host=HOST, restore_database=target, restore_source_database=source, restore_confirm=True)
     playbook("restore.yml", extra)
+
+
+SDK_DEFAULT_UPLOAD = r"""
+import os, sys
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+box = service.get_container_client(sys.argv[2])
+if not box.exists():
+    box.create_container()
+with open(sys.argv[1], "rb") as f:
+    box.upload_blob("old-pipeline/" + os.path.basename(sys.argv[1]), f, overwrite=True)
+"""
+
+
+def sdk_default_upload(path, azure_container):
+    """What `az storage blob upload` did for the old scripts: the SDK with its defaults."""
+    _exec(
+        "%s -c %s %s %s" % (AGENT_PYTHON, _quote(SDK_DEFAULT_UPLOAD), _quote(path), _quote(azure_container)),
+        env_names=("AZURE_STORAGE_CONNECTION_STRING",),
+    )
 
 
 def start_unit(unit):
@@ -157,16 +177,34 @@ def ensure_dataset(database, size_gb, reseed):
     if reseed or comment != marker:
         drop_databases(database)
         subprocess.run(
-            [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "tests", "rig", "seed_iot.py"),
-             "--dbname", database, "--devices", str(devices), "--days", "30", "--interval", "28",
-             "--diag-days", "90", "--seed", "0.42", "--end", "2026-11-01T00:00:00Z"],
+            [
+                os.path.join(REPO, ".venv", "bin", "python"),
+                os.path.join(REPO, "tests", "rig", "seed_iot.py"),
+                "--dbname",
+                database,
+                "--devices",
+                str(devices),
+                "--days",
+                "30",
+                "--interval",
+                "28",
+                "--diag-days",
+                "90",
+                "--seed",
+                "0.42",
+                "--end",
+                "2026-11-01T00:00:00Z",
+            ],
             check=True,
         )
         psql("COMMENT ON DATABASE %s IS %s" % (database, _literal(marker)))
     size = psql("SELECT pg_size_pretty(pg_database_size(%s))" % _literal(database)).strip()
     rows = psql("SELECT count(*) FROM esp_telemetry", database).strip()
     return "%s rows of esp_telemetry (%d devices, 30 one-day chunks), database %s" % (
-        "{:,}".format(int(rows)), devices, size)
+        "{:,}".format(int(rows)),
+        devices,
+        size,
+    )
 
 
 RSS_SCRIPT = r"""
@@ -191,17 +229,23 @@ def transfer_rss(database, azure_container):
     script = RSS_SCRIPT % {"collections": AGENT_COLLECTIONS, "container": azure_container}
     m = newest_manifest(database)
     manifest = "%s/%s/%s.manifest.json" % (BACKUP_DIR, database, m["backup_id"])
-    _exec("rm -rf /var/tmp/bench-dl && install -d -m 0700 -o tsdb-backup /var/tmp/bench-dl")
+    dl = WORK + "-dl"
+    _exec("rm -rf %s && install -d -m 0700 -o tsdb-backup %s" % (dl, dl))
 
     def run(*args):
-        return int(_exec(
-            "%s -c %s %s" % (AGENT_PYTHON, _quote(script), " ".join(_quote(a) for a in args)),
-            user="tsdb-backup", env_names=("AZURE_STORAGE_CONNECTION_STRING",),
-        ).strip().splitlines()[-1])
+        return int(
+            _exec(
+                "%s -c %s %s" % (AGENT_PYTHON, _quote(script), " ".join(_quote(a) for a in args)),
+                user="tsdb-backup",
+                env_names=("AZURE_STORAGE_CONNECTION_STRING",),
+            )
+            .strip()
+            .splitlines()[-1]
+        )
 
     facts = {"rss_open store only": run("open"), "rss_upload": run("upload", manifest)}
-    facts["rss_download"] = run("download", "/var/tmp/bench-dl", database)
-    _exec("rm -rf /var/tmp/bench-dl")
+    facts["rss_download"] = run("download", dl, database)
+    _exec("rm -rf %s" % dl)
     return facts
 
 
@@ -209,7 +253,12 @@ def machine():
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
     return "%d cores, %.0f GB RAM, %s %s, rig container %s" % (
-        os.cpu_count(), mem_kb / 1024 / 1024, platform.system(), platform.release(), container())
+        os.cpu_count(),
+        mem_kb / 1024 / 1024,
+        platform.system(),
+        platform.release(),
+        container(),
+    )
 
 
 def human(n):

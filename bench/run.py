@@ -19,9 +19,7 @@ asserted anywhere; this only measures and reports.
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -75,14 +73,16 @@ def floor(f):
 
 def old_pipeline(f):
     steps = {}
+    old = rig.WORK + "/old.dump.gz"
     steps["pg_dump | gzip -6"], _ = timed(
-        rig.pg_tool, "mkdir -p /var/tmp/bench-old && pg_dump -Fc -d %s | gzip -6 > /var/tmp/bench-old/old.dump.gz" % DB
+        rig.pg_tool, "install -d -m 0700 %s && pg_dump -Fc -d %s | gzip -6 > %s" % (rig.WORK, DB, old)
     )
-    steps["md5sum"], _ = timed(rig.pg_tool, "md5sum /var/tmp/bench-old/old.dump.gz > /var/tmp/bench-old/old.md5")
-    steps["gzip -t"], _ = timed(rig.pg_tool, "gzip -t /var/tmp/bench-old/old.dump.gz")
-    steps["upload (SDK defaults)"], _ = timed(rig.sdk_default_upload, "/var/tmp/bench-old/old.dump.gz", CONTAINER)
+    steps["md5sum"], _ = timed(rig.pg_tool, "md5sum %s > %s.md5" % (old, old))
+    steps["gzip -t"], _ = timed(rig.pg_tool, "gzip -t %s" % old)
+    steps["upload (SDK defaults)"], _ = timed(rig.sdk_default_upload, old, CONTAINER)
     f.add("old", sum(steps.values()), steps)
-    f.facts["old_bytes"] = int(rig.pg_tool("stat -c %s /var/tmp/bench-old/old.dump.gz").strip())
+    f.facts["old_bytes"] = int(rig.pg_tool("stat -c %%s %s" % old).strip())
+    rig.pg_tool("rm -rf %s" % rig.WORK)
 
 
 def backup_playbook(f):
@@ -155,8 +155,11 @@ def render(f, args, dataset):
     if "old_bytes" in f.facts and "stored_bytes" in f.facts:
         lines.append(
             "| stored bytes: old %s, this collection %s | | | %.2f | old |"
-            % (rig.human(f.facts["old_bytes"]), rig.human(f.facts["stored_bytes"]),
-               f.facts["stored_bytes"] / f.facts["old_bytes"])
+            % (
+                rig.human(f.facts["old_bytes"]),
+                rig.human(f.facts["stored_bytes"]),
+                f.facts["stored_bytes"] / f.facts["old_bytes"],
+            )
         )
     steps = []
     for path, named in sorted(f.steps.items()):
