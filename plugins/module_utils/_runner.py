@@ -61,9 +61,33 @@ class RunLocked(_errors.ConflictError):
     """Another run of the agent (the timer or a playbook) holds the run lock."""
 
 
-def run_lock(state_dir):
-    """One run at a time per host: <state_dir>/runner.lock, holding the runner's PID."""
-    return _lock.FileLock(os.path.join(state_dir, "runner.lock"), write_pid=True)
+# The runner's commands as jobs (the names the lock record and the messages use).
+JOB_OF_COMMAND = {"run": "backup"}
+
+
+def holder_fields(job=None, unit=None, environ=None):
+    """Who a run is, for the lock record: its job, its systemd unit (given, or read from the
+    process's cgroup) and systemd's INVOCATION_ID (journalctl _SYSTEMD_INVOCATION_ID=...)."""
+    environ = os.environ if environ is None else environ
+    fields = {"job": job, "unit": unit or _lock.systemd_unit(), "invocation_id": environ.get("INVOCATION_ID")}
+    return {k: v for k, v in fields.items() if v}
+
+
+def run_lock(state_dir, job=None, unit=None):
+    """One run at a time per host: <state_dir>/runner.lock; its holder writes who it is into it
+    (PID, systemd unit, job, start time)."""
+    return _lock.FileLock(os.path.join(state_dir, "runner.lock"), holder=lambda: holder_fields(job, unit))
+
+
+def take_run_lock(state_dir, job=None, unit=None):
+    """The run lock, held; RunLocked saying who holds it when another run does."""
+    lock = run_lock(state_dir, job, unit)
+    if not lock.try_acquire():
+        raise RunLocked(
+            "another run of the agent (a timer or a playbook) is in progress: %s is %s; try again when it has "
+            "finished" % (lock.path, lock.describe())
+        )
+    return lock
 
 
 def _optional(name):
@@ -427,6 +451,7 @@ def main(argv=None, environ=None):
         "chunk archive to Azure and backup-gated retention",
     )
     parser.add_argument("--database", action="append", help="only this database (repeatable)")
+    parser.add_argument("--unit", help="the systemd unit running this (default: read from /proc/self/cgroup)")
     args = parser.parse_args(argv)
     try:
         config = load_config(environ)
@@ -436,9 +461,10 @@ def main(argv=None, environ=None):
     if args.database:
         config["databases"] = args.database
     logger = get_logger(config["log_format"])
-    lock = run_lock(config["state_dir"])
-    if not lock.try_acquire():
-        logger.error("another tsdb-backup run holds %s; not starting a second one", lock.path)
+    try:
+        lock = take_run_lock(config["state_dir"], JOB_OF_COMMAND.get(args.command, args.command), args.unit)
+    except RunLocked as e:
+        logger.error("%s; not starting a second one", e)
         return EXIT_LOCKED
     try:
         if args.command == "run":
@@ -480,4 +506,5 @@ __all__ = [
     "run_history",
     "run_lock",
     "summary_lines",
+    "take_run_lock",
 ]
