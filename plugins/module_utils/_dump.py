@@ -56,7 +56,8 @@ class FolderLock(_lock.FileLock):
         if not self.try_acquire():
             raise BackupError(
                 "another backup or prune of %s is running (lock %s held); wait for it to finish"
-                % (os.path.dirname(self.path), self.path)
+                % (os.path.dirname(self.path), self.path),
+                kind="conflict",
             )
         return self
 
@@ -68,20 +69,23 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
     except OSError:
         raise BackupError(
             "backup directory %s does not exist: create it with mode 0700 owned by the backup user "
-            "(the backup_agent role does this)" % backup_dir
+            "(the backup_agent role does this)" % backup_dir,
+            kind="config",
         ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise BackupError("backup_dir %s is not a directory" % backup_dir)
+        raise BackupError("backup_dir %s is not a directory" % backup_dir, kind="config")
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o700:
         raise BackupError(
             "backup directory %s has mode %04o; backups hold all your data, so it must be 0700: chmod 0700 %s"
-            % (backup_dir, mode, backup_dir)
+            % (backup_dir, mode, backup_dir),
+            kind="config",
         )
     if st.st_uid != os.geteuid():
         raise BackupError(
             "backup directory %s is owned by uid %d, but backups run as uid %d: chown it to the backup user"
-            % (backup_dir, st.st_uid, os.geteuid())
+            % (backup_dir, st.st_uid, os.geteuid()),
+            kind="config",
         )
     if database is None:
         return None
@@ -96,7 +100,7 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
 
 def compression_arg(compression, level=None):
     if compression not in COMPRESSIONS:
-        raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS))
+        raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS), kind="config")
     if compression == "none":
         return "none"
     return "%s:%d" % (compression, DEFAULT_LEVELS[compression] if level is None else level)
@@ -147,7 +151,8 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
                         r[0]
                         for r in _pg.rows(conn, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
                     ),
-                )
+                ),
+                kind="not_found",
             )
     finally:
         conn.close()
@@ -159,14 +164,15 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
     pg_dump, pg_dump_version = _pg.find_tool("pg_dump", facts["server_major"], params.pg_bin_dir)
     pg_dumpall, _v = _pg.find_tool("pg_dumpall", facts["server_major"], params.pg_bin_dir)
     if compression == "zstd" and facts["server_major"] < 16 and int(pg_dump_version.split(".")[0]) < 16:
-        raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip")
+        raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip", kind="config")
     estimate = estimate_size(backup_dir, database, facts["database_size_bytes"], compression)
     free = free_bytes(backup_dir)
     if free < estimate:
         raise BackupError(
             "not enough space in %s: %s free, the backup of %s needs about %s (database %s). "
             "Free space, prune old backups, or move backup_dir."
-            % (backup_dir, human(free), database, human(estimate), human(facts["database_size_bytes"]))
+            % (backup_dir, human(free), database, human(estimate), human(facts["database_size_bytes"])),
+            kind="service",
         )
     facts.update(
         pg_dump=pg_dump,
@@ -251,7 +257,9 @@ def dump(
         if chosen is None:
             started, bset = _next_free_id(bset, started)
         if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
-            raise BackupError("a backup %s of %s already exists in %s" % (bset.backup_id, database, folder))
+            raise BackupError(
+                "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
+            )
         job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
         result, globals_sql = _write_files(job, folder)
         manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
@@ -375,10 +383,11 @@ def _dump_in_snapshot(job, partial):
         err.close()
         if proc.returncode != 0:
             raise BackupError(
-                "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext))
+                "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext)),
+                kind="service",
             )
         if counts.error is not None:
-            raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error)
+            raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error, kind="service")
         files = None
         if job.directory_format:
             for name in os.listdir(partial):

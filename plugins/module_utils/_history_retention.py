@@ -73,12 +73,14 @@ def normalize_policies(policies):
         name = p.get("hypertable") or p.get("name")
         days = p.get("retention_days")
         if not name or days is None:
-            raise HistoryError("each retention entry needs a hypertable name and retention_days")
+            raise HistoryError("each retention entry needs a hypertable name and retention_days", kind="config")
         if int(days) < 1:
-            raise HistoryError("retention_days of %s must be 1 or more" % name)
+            raise HistoryError("retention_days of %s must be 1 or more" % name, kind="config")
         out.append((qualified(*split_table_name(name)), datetime.timedelta(days=int(days))))
     if not out:
-        raise HistoryError("no hypertable given: retention is per hypertable (e.g. esp_telemetry: 30 days)")
+        raise HistoryError(
+            "no hypertable given: retention is per hypertable (e.g. esp_telemetry: 30 days)", kind="config"
+        )
     return out
 
 

@@ -113,7 +113,7 @@ def scratch_name(database, purpose, backup_id):
     tag = "~" + hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
     room = mf.MAX_NAME_BYTES - len((tag + suffix).encode("utf-8"))
     if room < 1:
-        raise RestoreError("purpose %r is too long for a scratch database name" % purpose)
+        raise RestoreError("purpose %r is too long for a scratch database name" % purpose, kind="config")
     head = database.encode("utf-8")[:room].decode("utf-8", "ignore")
     return head + tag + suffix
 
@@ -130,7 +130,8 @@ def check_extension_available(conn, manifest):
             "the backup was taken with TimescaleDB %s, which this server does not have (available: %s). "
             "Install that version of the TimescaleDB package for PostgreSQL %s on this server, "
             "then run the restore again; nothing was changed."
-            % (version, ", ".join(available) or "none", manifest["server"]["postgresql_version"].split(".")[0])
+            % (version, ", ".join(available) or "none", manifest["server"]["postgresql_version"].split(".")[0]),
+            kind="config",
         )
     return version
 
@@ -191,7 +192,7 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         version = check_extension_available(conn, manifest)
         if create:
             if _pg.database_exists(conn, target):
-                raise RestoreError("database %s already exists; refusing to restore over it" % target)
+                raise RestoreError("database %s already exists; refusing to restore over it" % target, kind="conflict")
             _pg.create_database(conn, target, manifest.get("database_owner"))
     finally:
         conn.close()
@@ -394,7 +395,8 @@ def _check_target(params, manifest, target, strategy):
             raise RestoreError(
                 "restoring beside %s needs about %s free in the data directory, only %s is free. "
                 "Free space, or use strategy in_place (after a safety backup) on this host."
-                % (target, _dump.human(need * 1.1), _dump.human(free))
+                % (target, _dump.human(need * 1.1), _dump.human(free)),
+                kind="service",
             )
     finally:
         conn.close()
@@ -403,7 +405,7 @@ def _check_target(params, manifest, target, strategy):
 
 def _safety_backup(params, target, backup_dir, host_label):
     if not backup_dir:
-        raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")
+        raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)", kind="config")
     safety = _dump.dump(
         params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
     )
@@ -448,13 +450,16 @@ class _Restore:
                 _pg.drop_database(conn, staging)
                 raise RestoreError(
                     "the restored copy does not match the manifest (%s); %s was left untouched and the copy removed"
-                    % (describe_diffs(diffs), target)
+                    % (describe_diffs(diffs), target),
+                    kind="integrity",
                 )
             t0 = time.monotonic()
             _pg.close_database(conn, staging)
             if exists:
                 if _pg.database_exists(conn, replaced):
-                    raise RestoreError("%s already exists from an earlier restore; drop or rename it first" % replaced)
+                    raise RestoreError(
+                        "%s already exists from an earlier restore; drop or rename it first" % replaced, kind="conflict"
+                    )
                 _pg.close_database(conn, target)
                 _pg.rename_database(conn, target, replaced)
                 _pg.open_database(conn, replaced)

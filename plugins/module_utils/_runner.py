@@ -217,7 +217,7 @@ def _verify_step(config, database, logger, new_progress, m, r):
     )
     r["verify_ok"] = ver["ok"]
     if not ver["ok"]:
-        raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
+        raise _errors.IntegrityError("; ".join(f["message"] for f in ver["failures"]))
     logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
 
 
@@ -238,7 +238,11 @@ def _upload_step(config, database, logger, store, r):
     pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
     r["pending_uploads"] = len(pending)
     if up["failures"]:
-        raise RuntimeError("; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]))
+        # The last failure is the one that stopped the catch-up, if one did.
+        raise _errors.OperatorError(
+            "; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]),
+            kind=up["failures"][-1].get("error_kind") or "service",
+        )
     return {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
 
 
@@ -371,6 +375,9 @@ def _history_result(config, database, history_result, kind):
             "%s: %s" % (f.get("slice") or f.get("hypertable") or "?", f.get("error"))
             for f in history_result["failures"]
         )
+        # Stopped: Azure could not be reached. Otherwise the kind of the first failed range.
+        failures = history_result.get("failures") or [{}]
+        r["error_kind"] = "service" if history_result.get("stopped") else failures[0].get("error_kind", "service")
     oldest = history_result.get("oldest_unarchived")
     if kind == "archive":
         r["oldest_unarchived_chunk_age_seconds"] = (
