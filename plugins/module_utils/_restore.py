@@ -460,9 +460,7 @@ class _Restore:
                     raise RestoreError(
                         "%s already exists from an earlier restore; drop or rename it first" % replaced, kind="conflict"
                     )
-                _pg.close_database(conn, target)
-                _pg.rename_database(conn, target, replaced)
-                _pg.open_database(conn, replaced)
+                _move_aside(conn, target, replaced)
             _pg.rename_database(conn, staging, target)
             _pg.open_database(conn, target)
             result["timings"]["swap_seconds"] = round(time.monotonic() - t0, 3)
@@ -481,6 +479,18 @@ class _Restore:
                     audit("drop_database", database=replaced, reason="keep_replaced is false")
         finally:
             conn.close()
+
+
+def _move_aside(conn, target, replaced):
+    """Renames the live database out of the way of the restored copy. When its sessions do not
+    end or it cannot be renamed, it is left under its name and open, and the error says who holds it."""
+    _pg.close_database(conn, target)
+    try:
+        _pg.rename_database(conn, target, replaced)
+    except BaseException:
+        _pg.open_database(conn, target)
+        raise
+    _pg.open_database(conn, replaced)
 
 
 def backup_set_for(backup_dir, database, backup_id):
