@@ -23,6 +23,7 @@ __metaclass__ = type
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import socket
 import stat
@@ -134,9 +135,36 @@ def clean_partials(folder):
     return removed
 
 
+# pg_dump writes lz4 and zstd archives from PostgreSQL 16 on; gzip (and none) with every version.
+NEWER_COMPRESSIONS = ("zstd", "lz4")
+NEWER_COMPRESSIONS_SINCE = 16
+
+
+def effective_compression(requested, pg_dump_version, level=None):
+    """(compression, level, warning): what this pg_dump can write. zstd and lz4 need pg_dump 16
+    or newer (PostgreSQL 14 and 15 are supported with their own tools): an older one writes gzip
+    at its default level instead, and the warning names the setting that chooses it."""
+    major = re.match(r"\d+", pg_dump_version or "")
+    if requested not in NEWER_COMPRESSIONS or major is None or int(major.group()) >= NEWER_COMPRESSIONS_SINCE:
+        return requested, level, None
+    return (
+        "gzip",
+        None,
+        "pg_dump %s cannot write %s archives (pg_dump %d or newer can): this backup is compressed with gzip "
+        "instead. Set tsdb_backup_compression: gzip in the inventory to choose it, or install the client tools "
+        "of PostgreSQL %d or newer on this host"
+        % (pg_dump_version, requested, NEWER_COMPRESSIONS_SINCE, NEWER_COMPRESSIONS_SINCE),
+    )
+
+
 def preflight(params, database, backup_dir, compression="zstd", directory_format=False):
     """Everything that can be checked before writing: directory, connection, authentication,
-    database, versions, tools and space. Returns facts for the dump and for check mode."""
+    database, versions, tools and space. Returns facts for the dump and for check mode (among
+    them the compression this pg_dump writes, and warnings)."""
+    return _preflight(params, database, backup_dir, compression)
+
+
+def _preflight(params, database, backup_dir, compression):
     check_backup_dir(backup_dir)
     conn = _pg.connect(params)
     try:
@@ -163,8 +191,7 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
         conn.close()
     pg_dump, pg_dump_version = _pg.find_tool("pg_dump", facts["server_major"], params.pg_bin_dir)
     pg_dumpall, _v = _pg.find_tool("pg_dumpall", facts["server_major"], params.pg_bin_dir)
-    if compression == "zstd" and facts["server_major"] < 16 and int(pg_dump_version.split(".")[0]) < 16:
-        raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip", kind="config")
+    compression, _level, warning = effective_compression(compression, pg_dump_version)
     estimate = estimate_size(backup_dir, database, facts["database_size_bytes"], compression)
     free = free_bytes(backup_dir)
     if free < estimate:
@@ -178,6 +205,8 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
         pg_dump=pg_dump,
         pg_dump_version=pg_dump_version,
         pg_dumpall=pg_dumpall,
+        compression=compression,
+        warnings=[warning] if warning else [],
         estimate_bytes=estimate,
         free_bytes=free,
     )
@@ -243,11 +272,15 @@ def dump(
     extra_manifest=None,
     facts=None,
 ):
-    """Takes one backup set. Returns the sealed manifest and the paths. ``facts`` is the
-    result of ``preflight`` when the caller already ran it."""
+    """Takes one backup set. Returns the sealed manifest, the paths and warnings (a compression
+    this pg_dump cannot write, replaced by gzip). ``facts`` is the result of ``preflight`` when
+    the caller already ran it."""
     started = mf.utcnow()
     t0 = time.monotonic()
     facts = facts or preflight(params, database, backup_dir, compression, directory_format)
+    compression, compression_level, warning = effective_compression(
+        compression, facts["pg_dump_version"], compression_level
+    )
     folder = check_backup_dir(backup_dir, database=database)
     chosen = backup_id
     backup_id = backup_id or mf.new_backup_id(started)
@@ -266,7 +299,12 @@ def dump(
         if extra_manifest:
             manifest.update(extra_manifest)
         mf.write_manifest(bset.manifest, manifest)
-    return {"manifest": mf.read_manifest(bset.manifest), "backup_set": bset, "stale_partials_removed": stale}
+    return {
+        "manifest": mf.read_manifest(bset.manifest),
+        "backup_set": bset,
+        "stale_partials_removed": stale,
+        "warnings": [warning] if warning else [],
+    }
 
 
 def _next_free_id(bset, started):

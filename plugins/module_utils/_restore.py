@@ -365,6 +365,7 @@ def restore_backup(
         result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
     if exists and safety_backup:
         result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
+        result["warnings"] += result["safety_backup"].pop("warnings")
     run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
     if strategy == "in_place":
         if exists:
@@ -413,6 +414,7 @@ def _safety_backup(params, target, backup_dir, host_label):
         "backup_id": safety["manifest"]["backup_id"],
         "path": safety["backup_set"].archive,
         "manifest_path": safety["backup_set"].manifest,
+        "warnings": safety.get("warnings") or [],
     }
 
 

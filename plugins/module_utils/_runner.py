@@ -194,6 +194,9 @@ def _dump_step(config, database, logger, new_progress, r):
     )
     if progress is not None:
         progress.finish()
+    for warning in dumped.get("warnings") or []:
+        logger.warning("dump %s: %s", database, warning)
+        r.setdefault("warnings", []).append(warning)
     m = dumped["manifest"]
     r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
     logger.info(

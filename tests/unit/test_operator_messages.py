@@ -1,10 +1,10 @@
-"""Messages that tell the operator what to do: who holds the sessions that block a swap, and what a
-failed connection means."""
+"""Messages that tell the operator what to do: who holds the sessions that block a swap, what a
+failed connection means, and which compression a pg_dump of PostgreSQL 14/15 writes."""
 
 import datetime
 
 import pytest
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _pg
 
 UTC = datetime.timezone.utc
 
@@ -90,3 +90,63 @@ def test_a_connection_without_connect_names_the_grant():
         'login tsdb_backup may not connect to database "Plant A" on 127.0.0.1:5432: as a superuser or the '
         'database\'s owner, run GRANT CONNECT ON DATABASE "Plant A" TO tsdb_backup;'
     )
+
+
+@pytest.mark.parametrize(
+    "requested, version, level, expected",
+    [
+        ("zstd", "17.2", None, ("zstd", None)),
+        ("zstd", "16.0", 19, ("zstd", 19)),
+        ("lz4", "16.4", None, ("lz4", None)),
+        ("zstd", "15.8", 19, ("gzip", None)),
+        ("lz4", "14.13-1.pgdg120+1)", None, ("gzip", None)),
+        ("gzip", "14.13", 9, ("gzip", 9)),
+        ("none", "14.13", None, ("none", None)),
+        ("zstd", "unknown", None, ("zstd", None)),  # pg_dump itself says so if it cannot
+    ],
+)
+def test_the_compression_a_pg_dump_can_write(requested, version, level, expected):
+    compression, got_level, warning = _dump.effective_compression(requested, version, level)
+    assert (compression, got_level) == expected
+    assert (warning is not None) == (expected[0] != requested)
+
+
+def test_the_fallback_warning_names_the_inventory_setting():
+    _compression, _level, warning = _dump.effective_compression("zstd", "15.8")
+    assert warning == (
+        "pg_dump 15.8 cannot write zstd archives (pg_dump 16 or newer can): this backup is compressed with gzip "
+        "instead. Set tsdb_backup_compression: gzip in the inventory to choose it, or install the client tools "
+        "of PostgreSQL 16 or newer on this host"
+    )
+    # The manifest records what was written.
+    assert _dump.compression_arg("gzip", None) == "gzip:6"
+
+
+def test_a_dump_by_pg_dump_15_records_gzip_in_its_manifest(tmp_path, monkeypatch):
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir(mode=0o700)
+    seen = {}
+
+    def write_files(job, folder):
+        seen["compression"], seen["level"] = job.compression, job.level
+        with open(job.bset.archive, "wb") as f:
+            f.write(b"archive")
+        facts = {"tables": {}, "hypertables": {}, "hypertable_references": []}
+        return {"sha256": "0" * 64, "size": 7, "files": None, "facts": facts}, b"-- globals\n"
+
+    monkeypatch.setattr(_dump, "_write_files", write_files)
+    facts = {
+        "postgresql_version": "15.8",
+        "server_version_num": 150008,
+        "timescaledb_version": "2.17.2",
+        "extensions": [],
+        "database_size_bytes": 1024,
+        "pg_dump": "/usr/lib/postgresql/15/bin/pg_dump",
+        "pg_dump_version": "15.8",
+        "pg_dumpall": "/usr/lib/postgresql/15/bin/pg_dumpall",
+    }
+    params = _pg.ConnectionParams(login_user="tsdb_backup")
+    done = _dump.dump(params, "iot", str(backup_dir), compression="zstd", compression_level=19, facts=facts)
+    assert (seen["compression"], seen["level"]) == ("gzip", None)
+    assert done["manifest"]["dump"]["compression"] == "gzip:6"
+    assert len(done["warnings"]) == 1 and "tsdb_backup_compression: gzip" in done["warnings"][0]
