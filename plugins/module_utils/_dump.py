@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _privileges, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -161,7 +161,8 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
     """Everything that can be checked before writing: directory, connection, authentication,
     database, versions, tools and space. Returns facts for the dump and for check mode (among
     them the compression this pg_dump writes, and warnings)."""
-    return _preflight(params, database, backup_dir, compression)
+    with _privileges.advising("dump", params.user, database=database):
+        return _preflight(params, database, backup_dir, compression)
 
 
 def _preflight(params, database, backup_dir, compression):
@@ -277,28 +278,29 @@ def dump(
     the caller already ran it."""
     started = mf.utcnow()
     t0 = time.monotonic()
-    facts = facts or preflight(params, database, backup_dir, compression, directory_format)
-    compression, compression_level, warning = effective_compression(
-        compression, facts["pg_dump_version"], compression_level
-    )
-    folder = check_backup_dir(backup_dir, database=database)
-    chosen = backup_id
-    backup_id = backup_id or mf.new_backup_id(started)
-    bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
-    with FolderLock(folder):
-        stale = clean_partials(folder)
-        if chosen is None:
-            started, bset = _next_free_id(bset, started)
-        if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
-            raise BackupError(
-                "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
-            )
-        job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
-        result, globals_sql = _write_files(job, folder)
-        manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
-        if extra_manifest:
-            manifest.update(extra_manifest)
-        mf.write_manifest(bset.manifest, manifest)
+    with _privileges.advising("dump", params.user, database=database):
+        facts = facts or preflight(params, database, backup_dir, compression, directory_format)
+        compression, compression_level, warning = effective_compression(
+            compression, facts["pg_dump_version"], compression_level
+        )
+        folder = check_backup_dir(backup_dir, database=database)
+        chosen = backup_id
+        backup_id = backup_id or mf.new_backup_id(started)
+        bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
+        with FolderLock(folder):
+            stale = clean_partials(folder)
+            if chosen is None:
+                started, bset = _next_free_id(bset, started)
+            if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
+                raise BackupError(
+                    "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
+                )
+            job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
+            result, globals_sql = _write_files(job, folder)
+            manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
+            if extra_manifest:
+                manifest.update(extra_manifest)
+            mf.write_manifest(bset.manifest, manifest)
     return {
         "manifest": mf.read_manifest(bset.manifest),
         "backup_set": bset,
@@ -420,10 +422,14 @@ def _dump_in_snapshot(job, partial):
         errtext = err.read().decode("utf-8", "replace")
         err.close()
         if proc.returncode != 0:
-            raise BackupError(
+            failed = BackupError(
                 "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext)),
                 kind="service",
             )
+            failed.stderr = errtext  # all of it: a refused privilege is explained from it (_privileges)
+            raise failed
+        if _errors.is_insufficient_privilege(counts.error):
+            raise counts.error
         if counts.error is not None:
             raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error, kind="service")
         files = None

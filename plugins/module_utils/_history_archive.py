@@ -16,7 +16,7 @@ import dataclasses
 import os
 import socket
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg, _privileges
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -97,7 +97,10 @@ class _Archiver:
             self.container_exists = container["exists"]
             result["container_created"] = container["created"]
             for name in names:
-                self.run_table(name, result)
+                with _privileges.advising(
+                    "history-archive", _privileges.login_for(self.params, self.conn), hypertable=name
+                ):
+                    self.run_table(name, result)
                 done.append(name)
         except _azure.AzureTierError as e:
             if not _service_error(e):

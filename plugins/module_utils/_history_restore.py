@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -90,17 +90,18 @@ def restore_range(
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
-        first = selected[0][2][0]
-        columns, result["warnings"] = resolve_columns(conn, first["columns"])
-        info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
-        result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
-        loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
-        for label, entry, manifests in selected:
-            item = loader.load(label, entry, manifests, check_mode, result["table_created"])
-            result["ranges"].append(item)
-            result["rows_archived"] += item["rows_in_window"]
-            result["rows_inserted"] += item["rows_inserted"]
-            result["rows_present"] += item["rows_present"]
+        with _privileges.advising("history-restore", _privileges.login_for(params, conn), table=target):
+            first = selected[0][2][0]
+            columns, result["warnings"] = resolve_columns(conn, first["columns"])
+            info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
+            result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
+            loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
+            for label, entry, manifests in selected:
+                item = loader.load(label, entry, manifests, check_mode, result["table_created"])
+                result["ranges"].append(item)
+                result["rows_archived"] += item["rows_in_window"]
+                result["rows_inserted"] += item["rows_inserted"]
+                result["rows_present"] += item["rows_present"]
     finally:
         if owned:
             conn.close()

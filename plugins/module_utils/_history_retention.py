@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Work,
@@ -147,6 +147,14 @@ def _check_archive(store, info, folder, s, verify_objects, work):
     return manifest, None
 
 
+def _refusal(conn, info, exc):
+    """Why a drop failed; for a missing privilege, what to grant (drop_chunks needs ownership)."""
+    refused = _privileges.denial(exc)
+    if refused is None:
+        return "%s" % exc
+    return _privileges.advice("retention", _pg.login_of(conn), refused, hypertable=info["name"])
+
+
 def _drop_slice(conn, info, s, manifest, check_mode, lock_timeout):
     """Locks the slice's chunks, recomputes count and hash, compares them with the archive and
     drops exactly these chunks, all in one transaction. Returns (dropped, held)."""
@@ -240,7 +248,8 @@ def enforce_retention(
     try:
         run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
         for name, retention in policies:
-            run.table(name, retention)
+            with _privileges.advising("retention", _privileges.login_for(params, conn), hypertable=name):
+                run.table(name, retention)
     finally:
         if owned:
             conn.close()
@@ -298,7 +307,7 @@ class _Retention:
                 try:
                     dropped, held = _drop_slice(conn, info, s, manifest, self.check_mode, self.lock_timeout)
                 except _pg.psycopg2.Error as e:
-                    dropped, held = None, (HELD_ERROR, "%s" % e)
+                    dropped, held = None, (HELD_ERROR, _refusal(conn, info, e))
             if held is not None:
                 summary["held_back"] += 1
                 result["held_back"].append(_held(info, s, held[0], held[1]))

@@ -444,7 +444,11 @@ def find_tool(name, server_major, bin_dir=None):
 
 
 class ToolError(PgError):
-    """A client tool exited non-zero."""
+    """A client tool exited non-zero; ``stderr`` holds all it wrote (the message only its end)."""
+
+    def __init__(self, *args, stderr=None, kind=None):
+        super(ToolError, self).__init__(*args, kind=kind)
+        self.stderr = stderr
 
 
 def stderr_tail(text, limit=12):
@@ -491,7 +495,8 @@ def run_tool(argv, params, dbname=None, stdin=None, timeout=None):
         errtext = err.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         raise ToolError(
-            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext))
+            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext)),
+            stderr=errtext,
         )
     return proc.stdout, errtext
 

@@ -26,6 +26,7 @@ import time
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _dump,
     _pg,
+    _privileges,
     _restore_extras,
     _tsdb,
 )
@@ -360,26 +361,27 @@ def restore_backup(
     """
     result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None}
     backup_id = manifest["backup_id"]
-    exists = _check_target(params, manifest, target, strategy)
-    if roles:
-        result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
-    if exists and safety_backup:
-        result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
-        result["warnings"] += result["safety_backup"].pop("warnings")
-    run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
-    if strategy == "in_place":
-        if exists:
-            _drop_database(params, target)
-            if audit:
-                audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
-        run.restore_as(target)
-        return result
+    with _privileges.advising("restore", params.user, database=target, owner=manifest.get("database_owner")):
+        exists = _check_target(params, manifest, target, strategy)
+        if roles:
+            result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
+        if exists and safety_backup:
+            result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
+            result["warnings"] += result["safety_backup"].pop("warnings")
+        run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
+        if strategy == "in_place":
+            if exists:
+                _drop_database(params, target)
+                if audit:
+                    audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
+            run.restore_as(target)
+            return result
 
-    staging = scratch_name(target, "restore", backup_id)
-    replaced = scratch_name(target, "pre_restore", backup_id)
-    _drop_database(params, staging)  # a leftover of an earlier failed attempt
-    diffs = run.restore_as(staging)
-    run.swap(staging, replaced, exists, keep_replaced, diffs)
+        staging = scratch_name(target, "restore", backup_id)
+        replaced = scratch_name(target, "pre_restore", backup_id)
+        _drop_database(params, staging)  # a leftover of an earlier failed attempt
+        diffs = run.restore_as(staging)
+        run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
 
 

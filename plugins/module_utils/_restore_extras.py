@@ -189,6 +189,8 @@ def add_references(conn, manifest):
                         (ref["comment"],),
                     )
         except _pg.psycopg2.Error as e:
+            if _errors.is_insufficient_privilege(e):
+                raise  # the job says what to grant (_privileges)
             raise RestoreError(
                 "the foreign key %s on %s (%s) could not be re-created after the restore: %s"
                 % (_pg.qualify_part(ref["name"]), ref["table"], ref["definition"], ("%s" % e).strip().splitlines()[0]),

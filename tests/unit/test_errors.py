@@ -18,6 +18,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _module_glue,
     _notify,
     _pg,
+    _privileges,
     _restore,
     _runner,
 )
@@ -59,6 +60,7 @@ def failure(exc, redact=None):
         (_notify.NotifyConfigError, "config"),
         (_runner.ConfigError, "config"),
         (_runner.RunLocked, "conflict"),
+        (_privileges.PrivilegeError, "config"),
     ],
 )
 def test_every_error_class_has_a_kind_and_reaches_the_operator(cls, kind):
@@ -84,6 +86,7 @@ def test_a_family_error_carries_the_kind_of_its_raise_site(cls, kind):
 
 def test_a_kind_given_where_it_is_raised_overrides_the_class():
     assert _pg.PgError("login refused", kind="config").kind == "config" and _pg.PgError("x").kind == "service"
+    assert _pg.ToolError("pg_restore exited", stderr="ERROR:  boom").stderr == "ERROR:  boom"
 
 
 def test_library_errors_become_messages_and_secrets_are_redacted():
