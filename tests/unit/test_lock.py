@@ -104,7 +104,9 @@ def test_how_a_holder_is_described():
         "held by another process (PID %d, running since 2026-11-26 23:59:59 UTC)" % me
     )
     assert _lock.describe_holder(None) == "held by a process that has not said who it is"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     assert "has not written its record yet (the last one was PID" in _lock.describe_holder(
         {"pid": int(gone.stdout)}, now=now
     )
