@@ -152,7 +152,12 @@ class Catalog:
                 )
             except (AzureTierError, mf.ManifestError) as e:
                 failures.append(
-                    {"backup_id": entry["backup_id"], "database": entry["database"], "error": self.redact(e)}
+                    {
+                        "backup_id": entry["backup_id"],
+                        "database": entry["database"],
+                        "error": self.redact(e),
+                        "error_kind": e.kind,
+                    }
                 )
                 if isinstance(e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError)):
                     continue  # this set only

@@ -23,6 +23,7 @@ __metaclass__ = type
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import socket
 import stat
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _privileges, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -56,7 +57,8 @@ class FolderLock(_lock.FileLock):
         if not self.try_acquire():
             raise BackupError(
                 "another backup or prune of %s is running (lock %s held); wait for it to finish"
-                % (os.path.dirname(self.path), self.path)
+                % (os.path.dirname(self.path), self.path),
+                kind="conflict",
             )
         return self
 
@@ -68,20 +70,23 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
     except OSError:
         raise BackupError(
             "backup directory %s does not exist: create it with mode 0700 owned by the backup user "
-            "(the backup_agent role does this)" % backup_dir
+            "(the backup_agent role does this)" % backup_dir,
+            kind="config",
         ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise BackupError("backup_dir %s is not a directory" % backup_dir)
+        raise BackupError("backup_dir %s is not a directory" % backup_dir, kind="config")
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o700:
         raise BackupError(
             "backup directory %s has mode %04o; backups hold all your data, so it must be 0700: chmod 0700 %s"
-            % (backup_dir, mode, backup_dir)
+            % (backup_dir, mode, backup_dir),
+            kind="config",
         )
     if st.st_uid != os.geteuid():
         raise BackupError(
             "backup directory %s is owned by uid %d, but backups run as uid %d: chown it to the backup user"
-            % (backup_dir, st.st_uid, os.geteuid())
+            % (backup_dir, st.st_uid, os.geteuid()),
+            kind="config",
         )
     if database is None:
         return None
@@ -96,7 +101,7 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
 
 def compression_arg(compression, level=None):
     if compression not in COMPRESSIONS:
-        raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS))
+        raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS), kind="config")
     if compression == "none":
         return "none"
     return "%s:%d" % (compression, DEFAULT_LEVELS[compression] if level is None else level)
@@ -130,9 +135,37 @@ def clean_partials(folder):
     return removed
 
 
+# pg_dump writes lz4 and zstd archives from PostgreSQL 16 on; gzip (and none) with every version.
+NEWER_COMPRESSIONS = ("zstd", "lz4")
+NEWER_COMPRESSIONS_SINCE = 16
+
+
+def effective_compression(requested, pg_dump_version, level=None):
+    """(compression, level, warning): what this pg_dump can write. zstd and lz4 need pg_dump 16
+    or newer (PostgreSQL 14 and 15 are supported with their own tools): an older one writes gzip
+    at its default level instead, and the warning names the setting that chooses it."""
+    major = re.match(r"\d+", pg_dump_version or "")
+    if requested not in NEWER_COMPRESSIONS or major is None or int(major.group()) >= NEWER_COMPRESSIONS_SINCE:
+        return requested, level, None
+    return (
+        "gzip",
+        None,
+        "pg_dump %s cannot write %s archives (pg_dump %d or newer can): this backup is compressed with gzip "
+        "instead. Set tsdb_backup_compression: gzip in the inventory to choose it, or install the client tools "
+        "of PostgreSQL %d or newer on this host"
+        % (pg_dump_version, requested, NEWER_COMPRESSIONS_SINCE, NEWER_COMPRESSIONS_SINCE),
+    )
+
+
 def preflight(params, database, backup_dir, compression="zstd", directory_format=False):
     """Everything that can be checked before writing: directory, connection, authentication,
-    database, versions, tools and space. Returns facts for the dump and for check mode."""
+    database, versions, tools and space. Returns facts for the dump and for check mode (among
+    them the compression this pg_dump writes, and warnings)."""
+    with _privileges.advising("dump", params.user, database=database):
+        return _preflight(params, database, backup_dir, compression)
+
+
+def _preflight(params, database, backup_dir, compression):
     check_backup_dir(backup_dir)
     conn = _pg.connect(params)
     try:
@@ -147,7 +180,8 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
                         r[0]
                         for r in _pg.rows(conn, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
                     ),
-                )
+                ),
+                kind="not_found",
             )
     finally:
         conn.close()
@@ -158,20 +192,22 @@ def preflight(params, database, backup_dir, compression="zstd", directory_format
         conn.close()
     pg_dump, pg_dump_version = _pg.find_tool("pg_dump", facts["server_major"], params.pg_bin_dir)
     pg_dumpall, _v = _pg.find_tool("pg_dumpall", facts["server_major"], params.pg_bin_dir)
-    if compression == "zstd" and facts["server_major"] < 16 and int(pg_dump_version.split(".")[0]) < 16:
-        raise BackupError("zstd compression needs pg_dump 16 or newer; use compression: gzip")
+    compression, _level, warning = effective_compression(compression, pg_dump_version)
     estimate = estimate_size(backup_dir, database, facts["database_size_bytes"], compression)
     free = free_bytes(backup_dir)
     if free < estimate:
         raise BackupError(
             "not enough space in %s: %s free, the backup of %s needs about %s (database %s). "
             "Free space, prune old backups, or move backup_dir."
-            % (backup_dir, human(free), database, human(estimate), human(facts["database_size_bytes"]))
+            % (backup_dir, human(free), database, human(estimate), human(facts["database_size_bytes"])),
+            kind="service",
         )
     facts.update(
         pg_dump=pg_dump,
         pg_dump_version=pg_dump_version,
         pg_dumpall=pg_dumpall,
+        compression=compression,
+        warnings=[warning] if warning else [],
         estimate_bytes=estimate,
         free_bytes=free,
     )
@@ -237,28 +273,40 @@ def dump(
     extra_manifest=None,
     facts=None,
 ):
-    """Takes one backup set. Returns the sealed manifest and the paths. ``facts`` is the
-    result of ``preflight`` when the caller already ran it."""
+    """Takes one backup set. Returns the sealed manifest, the paths and warnings (a compression
+    this pg_dump cannot write, replaced by gzip). ``facts`` is the result of ``preflight`` when
+    the caller already ran it."""
     started = mf.utcnow()
     t0 = time.monotonic()
-    facts = facts or preflight(params, database, backup_dir, compression, directory_format)
-    folder = check_backup_dir(backup_dir, database=database)
-    chosen = backup_id
-    backup_id = backup_id or mf.new_backup_id(started)
-    bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
-    with FolderLock(folder):
-        stale = clean_partials(folder)
-        if chosen is None:
-            started, bset = _next_free_id(bset, started)
-        if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
-            raise BackupError("a backup %s of %s already exists in %s" % (bset.backup_id, database, folder))
-        job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
-        result, globals_sql = _write_files(job, folder)
-        manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
-        if extra_manifest:
-            manifest.update(extra_manifest)
-        mf.write_manifest(bset.manifest, manifest)
-    return {"manifest": mf.read_manifest(bset.manifest), "backup_set": bset, "stale_partials_removed": stale}
+    with _privileges.advising("dump", params.user, database=database):
+        facts = facts or preflight(params, database, backup_dir, compression, directory_format)
+        compression, compression_level, warning = effective_compression(
+            compression, facts["pg_dump_version"], compression_level
+        )
+        folder = check_backup_dir(backup_dir, database=database)
+        chosen = backup_id
+        backup_id = backup_id or mf.new_backup_id(started)
+        bset = mf.BackupSet(backup_dir, database, backup_id, directory_format=directory_format)
+        with FolderLock(folder):
+            stale = clean_partials(folder)
+            if chosen is None:
+                started, bset = _next_free_id(bset, started)
+            if os.path.exists(bset.manifest) or os.path.exists(bset.archive):
+                raise BackupError(
+                    "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
+                )
+            job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
+            result, globals_sql = _write_files(job, folder)
+            manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
+            if extra_manifest:
+                manifest.update(extra_manifest)
+            mf.write_manifest(bset.manifest, manifest)
+    return {
+        "manifest": mf.read_manifest(bset.manifest),
+        "backup_set": bset,
+        "stale_partials_removed": stale,
+        "warnings": [warning] if warning else [],
+    }
 
 
 def _next_free_id(bset, started):
@@ -374,11 +422,16 @@ def _dump_in_snapshot(job, partial):
         errtext = err.read().decode("utf-8", "replace")
         err.close()
         if proc.returncode != 0:
-            raise BackupError(
-                "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext))
+            failed = BackupError(
+                "pg_dump of %s failed (exit %d): %s" % (job.database, proc.returncode, _pg.stderr_tail(errtext)),
+                kind="service",
             )
+            failed.stderr = errtext  # all of it: a refused privilege is explained from it (_privileges)
+            raise failed
+        if _errors.is_insufficient_privilege(counts.error):
+            raise counts.error
         if counts.error is not None:
-            raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error)
+            raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error, kind="service")
         files = None
         if job.directory_format:
             for name in os.listdir(partial):

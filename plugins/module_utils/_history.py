@@ -169,7 +169,7 @@ def _check_archive_options(check_mode, access_tier, tags, compression_level):
         raise _azure.ConfigError("access_tier must be one of %s" % ", ".join(_azure.TIERS))
     _azure.validate_tags(tags)
     if not 1 <= int(compression_level) <= 22:
-        raise HistoryError("compression_level must be between 1 and 22 (zstd)")
+        raise HistoryError("compression_level must be between 1 and 22 (zstd)", kind="config")
 
 
 # What modules, the runner and the tests use, wherever in the history files it lives.

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import socket
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg, _privileges
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -97,7 +97,10 @@ class _Archiver:
             self.container_exists = container["exists"]
             result["container_created"] = container["created"]
             for name in names:
-                self.run_table(name, result)
+                with _privileges.advising(
+                    "history-archive", _privileges.login_for(self.params, self.conn), hypertable=name
+                ):
+                    self.run_table(name, result)
                 done.append(name)
         except _azure.AzureTierError as e:
             if not _service_error(e):
@@ -158,9 +161,9 @@ class _Archiver:
         except _azure.AzureTierError as e:
             if _service_error(e):
                 raise
-            return _slice_result(info, s, status="failed", error=self.store.redact(e))
+            return _slice_result(info, s, status="failed", error=self.store.redact(e), error_kind=e.kind)
         except (HistoryError, _pg.PgError, mf.ManifestError, OSError) as e:
-            outcome = _slice_result(info, s, status="failed", error=self.store.redact(e))
+            outcome = _slice_result(info, s, status="failed", error=self.store.redact(e), error_kind=_errors.kind_of(e))
             if not abort(self.conn):
                 if self.owned:
                     self.conn.close()
@@ -221,7 +224,8 @@ class _Archiver:
                             "%s (version %d, generation %d of this range) is damaged or missing; its rows "
                             "are no longer in the database, so they cannot be archived again. Restore it "
                             "from another copy of the container if there is one"
-                            % (self.store.url(ref["name"]), ref["version"], ref["generation"])
+                            % (self.store.url(ref["name"]), ref["version"], ref["generation"]),
+                            kind="integrity",
                         )
         return intact
 
@@ -246,7 +250,8 @@ class _Archiver:
                 prior_stage.drop()
         if exported != v.rows:
             raise HistoryError(
-                "export of %s wrote %d rows, the snapshot holds %d" % (planned["range_start"], exported, v.rows)
+                "export of %s wrote %d rows, the snapshot holds %d" % (planned["range_start"], exported, v.rows),
+                kind="integrity",
             )
         v.sha256, v.size = mf.sha256_file(v.local)
         v.row_groups = row_group_count(v.local)
@@ -305,7 +310,8 @@ class _Archiver:
             after = prior_stage.fingerprint()
             if after[0] - before[0] != ref["rows"]:
                 raise HistoryError(
-                    "%s holds %d rows, its manifest says %d" % (ref["name"], after[0] - before[0], ref["rows"])
+                    "%s holds %d rows, its manifest says %d" % (ref["name"], after[0] - before[0], ref["rows"]),
+                    kind="integrity",
                 )
         return prior_stage
 
@@ -491,6 +497,7 @@ def verify_object(conn, store, name, sha256, columns, rows, content_hash, work):
         raise HistoryError(
             "verification of %s failed: it decodes to %d rows with content hash %s; expected %d rows with %s. "
             "The object is kept but not trusted (no manifest); the next run archives a new version"
-            % (store.url(name), got[0], got[1], rows, content_hash)
+            % (store.url(name), got[0], got[1], rows, content_hash),
+            kind="integrity",
         )
     return {"method": "download+sha256+reload+pg-hash", "at": _iso(mf.utcnow()), "rows": got[0], "content_hash": got[1]}

@@ -77,7 +77,8 @@ def require_pyarrow():
     if not HAS_PYARROW:
         raise HistoryError(
             "the Python library pyarrow is needed to write and read the Parquet archive "
-            "(pip install -r requirements/runtime.txt in the interpreter that runs this)"
+            "(pip install -r requirements/runtime.txt in the interpreter that runs this)",
+            kind="config",
         )
 
 
@@ -253,7 +254,8 @@ def load_parquet(conn, path, columns, table_ident):
     names = [c["name"] for c in columns]
     if parquet.schema_arrow.names != names:
         raise HistoryError(
-            "%s has columns %s, its manifest says %s" % (os.path.basename(path), parquet.schema_arrow.names, names)
+            "%s has columns %s, its manifest says %s" % (os.path.basename(path), parquet.schema_arrow.names, names),
+            kind="integrity",
         )
     copy_sql = (
         sql.SQL("COPY {t} ({cols}) FROM STDIN WITH (FORMAT csv)")
@@ -296,7 +298,7 @@ class _Work:
 
     def __init__(self, work_dir=None):
         if work_dir and not os.path.isdir(work_dir):
-            raise HistoryError("work_dir %s does not exist" % work_dir)
+            raise HistoryError("work_dir %s does not exist" % work_dir, kind="config")
         self.path = tempfile.mkdtemp(prefix="tsdb-history.", dir=work_dir)
         os.chmod(self.path, 0o700)
 

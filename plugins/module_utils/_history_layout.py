@@ -73,7 +73,7 @@ def split_table_name(name):
     try:
         return _pg.split_qualified(name)
     except ValueError as e:
-        raise HistoryError("hypertable %s" % e) from None
+        raise HistoryError("hypertable %s" % e, kind="config") from None
 
 
 def qualified(schema, table):

@@ -49,11 +49,18 @@ def encode_manifest(manifest):
     return mf.dumps(manifest)
 
 
+def _unusable(message):
+    """What load_document and require_keys raise for a history manifest that is not one."""
+    return HistoryError(message, kind="integrity")
+
+
 def parse_history_manifest(data, source="history manifest"):
-    manifest = mf.load_document(data, source, HISTORY_FORMAT, HISTORY_VERSION, "history manifest", HistoryError)
+    manifest = mf.load_document(data, source, HISTORY_FORMAT, HISTORY_VERSION, "history manifest", _unusable)
     if mf.seal(manifest)["manifest_sha256"] != manifest.get("manifest_sha256"):
-        raise HistoryError("%s was altered after it was written (manifest_sha256 does not match)" % source)
-    mf.require_keys(manifest, REQUIRED_KEYS, source, HistoryError)
+        raise HistoryError(
+            "%s was altered after it was written (manifest_sha256 does not match)" % source, kind="integrity"
+        )
+    mf.require_keys(manifest, REQUIRED_KEYS, source, _unusable)
     return manifest
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -74,7 +74,7 @@ def restore_range(
     mf.validate_database_name(source_database)
     start, end = _azure.parse_timestamp(start), _azure.parse_timestamp(end)
     if end <= start:
-        raise HistoryError("end (%s) must be after start (%s)" % (_iso(end), _iso(start)))
+        raise HistoryError("end (%s) must be after start (%s)" % (_iso(end), _iso(start)), kind="config")
     name = qualified(*split_table_name(hypertable))
     target = qualified(*split_table_name(target_table or name))
     folder = history_folder(store.prefix, source_database, name)
@@ -84,22 +84,24 @@ def restore_range(
     if not selected:
         raise HistoryError(
             "no archived range of %s (database %s) overlaps %s .. %s under %s in container %s"
-            % (name, source_database, _iso(start), _iso(end), folder, store.container)
+            % (name, source_database, _iso(start), _iso(end), folder, store.container),
+            kind="not_found",
         )
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
-        first = selected[0][2][0]
-        columns, result["warnings"] = resolve_columns(conn, first["columns"])
-        info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
-        result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
-        loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
-        for label, entry, manifests in selected:
-            item = loader.load(label, entry, manifests, check_mode, result["table_created"])
-            result["ranges"].append(item)
-            result["rows_archived"] += item["rows_in_window"]
-            result["rows_inserted"] += item["rows_inserted"]
-            result["rows_present"] += item["rows_present"]
+        with _privileges.advising("history-restore", _privileges.login_for(params, conn), table=target):
+            first = selected[0][2][0]
+            columns, result["warnings"] = resolve_columns(conn, first["columns"])
+            info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
+            result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
+            loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
+            for label, entry, manifests in selected:
+                item = loader.load(label, entry, manifests, check_mode, result["table_created"])
+                result["ranges"].append(item)
+                result["rows_archived"] += item["rows_in_window"]
+                result["rows_inserted"] += item["rows_inserted"]
+                result["rows_present"] += item["rows_present"]
     finally:
         if owned:
             conn.close()
@@ -163,7 +165,8 @@ def _prepare_target(conn, target, database, columns, info, create_table, check_m
         if not create_table:
             raise HistoryError(
                 "table %s does not exist in database %s: create it (same columns as the hypertable) or set "
-                "create_table: true" % (target, database)
+                "create_table: true" % (target, database),
+                kind="not_found",
             )
         if not check_mode:
             _create_table(conn, t_schema, t_table, columns, info["time_column"])
@@ -179,7 +182,8 @@ def _prepare_target(conn, target, database, columns, info, create_table, check_m
     lacking = [c["name"] for c in columns if c["name"] not in present]
     if lacking:
         raise HistoryError(
-            "table %s in database %s lacks the archived columns %s" % (target, database, ", ".join(lacking))
+            "table %s in database %s lacks the archived columns %s" % (target, database, ", ".join(lacking)),
+            kind="config",
         )
     return False
 
@@ -232,7 +236,8 @@ class _RangeLoader:
         """Adds one version's object to the range's stage, once it decodes to what its manifest says."""
         if [c["name"] for c in m["columns"]] != [c["name"] for c in self.columns]:
             raise HistoryError(
-                "range %s version %d has other columns than the first range restored" % (label, m["version"])
+                "range %s version %d has other columns than the first range restored" % (label, m["version"]),
+                kind="conflict",
             )
         ref = _object_ref(m, month_folder(self.folder, entry["start"]))
         path = _download_checked(self.store, ref["name"], ref["sha256"], self.work.path)
@@ -243,7 +248,8 @@ class _RangeLoader:
             if got != (m["rows"], m["content_hash"]):
                 raise HistoryError(
                     "%s decodes to %d rows (hash %s); its manifest says %d rows (hash %s): not restored"
-                    % (self.store.url(ref["name"]), got[0], got[1], m["rows"], m["content_hash"])
+                    % (self.store.url(ref["name"]), got[0], got[1], m["rows"], m["content_hash"]),
+                    kind="integrity",
                 )
             with self.conn.cursor() as cur:
                 cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage.ident, part.ident))
@@ -277,7 +283,8 @@ class _RangeLoader:
                     if still:
                         raise HistoryError(
                             "after loading range %s, %d archived rows are still missing from %s; rolled back"
-                            % (label, still, self.target)
+                            % (label, still, self.target),
+                            kind="integrity",
                         )
                 cur.execute("ROLLBACK" if check_mode else "COMMIT")
             except BaseException:

@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Work,
@@ -73,12 +73,14 @@ def normalize_policies(policies):
         name = p.get("hypertable") or p.get("name")
         days = p.get("retention_days")
         if not name or days is None:
-            raise HistoryError("each retention entry needs a hypertable name and retention_days")
+            raise HistoryError("each retention entry needs a hypertable name and retention_days", kind="config")
         if int(days) < 1:
-            raise HistoryError("retention_days of %s must be 1 or more" % name)
+            raise HistoryError("retention_days of %s must be 1 or more" % name, kind="config")
         out.append((qualified(*split_table_name(name)), datetime.timedelta(days=int(days))))
     if not out:
-        raise HistoryError("no hypertable given: retention is per hypertable (e.g. esp_telemetry: 30 days)")
+        raise HistoryError(
+            "no hypertable given: retention is per hypertable (e.g. esp_telemetry: 30 days)", kind="config"
+        )
     return out
 
 
@@ -143,6 +145,14 @@ def _check_archive(store, info, folder, s, verify_objects, work):
         except _azure.ArchivedError as e:
             return None, (HELD_DAMAGED, "%s" % store.redact(e))
     return manifest, None
+
+
+def _refusal(conn, info, exc):
+    """Why a drop failed; for a missing privilege, what to grant (drop_chunks needs ownership)."""
+    refused = _privileges.denial(exc)
+    if refused is None:
+        return "%s" % exc
+    return _privileges.advice("retention", _pg.login_of(conn), refused, hypertable=info["name"])
 
 
 def _drop_slice(conn, info, s, manifest, check_mode, lock_timeout):
@@ -238,7 +248,8 @@ def enforce_retention(
     try:
         run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
         for name, retention in policies:
-            run.table(name, retention)
+            with _privileges.advising("retention", _privileges.login_for(params, conn), hypertable=name):
+                run.table(name, retention)
     finally:
         if owned:
             conn.close()
@@ -296,7 +307,7 @@ class _Retention:
                 try:
                     dropped, held = _drop_slice(conn, info, s, manifest, self.check_mode, self.lock_timeout)
                 except _pg.psycopg2.Error as e:
-                    dropped, held = None, (HELD_ERROR, "%s" % e)
+                    dropped, held = None, (HELD_ERROR, _refusal(conn, info, e))
             if held is not None:
                 summary["held_back"] += 1
                 result["held_back"].append(_held(info, s, held[0], held[1]))

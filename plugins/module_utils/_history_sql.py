@@ -61,7 +61,7 @@ def use_connection(params, database, connection=None):
     if connection is None:
         return open_connection(params, database), True
     if connection.closed:
-        raise HistoryError("the connection given is closed")
+        raise HistoryError("the connection given is closed", kind="service")
     with connection.cursor() as cur:
         cur.execute("; ".join(SESSION_SETTINGS))
     return connection, False
@@ -180,7 +180,8 @@ def describe_hypertable(conn, name):
                 qualified(schema, table),
                 _pg.scalar(conn, "SELECT current_database()"),
                 ", ".join(list_hypertables(conn)) or "none",
-            )
+            ),
+            kind="not_found",
         )
     time_column, time_type = found[0]
     columns = []
@@ -196,7 +197,8 @@ def describe_hypertable(conn, name):
     if time_col["wire"] != "epoch_us" and time_col["parquet_type"] != "date32":
         raise HistoryError(
             "%s is partitioned by %s (%s): only timestamptz, timestamp and date time columns are supported"
-            % (qualified(schema, table), time_column, time_type)
+            % (qualified(schema, table), time_column, time_type),
+            kind="config",
         )
     return {
         "schema": schema,
@@ -231,7 +233,8 @@ def _fallback(column):
 def _pg_type(column):
     if len(column["pg_type"]) > 1000 or not PG_TYPE_RE.match(_pg.without_quoted_identifiers(column["pg_type"])):
         raise HistoryError(
-            "column %r has a type name this collection does not accept: %r" % (column["name"], column["pg_type"])
+            "column %r has a type name this collection does not accept: %r" % (column["name"], column["pg_type"]),
+            kind="integrity",
         )
     return column["pg_type"]
 
@@ -302,7 +305,9 @@ def list_slices(conn, info, use_view=False):
     slices = []
     for start, end, schemas, names, oids in found:
         if start is None or end is None or info["time_type"] in ("bigint", "integer", "smallint"):
-            raise HistoryError("%s has chunks without a time range (integer time?): not supported" % info["name"])
+            raise HistoryError(
+                "%s has chunks without a time range (integer time?): not supported" % info["name"], kind="config"
+            )
         slices.append(
             {
                 "start": utc(start),
@@ -335,7 +340,9 @@ def fingerprint_slices(conn, info, slices):
         parts = [per_chunk.pop(oid) for oid in s["oids"] if oid in per_chunk]
         out[s["label"]] = (sum(p[0] for p in parts), "%d" % sum(p[1] for p in parts))
     if per_chunk:
-        raise HistoryError("%s: rows in chunks outside the listed slices (chunks changed meanwhile?)" % info["name"])
+        raise HistoryError(
+            "%s: rows in chunks outside the listed slices (chunks changed meanwhile?)" % info["name"], kind="conflict"
+        )
     return out
 
 

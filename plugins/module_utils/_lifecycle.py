@@ -26,7 +26,7 @@ import re
 import time
 import traceback
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors
 
 try:
     from azure.core.credentials import AccessToken
@@ -106,29 +106,34 @@ def validate_rule(rule):
     warnings for what costs money (early deletion)."""
     name = rule["name"]
     if not RULE_NAME_RE.match(name or ""):
-        raise LifecycleError("rule name %r: Azure accepts 1-256 letters and digits only" % (name,))
+        raise LifecycleError("rule name %r: Azure accepts 1-256 letters and digits only" % (name,), kind="config")
     days = []
     for key, _action, tier in STEPS:
         value = rule.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
-            raise LifecycleError("rule %s: %s must be a whole number of days from 0 to %d" % (name, key, MAX_DAYS))
+            raise LifecycleError(
+                "rule %s: %s must be a whole number of days from 0 to %d" % (name, key, MAX_DAYS), kind="config"
+            )
         days.append((key, value, tier))
     if not days:
         raise LifecycleError(
-            "rule %s has no action: set at least one of %s" % (name, ", ".join(k for k, _a, _t in STEPS))
+            "rule %s has no action: set at least one of %s" % (name, ", ".join(k for k, _a, _t in STEPS)), kind="config"
         )
     for (key_a, day_a, _ta), (key_b, day_b, _tb) in zip(days, days[1:]):
         if day_b <= day_a:
             raise LifecycleError(
                 "rule %s: %s (%d) must be greater than %s (%d); the order is cool < cold < archive < delete"
-                % (name, key_b, day_b, key_a, day_a)
+                % (name, key_b, day_b, key_a, day_a),
+                kind="config",
             )
     if rule.get("archive_after_tier_change_days") is not None:
         value = rule["archive_after_tier_change_days"]
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
-            raise LifecycleError("rule %s: archive_after_tier_change_days must be 0 to %d" % (name, MAX_DAYS))
+            raise LifecycleError(
+                "rule %s: archive_after_tier_change_days must be 0 to %d" % (name, MAX_DAYS), kind="config"
+            )
     warnings = []
     for (key_a, day_a, tier_a), (key_b, day_b, _tb) in zip(days, days[1:]):
         minimum = EARLY_DELETION_DAYS.get(tier_a)
@@ -169,7 +174,7 @@ def prepare_rules(rules, container, default_prefix):
     names = [s["name"] for s in settings]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise LifecycleError("rule names must be unique; repeated: %s" % ", ".join(duplicates))
+        raise LifecycleError("rule names must be unique; repeated: %s" % ", ".join(duplicates), kind="config")
     warnings = []
     for s in settings:
         warnings.extend(validate_rule(s))
@@ -244,6 +249,17 @@ class StaticTokenCredential:
         pass
 
 
+def _arm_kind(exc):
+    """The kind of a Resource Manager failure: a refused identity or role is fixed in the settings
+    (config); a missing account or group is not_found; the rest is the service's."""
+    if getattr(exc, "status_code", None) in (401, 403):
+        return "config"
+    if getattr(exc, "status_code", None) == 404:
+        return "not_found"
+    kind = _errors.kind_of(exc)
+    return kind if kind in _errors.OPERATOR_KINDS else "service"
+
+
 def arm_call_options(arm_endpoint):
     """Per-call options: bearer tokens over plain http only to a loopback test double."""
     if arm_endpoint.startswith("https://"):
@@ -252,7 +268,8 @@ def arm_call_options(arm_endpoint):
     if not match:
         raise LifecycleError(
             "arm_endpoint %s: Azure Resource Manager is reached over https; plain http is accepted for "
-            "a loopback test double only" % arm_endpoint
+            "a loopback test double only" % arm_endpoint,
+            kind="config",
         )
     return {"enforce_https": False}
 
@@ -272,14 +289,16 @@ class PolicyManager:
         redactor=None,
     ):
         if not HAS_AZURE_MGMT_STORAGE:
-            raise LifecycleError("the Python library %s is not installed" % AZURE_MGMT_STORAGE_REQUIREMENT)
+            raise LifecycleError(
+                "the Python library %s is not installed" % AZURE_MGMT_STORAGE_REQUIREMENT, kind="config"
+            )
         for key, value in (
             ("subscription_id", subscription_id),
             ("resource_group", resource_group),
             ("account_name", account_name),
         ):
             if not value:
-                raise LifecycleError("%s is required to manage the lifecycle management policy" % key)
+                raise LifecycleError("%s is required to manage the lifecycle management policy" % key, kind="config")
         self.arm_endpoint = (arm_endpoint or DEFAULT_ARM_ENDPOINT).rstrip("/")
         self.options = arm_call_options(self.arm_endpoint)
         self.resource_group = resource_group
@@ -310,7 +329,8 @@ class PolicyManager:
                 "Azure Resource Manager failed to %s the lifecycle policy of storage account %s (resource group %s): "
                 "%s%s%s"
                 % (action, self.account_name, self.resource_group, "%s: " % code if code else "", message, hint)
-            )
+            ),
+            kind=_arm_kind(exc),
         )
 
     def get_rules(self):
@@ -394,11 +414,13 @@ def apply_data_plane(store, settings_list, now=None, check_mode=False):
         if rule.get("delete_after_days") is not None:
             raise LifecycleError(
                 "rule %s: delete_after_days is not applied in data_plane mode (nothing deletes backups from the "
-                "data plane); use mode: management_policy or remove delete_after_days" % rule["name"]
+                "data plane); use mode: management_policy or remove delete_after_days" % rule["name"],
+                kind="config",
             )
         if rule["container"] != store.container:
             raise LifecycleError(
-                "rule %s is for container %s; this store is %s" % (rule["name"], rule["container"], store.container)
+                "rule %s is for container %s; this store is %s" % (rule["name"], rule["container"], store.container),
+                kind="config",
             )
         if not rule.get("enabled", True):
             continue

@@ -3,15 +3,19 @@
 """One flock-based file lock for the engine: backup folders, the runner, the metrics state.
 
 flock rather than a PID file: the kernel releases it when the holder dies, so a killed run
-never leaves a stale lock behind. Free of Ansible imports (the scheduled runner uses it).
+never leaves a stale lock behind. The runner's lock also holds a record of who holds it (PID,
+systemd unit, job, start), which a second run reads to say who is in its way. Free of
+Ansible imports (the scheduled runner uses it).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import errno
 import fcntl
+import json
 import os
 
 
@@ -19,12 +23,14 @@ class FileLock:
     """An exclusive lock on ``path`` (created 0600).
 
     ``try_acquire()`` returns False when another process holds it; ``acquire()`` waits.
-    With ``write_pid`` the holder's PID is written into the file, for an operator who looks.
+    With ``holder`` (a dict, or a callable returning one) the holder writes who it is into the
+    file once it holds the lock: its PID, the time it started and these fields (a systemd unit,
+    a job), so that a second run can say who is in its way (``holder_record``, ``describe``).
     """
 
-    def __init__(self, path, write_pid=False):
+    def __init__(self, path, holder=None):
         self.path = path
-        self.write_pid = write_pid
+        self.holder = holder
         self.fd = None
 
     def _lock(self, flags):
@@ -37,10 +43,20 @@ class FileLock:
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 return False
             raise
-        if self.write_pid:
-            os.ftruncate(self.fd, 0)
-            os.write(self.fd, ("%d\n" % os.getpid()).encode())
+        if self.holder is not None:
+            self._write_record()
         return True
+
+    def _write_record(self):
+        """One write of the whole record at the start of the file, then the file cut to it: the
+        lock stays held (same file, same descriptor) and a reader never finds it empty; what it
+        may find for a moment after a longer record is the new record with a tail, which
+        holder_record ignores."""
+        fields = self.holder() if callable(self.holder) else dict(self.holder)
+        record = dict(fields, pid=os.getpid(), started_at=_utc_text(datetime.datetime.now(datetime.timezone.utc)))
+        data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
 
     def try_acquire(self):
         return self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,9 +70,91 @@ class FileLock:
             os.close(self.fd)
             self.fd = None
 
+    def holder_record(self):
+        """What the holder wrote into the file (a dict with at least 'pid'), or None when there is
+        nothing readable. A file of an older release holds the PID alone."""
+        try:
+            with open(self.path, "rb") as f:
+                text = f.read(64 * 1024).decode("utf-8", "replace")
+        except OSError:
+            return None
+        try:
+            record, _end = json.JSONDecoder().raw_decode(text.strip())
+        except ValueError:
+            return None
+        if isinstance(record, int) and not isinstance(record, bool):
+            record = {"pid": record}
+        return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+    def describe(self, now=None):
+        """'held by tsdb-history-archive.service (PID 1234, running since 02:00:03 UTC, job history-archive)'."""
+        return describe_holder(self.holder_record(), now=now)
+
     def __enter__(self):
         self.acquire()
         return self
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _utc_text(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
+
+def describe_holder(record, now=None):
+    """What an operator reads about the holder of a lock, from its record (see FileLock)."""
+    if not record:
+        return "held by a process that has not said who it is"
+    if not _alive(record["pid"]):
+        return "held by a process that has not written its record yet (the last one was PID %d)" % record["pid"]
+    details = ["PID %d" % record["pid"]]
+    since = _parse_utc(record.get("started_at"))
+    if since is not None:
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        fmt = (
+            "%H:%M:%S UTC" if since.date() == now.astimezone(datetime.timezone.utc).date() else "%Y-%m-%d %H:%M:%S UTC"
+        )
+        details.append("running since %s" % since.strftime(fmt))
+    if record.get("job"):
+        details.append("job %s" % record["job"])
+    who = record.get("unit") or "another process"
+    return "held by %s (%s)" % (who, ", ".join(details))
+
+
+def _parse_utc(text):
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def systemd_unit(cgroup_path="/proc/self/cgroup"):
+    """The systemd unit this process runs in ('tsdb-backup.service', or a login session's
+    'session-4.scope' for a playbook run), or None outside systemd: the last .service or .scope
+    of the process's cgroup."""
+    try:
+        with open(cgroup_path) as f:
+            return unit_of_cgroup(f.read())
+    except OSError:
+        return None
+
+
+def unit_of_cgroup(text):
+    """The unit of a /proc/<pid>/cgroup text (cgroup v2 '0::/system.slice/x.service', or v1 lines)."""
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        units = [part for part in path.split("/") if part.endswith((".service", ".scope"))]
+        if units:
+            return units[-1]
+    return None

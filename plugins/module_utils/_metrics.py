@@ -184,7 +184,8 @@ def require_prometheus_client():
         raise MetricsError(
             "the Python library prometheus_client is required to write metrics; install "
             "prometheus-client==0.26.0 (requirements/runtime.txt; the backup_agent role installs it "
-            "into the runner's venv). Import error:\n%s" % PROMETHEUS_CLIENT_IMPORT_ERROR
+            "into the runner's venv). Import error:\n%s" % PROMETHEUS_CLIENT_IMPORT_ERROR,
+            kind="config",
         )
 
 
@@ -277,7 +278,7 @@ def load_state(state_dir):
     except OSError as e:
         if e.errno == errno.ENOENT:
             return _empty_state(), None
-        raise MetricsError("cannot read %s: %s" % (path, e)) from None
+        raise MetricsError("cannot read %s: %s" % (path, e), kind="service") from None
     except ValueError as e:
         os.replace(path, path + ".damaged")
         return _empty_state(), "%s was damaged (%s); kept as %s.damaged, starting afresh" % (path, e, path)

@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import glob
 import os
 import re
@@ -151,6 +152,19 @@ def explain_connect_error(exc, params, dbname):
             params.host,
             params.port,
         )
+    if "permission denied for database" in low:
+        return (
+            "login %s may not connect to database %s on %s:%s: as a superuser or the database's owner, run "
+            "GRANT CONNECT ON DATABASE %s TO %s;"
+            % (
+                qualify_part(params.user),
+                qualify_part(dbname),
+                params.host,
+                params.port,
+                qualify_part(dbname),
+                qualify_part(params.user),
+            )
+        )
     if "could not connect" in low or "connection refused" in low or "timeout" in low or "could not translate" in low:
         return "cannot reach PostgreSQL at %s:%s: is the server running and listening there? (%s)" % (
             params.host,
@@ -158,6 +172,17 @@ def explain_connect_error(exc, params, dbname):
             text.splitlines()[0],
         )
     return "cannot connect to %s: %s" % (where, text.splitlines()[0] if text else exc.__class__.__name__)
+
+
+def connect_error_kind(exc):
+    """The kind of a libpq connection error: wrong credentials or a missing CONNECT grant are
+    settings (config), a database that does not exist is not_found, the rest the service's."""
+    low = str(exc).lower()
+    if "password authentication failed" in low or "no password supplied" in low or "permission denied" in low:
+        return "config"
+    if "does not exist" in low and "database" in low:
+        return "not_found"
+    return "service"
 
 
 def connect(params, dbname=None, autocommit=True):
@@ -180,9 +205,14 @@ def connect(params, dbname=None, autocommit=True):
     try:
         conn = psycopg2.connect(**kwargs)
     except psycopg2.OperationalError as e:
-        raise PgError(explain_connect_error(e, params, dbname)) from None
+        raise PgError(explain_connect_error(e, params, dbname), kind=connect_error_kind(e)) from None
     conn.autocommit = autocommit
     return conn
+
+
+def login_of(conn):
+    """The role a connection logged in as (for messages that say what it lacks)."""
+    return conn.info.user
 
 
 def quote_ident(name):
@@ -414,7 +444,11 @@ def find_tool(name, server_major, bin_dir=None):
 
 
 class ToolError(PgError):
-    """A client tool exited non-zero."""
+    """A client tool exited non-zero; ``stderr`` holds all it wrote (the message only its end)."""
+
+    def __init__(self, *args, stderr=None, kind=None):
+        super(ToolError, self).__init__(*args, kind=kind)
+        self.stderr = stderr
 
 
 def stderr_tail(text, limit=12):
@@ -461,7 +495,8 @@ def run_tool(argv, params, dbname=None, stdin=None, timeout=None):
         errtext = err.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         raise ToolError(
-            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext))
+            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext)),
+            stderr=errtext,
         )
     return proc.stdout, errtext
 
@@ -472,19 +507,62 @@ def drop_database(conn, dbname):
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+# Who is on a database: what an operator needs to end the sessions that block a rename.
+_SESSIONS_QUERY = (
+    "SELECT pid, usename, application_name, client_addr::text, state, coalesce(state_change, backend_start) "
+    "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY backend_start LIMIT 21"
+)
+_SESSION_KEYS = ("pid", "user", "application_name", "client_addr", "state", "since")
+
+
+def describe_sessions(sessions, limit=20):
+    """'pid 4242 (user grafana, application "Grafana", from 10.0.0.7, idle since 2026-11-27 01:58:00 UTC); ...'.
+    What PostgreSQL hides from a login without pg_read_all_stats is said to be hidden."""
+    parts = []
+    for s in sessions[:limit]:
+        since = s.get("since")
+        fields = [
+            "user %s" % qualify_part(s["user"]) if s.get("user") else None,
+            'application "%s"' % s["application_name"] if s.get("application_name") else None,
+            "from %s" % s["client_addr"] if s.get("client_addr") else None,
+            (s.get("state") or "state hidden")
+            + (since.strftime(" since %Y-%m-%d %H:%M:%S UTC") if hasattr(since, "strftime") else ""),
+        ]
+        parts.append("pid %s (%s)" % (s["pid"], ", ".join(f for f in fields if f)))
+    more = len(sessions) - limit
+    return "; ".join(parts) + (" and %d more" % more if more > 0 else "")
+
+
+def _in_use(conn, dbname, what):
+    """PgError (conflict) for what cannot be done to dbname, naming the sessions on it."""
+    found = [dict(zip(_SESSION_KEYS, row)) for row in rows(conn, _SESSIONS_QUERY, (dbname,))]
+    return PgError(
+        "%s. On it: %s. End them (SELECT pg_terminate_backend(<pid>)) or stop their clients, then run it again"
+        % (what, describe_sessions(found) if found else "no session any more"),
+        kind="conflict",
+    )
+
+
 def close_database(conn, dbname):
-    """Refuses new connections to dbname and ends the existing ones (before a rename)."""
+    """Refuses new connections to dbname and ends the existing ones (before a rename). When they
+    do not end, dbname is opened again and the error names who holds them."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(dbname)))
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        )
-    for _attempt in range(50):
-        if not scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)):
-            return
-        time.sleep(0.1)
-    raise PgError("sessions on %s did not end; cannot rename it" % dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+        for _attempt in range(50):
+            if not scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)):
+                return
+            time.sleep(0.1)
+        raise _in_use(conn, dbname, "sessions on %s did not end; cannot rename it" % dbname)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            open_database(conn, dbname)
+        raise
 
 
 def open_database(conn, dbname):
@@ -493,8 +571,11 @@ def open_database(conn, dbname):
 
 
 def rename_database(conn, old, new):
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+    except errors.ObjectInUse:
+        raise _in_use(conn, old, "cannot rename %s to %s: it is in use" % (old, new)) from None
 
 
 def create_database(conn, dbname, owner=None):

@@ -26,6 +26,7 @@ import time
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _dump,
     _pg,
+    _privileges,
     _restore_extras,
     _tsdb,
 )
@@ -113,7 +114,7 @@ def scratch_name(database, purpose, backup_id):
     tag = "~" + hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
     room = mf.MAX_NAME_BYTES - len((tag + suffix).encode("utf-8"))
     if room < 1:
-        raise RestoreError("purpose %r is too long for a scratch database name" % purpose)
+        raise RestoreError("purpose %r is too long for a scratch database name" % purpose, kind="config")
     head = database.encode("utf-8")[:room].decode("utf-8", "ignore")
     return head + tag + suffix
 
@@ -130,7 +131,8 @@ def check_extension_available(conn, manifest):
             "the backup was taken with TimescaleDB %s, which this server does not have (available: %s). "
             "Install that version of the TimescaleDB package for PostgreSQL %s on this server, "
             "then run the restore again; nothing was changed."
-            % (version, ", ".join(available) or "none", manifest["server"]["postgresql_version"].split(".")[0])
+            % (version, ", ".join(available) or "none", manifest["server"]["postgresql_version"].split(".")[0]),
+            kind="config",
         )
     return version
 
@@ -191,7 +193,7 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         version = check_extension_available(conn, manifest)
         if create:
             if _pg.database_exists(conn, target):
-                raise RestoreError("database %s already exists; refusing to restore over it" % target)
+                raise RestoreError("database %s already exists; refusing to restore over it" % target, kind="conflict")
             _pg.create_database(conn, target, manifest.get("database_owner"))
     finally:
         conn.close()
@@ -359,25 +361,27 @@ def restore_backup(
     """
     result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None}
     backup_id = manifest["backup_id"]
-    exists = _check_target(params, manifest, target, strategy)
-    if roles:
-        result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
-    if exists and safety_backup:
-        result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
-    run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
-    if strategy == "in_place":
-        if exists:
-            _drop_database(params, target)
-            if audit:
-                audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
-        run.restore_as(target)
-        return result
+    with _privileges.advising("restore", params.user, database=target, owner=manifest.get("database_owner")):
+        exists = _check_target(params, manifest, target, strategy)
+        if roles:
+            result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
+        if exists and safety_backup:
+            result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
+            result["warnings"] += result["safety_backup"].pop("warnings")
+        run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
+        if strategy == "in_place":
+            if exists:
+                _drop_database(params, target)
+                if audit:
+                    audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
+            run.restore_as(target)
+            return result
 
-    staging = scratch_name(target, "restore", backup_id)
-    replaced = scratch_name(target, "pre_restore", backup_id)
-    _drop_database(params, staging)  # a leftover of an earlier failed attempt
-    diffs = run.restore_as(staging)
-    run.swap(staging, replaced, exists, keep_replaced, diffs)
+        staging = scratch_name(target, "restore", backup_id)
+        replaced = scratch_name(target, "pre_restore", backup_id)
+        _drop_database(params, staging)  # a leftover of an earlier failed attempt
+        diffs = run.restore_as(staging)
+        run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
 
 
@@ -394,7 +398,8 @@ def _check_target(params, manifest, target, strategy):
             raise RestoreError(
                 "restoring beside %s needs about %s free in the data directory, only %s is free. "
                 "Free space, or use strategy in_place (after a safety backup) on this host."
-                % (target, _dump.human(need * 1.1), _dump.human(free))
+                % (target, _dump.human(need * 1.1), _dump.human(free)),
+                kind="service",
             )
     finally:
         conn.close()
@@ -403,7 +408,7 @@ def _check_target(params, manifest, target, strategy):
 
 def _safety_backup(params, target, backup_dir, host_label):
     if not backup_dir:
-        raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)")
+        raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)", kind="config")
     safety = _dump.dump(
         params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
     )
@@ -411,6 +416,7 @@ def _safety_backup(params, target, backup_dir, host_label):
         "backup_id": safety["manifest"]["backup_id"],
         "path": safety["backup_set"].archive,
         "manifest_path": safety["backup_set"].manifest,
+        "warnings": safety.get("warnings") or [],
     }
 
 
@@ -448,16 +454,17 @@ class _Restore:
                 _pg.drop_database(conn, staging)
                 raise RestoreError(
                     "the restored copy does not match the manifest (%s); %s was left untouched and the copy removed"
-                    % (describe_diffs(diffs), target)
+                    % (describe_diffs(diffs), target),
+                    kind="integrity",
                 )
             t0 = time.monotonic()
             _pg.close_database(conn, staging)
             if exists:
                 if _pg.database_exists(conn, replaced):
-                    raise RestoreError("%s already exists from an earlier restore; drop or rename it first" % replaced)
-                _pg.close_database(conn, target)
-                _pg.rename_database(conn, target, replaced)
-                _pg.open_database(conn, replaced)
+                    raise RestoreError(
+                        "%s already exists from an earlier restore; drop or rename it first" % replaced, kind="conflict"
+                    )
+                _move_aside(conn, target, replaced)
             _pg.rename_database(conn, staging, target)
             _pg.open_database(conn, target)
             result["timings"]["swap_seconds"] = round(time.monotonic() - t0, 3)
@@ -476,6 +483,18 @@ class _Restore:
                     audit("drop_database", database=replaced, reason="keep_replaced is false")
         finally:
             conn.close()
+
+
+def _move_aside(conn, target, replaced):
+    """Renames the live database out of the way of the restored copy. When its sessions do not
+    end or it cannot be renamed, it is left under its name and open, and the error says who holds it."""
+    _pg.close_database(conn, target)
+    try:
+        _pg.rename_database(conn, target, replaced)
+    except BaseException:
+        _pg.open_database(conn, target)
+        raise
+    _pg.open_database(conn, replaced)
 
 
 def backup_set_for(backup_dir, database, backup_id):

@@ -43,11 +43,11 @@ def restore_roles(params, globals_path):
         with open(globals_path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise RestoreError("%s is not UTF-8 (%s); nothing was changed" % (globals_path, e)) from None
+        raise RestoreError("%s is not UTF-8 (%s); nothing was changed" % (globals_path, e), kind="integrity") from None
     try:
         statements = _globals.parse(text)
     except _globals.GlobalsError as e:
-        raise RestoreError("%s: %s. Nothing was changed." % (globals_path, e)) from None
+        raise RestoreError("%s: %s. Nothing was changed." % (globals_path, e), kind="integrity") from None
     conn = _pg.connect(params)
     try:
         planned = _globals.plan(
@@ -166,7 +166,8 @@ def reference_statement(ref):
     if not _FK_DEFINITION_RE.match(_pg.without_quoted_identifiers(definition)):
         raise RestoreError(
             "the manifest's foreign key %r on %s is not a plain FOREIGN KEY clause (%r); refusing to run it"
-            % (ref.get("name"), ref.get("table"), definition[:200])
+            % (ref.get("name"), ref.get("table"), definition[:200]),
+            kind="integrity",
         )
     table = sql.Identifier(*_pg.split_qualified(ref["table"]))
     return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(table, sql.Identifier(ref["name"])) + sql.SQL(definition)
@@ -188,7 +189,10 @@ def add_references(conn, manifest):
                         (ref["comment"],),
                     )
         except _pg.psycopg2.Error as e:
+            if _errors.is_insufficient_privilege(e):
+                raise  # the job says what to grant (_privileges)
             raise RestoreError(
                 "the foreign key %s on %s (%s) could not be re-created after the restore: %s"
-                % (_pg.qualify_part(ref["name"]), ref["table"], ref["definition"], ("%s" % e).strip().splitlines()[0])
+                % (_pg.qualify_part(ref["name"]), ref["table"], ref["definition"], ("%s" % e).strip().splitlines()[0]),
+                kind="integrity",
             ) from None

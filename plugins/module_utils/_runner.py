@@ -61,9 +61,33 @@ class RunLocked(_errors.ConflictError):
     """Another run of the agent (the timer or a playbook) holds the run lock."""
 
 
-def run_lock(state_dir):
-    """One run at a time per host: <state_dir>/runner.lock, holding the runner's PID."""
-    return _lock.FileLock(os.path.join(state_dir, "runner.lock"), write_pid=True)
+# The runner's commands as jobs (the names the lock record and the messages use).
+JOB_OF_COMMAND = {"run": "backup"}
+
+
+def holder_fields(job=None, unit=None, environ=None):
+    """Who a run is, for the lock record: its job, its systemd unit (given, or read from the
+    process's cgroup) and systemd's INVOCATION_ID (journalctl _SYSTEMD_INVOCATION_ID=...)."""
+    environ = os.environ if environ is None else environ
+    fields = {"job": job, "unit": unit or _lock.systemd_unit(), "invocation_id": environ.get("INVOCATION_ID")}
+    return {k: v for k, v in fields.items() if v}
+
+
+def run_lock(state_dir, job=None, unit=None):
+    """One run at a time per host: <state_dir>/runner.lock; its holder writes who it is into it
+    (PID, systemd unit, job, start time)."""
+    return _lock.FileLock(os.path.join(state_dir, "runner.lock"), holder=lambda: holder_fields(job, unit))
+
+
+def take_run_lock(state_dir, job=None, unit=None):
+    """The run lock, held; RunLocked saying who holds it when another run does."""
+    lock = run_lock(state_dir, job, unit)
+    if not lock.try_acquire():
+        raise RunLocked(
+            "another run of the agent (a timer or a playbook) is in progress: %s is %s; try again when it has "
+            "finished" % (lock.path, lock.describe())
+        )
+    return lock
 
 
 def _optional(name):
@@ -170,6 +194,9 @@ def _dump_step(config, database, logger, new_progress, r):
     )
     if progress is not None:
         progress.finish()
+    for warning in dumped.get("warnings") or []:
+        logger.warning("dump %s: %s", database, warning)
+        r.setdefault("warnings", []).append(warning)
     m = dumped["manifest"]
     r.update(backup_id=m["backup_id"], archive_size_bytes=m["archive"]["size_bytes"])
     logger.info(
@@ -193,7 +220,7 @@ def _verify_step(config, database, logger, new_progress, m, r):
     )
     r["verify_ok"] = ver["ok"]
     if not ver["ok"]:
-        raise RuntimeError("; ".join(f["message"] for f in ver["failures"]))
+        raise _errors.IntegrityError("; ".join(f["message"] for f in ver["failures"]))
     logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
 
 
@@ -214,7 +241,11 @@ def _upload_step(config, database, logger, store, r):
     pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
     r["pending_uploads"] = len(pending)
     if up["failures"]:
-        raise RuntimeError("; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]))
+        # The last failure is the one that stopped the catch-up, if one did.
+        raise _errors.OperatorError(
+            "; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]),
+            kind=up["failures"][-1].get("error_kind") or "service",
+        )
     return {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
 
 
@@ -347,6 +378,9 @@ def _history_result(config, database, history_result, kind):
             "%s: %s" % (f.get("slice") or f.get("hypertable") or "?", f.get("error"))
             for f in history_result["failures"]
         )
+        # Stopped: Azure could not be reached. Otherwise the kind of the first failed range.
+        failures = history_result.get("failures") or [{}]
+        r["error_kind"] = "service" if history_result.get("stopped") else failures[0].get("error_kind", "service")
     oldest = history_result.get("oldest_unarchived")
     if kind == "archive":
         r["oldest_unarchived_chunk_age_seconds"] = (
@@ -427,6 +461,7 @@ def main(argv=None, environ=None):
         "chunk archive to Azure and backup-gated retention",
     )
     parser.add_argument("--database", action="append", help="only this database (repeatable)")
+    parser.add_argument("--unit", help="the systemd unit running this (default: read from /proc/self/cgroup)")
     args = parser.parse_args(argv)
     try:
         config = load_config(environ)
@@ -436,9 +471,10 @@ def main(argv=None, environ=None):
     if args.database:
         config["databases"] = args.database
     logger = get_logger(config["log_format"])
-    lock = run_lock(config["state_dir"])
-    if not lock.try_acquire():
-        logger.error("another tsdb-backup run holds %s; not starting a second one", lock.path)
+    try:
+        lock = take_run_lock(config["state_dir"], JOB_OF_COMMAND.get(args.command, args.command), args.unit)
+    except RunLocked as e:
+        logger.error("%s; not starting a second one", e)
         return EXIT_LOCKED
     try:
         if args.command == "run":
@@ -480,4 +516,5 @@ __all__ = [
     "run_history",
     "run_lock",
     "summary_lines",
+    "take_run_lock",
 ]

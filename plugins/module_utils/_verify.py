@@ -24,7 +24,7 @@ import os
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _restore
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _privileges, _restore
 
 LEVELS = ("checksum", "archive", "restore")
 VERIFY_SUFFIX = ".verify.json"
@@ -197,6 +197,8 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
             params, bset.archive, scratch, manifest, jobs=jobs, analyze=False, progress=progress
         )
     except (_pg.PgError, _restore.RestoreError) as e:
+        if _privileges.denial(e):
+            raise  # not a verdict on the backup: verify says what to grant
         checks.add("restore", False, "restore into scratch database %s failed: %s" % (scratch, e))
         return None
     finally:
@@ -232,7 +234,9 @@ def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, re
         pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
         verify_archive(params, bset, manifest, checks, pg_restore)
         if checks.ok and level == "restore":
-            restored = verify_restore(params, bset, manifest, checks, jobs=jobs, progress=progress)
+            owner = manifest.get("database_owner")
+            with _privileges.advising("verify-restore", params.user, database=database, owner=owner):
+                restored = verify_restore(params, bset, manifest, checks, jobs=jobs, progress=progress)
     result = {
         "ok": checks.ok,
         "level": level,
