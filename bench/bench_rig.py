@@ -272,8 +272,8 @@ def human(n):
 def write_doc(path, report):
     """Replaces the generated block of docs/PERFORMANCE.md; the analysis around it stays."""
     text = open(path).read() if os.path.exists(path) else "# Performance\n\n%s\n%s\n" % (BEGIN, END)
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    head, rest = text.partition(BEGIN)[0], text.partition(BEGIN)[2]
+    tail = rest.partition(END)[2]
     with open(path + ".tmp", "w") as f:
         f.write(head + BEGIN + "\n" + report + "\n" + END + tail)
     os.replace(path + ".tmp", path)

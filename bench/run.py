@@ -51,6 +51,10 @@ def timed(fn, *args):
     return time.monotonic() - t0, out
 
 
+def took(fn, *args):
+    return timed(fn, *args)[0]
+
+
 class Figures:
     """Seconds per path and repetition, and what each step of a path took."""
 
@@ -67,19 +71,19 @@ class Figures:
 
 
 def floor(f):
-    seconds, _ = timed(rig.pg_tool, "pg_dump -Fc -Z0 -d %s -f /dev/null" % DB)
+    seconds = took(rig.pg_tool, "pg_dump -Fc -Z0 -d %s -f /dev/null" % DB)
     f.add("floor", seconds)
 
 
 def old_pipeline(f):
     steps = {}
     old = rig.WORK + "/old.dump.gz"
-    steps["pg_dump | gzip -6"], _ = timed(
+    steps["pg_dump | gzip -6"] = took(
         rig.pg_tool, "install -d -m 0700 %s && pg_dump -Fc -d %s | gzip -6 > %s" % (rig.WORK, DB, old)
     )
-    steps["md5sum"], _ = timed(rig.pg_tool, "md5sum %s > %s.md5" % (old, old))
-    steps["gzip -t"], _ = timed(rig.pg_tool, "gzip -t %s" % old)
-    steps["upload (SDK defaults)"], _ = timed(rig.sdk_default_upload, old, CONTAINER)
+    steps["md5sum"] = took(rig.pg_tool, "md5sum %s > %s.md5" % (old, old))
+    steps["gzip -t"] = took(rig.pg_tool, "gzip -t %s" % old)
+    steps["upload (SDK defaults)"] = took(rig.sdk_default_upload, old, CONTAINER)
     f.add("old", sum(steps.values()), steps)
     f.facts["old_bytes"] = int(rig.pg_tool("stat -c %%s %s" % old).strip())
     rig.pg_tool("rm -rf %s" % rig.WORK)
@@ -96,7 +100,7 @@ def backup_playbook(f):
 
 
 def timer(f):
-    seconds, _ = timed(rig.start_unit, "tsdb-backup.service")
+    seconds = took(rig.start_unit, "tsdb-backup.service")
     f.add("timer", seconds)
 
 
@@ -108,10 +112,10 @@ def serial_restore(f):
 
 
 def restore_playbook(f):
-    seconds, _ = timed(rig.restore_playbook, DB, DB + "_new", CONTAINER)
+    seconds = took(rig.restore_playbook, DB, DB + "_new", CONTAINER)
     f.add("restore.yml new", seconds)
     rig.drop_databases(DB + "_new", like=DB + "_new__")
-    seconds, _ = timed(rig.restore_playbook, DB, DB, CONTAINER)
+    seconds = took(rig.restore_playbook, DB, DB, CONTAINER)
     f.add("restore.yml over", seconds)
     rig.drop_databases(like=DB + "__pre_restore_")
 
