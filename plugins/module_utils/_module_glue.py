@@ -123,22 +123,9 @@ def run_module(module, redact, fn, *args, **kwargs):
 
 
 def operator_error(exc):
-    """(message, kind) an operator reads for an exception, or None when it is not one of theirs."""
-    if isinstance(exc, (_errors.OperatorError, ValueError)):
-        return "%s" % (exc,), _errors.kind_of(exc)
-    if isinstance(exc, OSError):
-        return "%s: %s" % (exc.filename or "I/O error", exc.strerror or exc), "service"
-    lines = [ln.strip() for ln in ("%s" % (exc,)).strip().splitlines() if ln.strip()] or [exc.__class__.__name__]
-    first_line = lines[0]
-    if _pg.HAS_PSYCOPG2 and isinstance(exc, _pg.psycopg2.Error):
-        # A missing privilege is fixed by a GRANT (configuration); the rest is the server's.
-        # DETAIL and HINT lines say which object and what to do: they stay.
-        denied = isinstance(exc, _pg.psycopg2.errors.InsufficientPrivilege)
-        return "PostgreSQL: %s" % " ".join(lines), "config" if denied else "service"
-    if type(exc).__module__.startswith("azure."):
-        # The SDK raises more than it documents; say it plainly.
-        return "Azure request failed: %s" % first_line, "service"
-    return None
+    """(message, kind) an operator reads for an exception, or None when it is not one of theirs:
+    the one classification the runner uses too (_errors.describe)."""
+    return _errors.describe(exc)
 
 
 class _ModuleLogHandler(logging.Handler):

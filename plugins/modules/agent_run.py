@@ -274,11 +274,8 @@ def run(module, config, job):
             "or the lock and metrics state created here would lock the timer out"
             % (state, os.stat(state).st_uid, os.geteuid())
         )
-    lock = _runner.run_lock(state)
-    if not lock.try_acquire():
-        raise _runner.RunLocked(
-            "another run of the agent (a timer or a playbook) holds %s; try again when it has finished" % lock.path
-        )
+    # The holder record names this run (a playbook) to a timer that finds the lock held.
+    lock = _runner.take_run_lock(state, job, unit="ansible-playbook (%s)" % module._name)
     try:
         results = JOBS[job](config, logger)
         _runner.report(config, job, results, logger)

@@ -175,6 +175,7 @@ def main():
     )
     preflight = {k: v for k, v in facts.items() if k != "extensions"}
     if module.check_mode:
+        _module_glue.warn(module, facts.get("warnings") or [])
         bset = mf.BackupSet(p["backup_dir"], p["database"], mf.new_backup_id(), directory_format=directory)
         module.exit_json(changed=True, path=bset.archive, manifest_path=bset.manifest, preflight=preflight)
 
@@ -191,6 +192,7 @@ def main():
     )
     m = result["manifest"]
     bset = result["backup_set"]
+    _module_glue.warn(module, result.get("warnings") or [])
     module.exit_json(
         changed=True,
         backup_id=m["backup_id"],
