@@ -58,13 +58,17 @@ def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None)
         raise AssertionError(msg) from None
 
 
-def playbook(name, extra, timeout=900, options=(), environ=None):
-    """Runs playbooks/<name> on the local inventory with extra vars; returns (rc, output)."""
+def playbook(name, extra, timeout=900, options=(), environ=None, inventory=("inventories/local",)):
+    """Runs playbooks/<name> with extra vars on the local inventory, or on the inventory sources
+    given (later ones add to earlier ones); returns (rc, output)."""
     env = dict(os.environ)
     env.update(load_env())
     env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
     env.update(environ or {})
-    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "-i", "inventories/local", "playbooks/" + name]
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook")]
+    for source in inventory:
+        argv += ["-i", source]
+    argv.append("playbooks/" + name)
     argv += list(options)
     proc = subprocess.run(
         argv + ["-e", json.dumps(extra)],

@@ -146,3 +146,50 @@ def test_backup_user_dumps_a_hypertable(host):
     assert "CREATE TABLE public.readings" in out
     rows = host.check_output(as_backup_user("psql -X -w -At -c 'SELECT count(*) FROM readings'"))
     assert int(rows) > 0
+
+
+# --- metrics: published into node_exporter's directory without owning it -----------------------
+
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # prepare.yml creates it as Debian's package does
+METRICS_DIR = "/var/lib/tsdb-backup-metrics"
+METRICS_FILES = ["tsdb_backup_%s.prom" % t for t in ("backup", "upload", "prune", "drill", "retention", "history")]
+METRICS_FILES.append("tsdb_backup_status.prom")
+
+
+def test_node_exporter_directory_keeps_its_owner_and_mode(host):
+    d = host.file(TEXTFILE_DIR)
+    assert (d.user, d.group, d.mode) == ("root", "root", 0o755)
+
+
+def test_metrics_are_on_and_written_into_the_agents_own_directory(host):
+    assert 'TSDB_BACKUP_METRICS_DIR="%s"' % METRICS_DIR in host.file(AGENT_ENV).content_string
+    d = host.file(METRICS_DIR)
+    assert (d.user, d.group, d.mode) == (USER, GROUP, 0o755)
+    unit = host.file("/etc/systemd/system/tsdb-backup.service").content_string
+    (paths,) = [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("ReadWritePaths=")]
+    assert METRICS_DIR in paths and TEXTFILE_DIR not in paths
+
+
+@pytest.mark.parametrize("name", METRICS_FILES)
+def test_every_metrics_file_is_linked_and_never_dangles(host, name):
+    link = host.file("%s/%s" % (TEXTFILE_DIR, name))
+    assert link.is_symlink
+    assert link.linked_to == "%s/%s" % (METRICS_DIR, name)
+    target = host.file(link.linked_to)
+    assert target.is_file
+    assert (target.user, target.mode) == (USER, 0o644)
+
+
+def test_a_run_publishes_through_the_links(host):
+    """The runner's own writer, as the backup user: node_exporter's user (here nobody) reads
+    the new file through the link, and node_exporter's directory gains no file of ours."""
+    code = (
+        "import sys; sys.path.insert(0, '/opt/tsdb-backup/collections'); "
+        "from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _metrics; "
+        "_metrics.write_run_metrics('%s', '/var/lib/tsdb-backup', 'molecule', 'backup', "
+        "[{'database': 'molecule', 'success': True}])" % METRICS_DIR
+    )
+    host.check_output("runuser -u %s -- %s/bin/python -c %s" % (USER, VENV, shlex.quote(code)))
+    text = host.check_output("runuser -u nobody -- cat %s/tsdb_backup_backup.prom" % TEXTFILE_DIR)
+    assert 'tsdb_backup_last_run_success{database="molecule",host="molecule",run_type="backup"} 1.0' in text
+    assert sorted(host.check_output("ls -A %s" % TEXTFILE_DIR).split()) == sorted(METRICS_FILES)

@@ -29,7 +29,7 @@ def run_unit(c, unit):
 def test_archive_then_gated_retention_under_systemd(env):
     c = env["TSDB_CONTAINER"]
     if rig.sh(c, "test -e /etc/systemd/system/tsdb-history-archive.service && echo y || echo n").strip() != "y":
-        pytest.fail("setup.yml did not install history_guard (inventories/local sets tsdb_history_retention)")
+        pytest.fail("setup.yml did not install history_guard (inventories/local sets history_guard_retention)")
     rig.drop_database(DB)
     rig.seed(DB, devices=2, days=36, interval=1800)
     container = "it-history-guard"
