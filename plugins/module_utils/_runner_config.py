@@ -128,6 +128,8 @@ def load_config(environ=None):
         login_password=env.get("PGPASSWORD") or None,
         passfile=env.get("PGPASSFILE") or None,
         sslmode=env.get("PGSSLMODE", "prefer"),
+        # tsdb_login_db: where cluster-level work (CREATE/DROP DATABASE, listings) connects.
+        maintenance_db=env.get("PGDATABASE") or "postgres",
     )
     return check_config(config)
 

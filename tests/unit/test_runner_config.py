@@ -85,3 +85,27 @@ def test_wrong_azure_settings_still_leave_a_local_backup(monkeypatch):
     assert len(seen) == 2
     with pytest.raises(_runner.ConfigError, match="upload configuration: auth_mode entra needs account_name"):
         seen[0].catch_up("/var/backups/tsdb", database="iot", host="db01")
+
+
+def test_the_connection_settings_of_agent_env_reach_every_connection():
+    config = _runner.load_config(
+        {
+            "TSDB_BACKUP_DATABASES": '["iot"]',
+            "PGHOST": "db.internal",
+            "PGPORT": "6432",
+            "PGUSER": "tsdb_backup",
+            "PGSSLMODE": "require",
+            "PGDATABASE": "maint",
+            "PGPASSFILE": "/etc/tsdb-backup/pgpass",
+        }
+    )
+    pg = config["pg"]
+    assert (pg.host, pg.port, pg.user, pg.sslmode, pg.maintenance_db, pg.passfile) == (
+        "db.internal",
+        6432,
+        "tsdb_backup",
+        "require",
+        "maint",
+        "/etc/tsdb-backup/pgpass",
+    )
+    assert _runner.load_config({"TSDB_BACKUP_DATABASES": '["iot"]'})["pg"].maintenance_db == "postgres"
