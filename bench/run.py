@@ -191,10 +191,10 @@ def main(argv=None):
     rig.setup_agent(DB, CONTAINER)
     f = Figures()
     try:
-        for _ in range(args.repeat):
+        for repetition in range(args.repeat):
             for name, fn in PATHS:
                 if not only or name in only:
-                    print("bench: %s ..." % fn.__name__, flush=True)
+                    print("bench: %s (%d of %d) ..." % (fn.__name__, repetition + 1, args.repeat), flush=True)
                     fn(f)
         if not only or "backup" in only:
             f.facts.update(rig.transfer_rss(DB, CONTAINER))
