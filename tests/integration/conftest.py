@@ -16,7 +16,9 @@ def agent_host():
     c = env["TSDB_CONTAINER"]
     ready = rig.sh(
         c,
-        "test -x /opt/tsdb-backup/venv/bin/python && /opt/tsdb-backup/venv/bin/python -c "
+        # Installed, and for the tests' container (a demo run points the agent at its own).
+        "grep -qx 'AZURE_STORAGE_CONTAINER=\"%s\"' /etc/tsdb-backup/agent.env && " % rig.TEST_CONTAINER
+        + "test -x /opt/tsdb-backup/venv/bin/python && /opt/tsdb-backup/venv/bin/python -c "
         "'import pyarrow, azure.storage.blob, prometheus_client' && test -e /opt/tsdb-backup/lib/tsdb_backup_run.py "
         "&& echo yes || echo no",
     ).strip()
