@@ -141,22 +141,41 @@ def open_store(config, logger=None):
     return _azure, store
 
 
+class _Steps:
+    """The step running (named in an error) and the seconds each step took (the result's
+    ``timings``: where a night's time went, for the operator and for make bench)."""
+
+    def __init__(self, r):
+        self.timings = r["timings"] = {}
+        self.name, self._t = None, None
+
+    def start(self, name):
+        self.stop()
+        self.name, self._t = name, time.monotonic()
+
+    def stop(self):
+        if self._t is not None:
+            self.timings[self.name] = round(time.monotonic() - self._t, 3)
+            self._t = None
+
+
 def backup_database(config, database, logger, store=None, azure=None):
     """dump -> verify -> upload (catch-up) -> prune for one database. Returns a result dict
     (also for failures: 'error' says which step failed and why)."""
     r = {"database": database, "success": False, "error": None}
-    step = "dump"
+    steps = _Steps(r)
     t0 = time.monotonic()
     try:
         new_progress = progress_factory(logger)
+        steps.start("dump")
         m = _dump_step(config, database, logger, new_progress, r)
-        step = "verify"
+        steps.start("verify")
         _verify_step(config, database, logger, new_progress, m, r)
         uploaded_ids = None
         if config["upload"]:
-            step = "upload"
+            steps.start("upload")
             uploaded_ids = _upload_step(config, database, logger, store, r)
-        step = "prune"
+        steps.start("prune")
         pr = _prune.prune(
             config["backup_dir"],
             database,
@@ -165,15 +184,17 @@ def backup_database(config, database, logger, store=None, azure=None):
             uploaded_ids=uploaded_ids,
             audit=audit_callback(logger),
         )
+        steps.stop()
         r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
         r["success"] = True
     except Exception as e:  # noqa: BLE001 - every failure is reported per database; the run goes on
+        steps.stop()
         message = str(e)
         if azure is not None and isinstance(e, azure.AzureTierError) and hasattr(store, "redact"):
             message = store.redact(e)
-        r["error"] = "%s failed: %s" % (step, message)
+        r["error"] = "%s failed: %s" % (steps.name, message)
         r["error_kind"] = _errors.kind_of(e)
-        logger.error("%s %s: %s", step, database, message)
+        logger.error("%s %s: %s", steps.name, database, message)
     r["duration_seconds"] = round(time.monotonic() - t0, 3)
     return r
 

@@ -14,9 +14,11 @@ def agent_host():
     when missing; tests that run modules with the venv interpreter or start the units need it."""
     env = rig.load_env()
     c = env["TSDB_CONTAINER"]
+    # Installed, and for the tests' container (a demo run points the agent at its own).
+    same_container = "grep -qx 'AZURE_STORAGE_CONTAINER=\"%s\"' /etc/tsdb-backup/agent.env && " % rig.TEST_CONTAINER
     ready = rig.sh(
         c,
-        "test -x /opt/tsdb-backup/venv/bin/python && /opt/tsdb-backup/venv/bin/python -c "
+        same_container + "test -x /opt/tsdb-backup/venv/bin/python && /opt/tsdb-backup/venv/bin/python -c "
         "'import pyarrow, azure.storage.blob, prometheus_client' && test -e /opt/tsdb-backup/lib/tsdb_backup_run.py "
         "&& echo yes || echo no",
     ).strip()

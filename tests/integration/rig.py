@@ -9,6 +9,9 @@ import subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV_FILE = os.path.join(REPO, ".local", "env.sh")
+# Tests keep their sets in a container of their own: the demo's (tsdb-backups, what `make demo`
+# lists) shows only the demo's data however many test runs came before.
+TEST_CONTAINER = "it-tests"
 DOCKER = "/usr/bin/docker"
 
 
@@ -23,6 +26,7 @@ def load_env():
             if line.startswith("export ") and "=" in line:
                 key, value = line[len("export ") :].split("=", 1)
                 env[key] = shlex.split(value)[0] if value else ""
+    env["AZURE_STORAGE_CONTAINER"] = TEST_CONTAINER
     return env
 
 
