@@ -378,11 +378,30 @@ def restore_backup(
             return result
 
         staging = scratch_name(target, "restore", backup_id)
-        replaced = scratch_name(target, "pre_restore", backup_id)
+        replaced = free_replaced_name(params, target, backup_id)
         _drop_database(params, staging)  # a leftover of an earlier failed attempt
         diffs = run.restore_as(staging)
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
+
+
+def free_replaced_name(params, target, backup_id):
+    """Where the replaced database goes: ``<db>__pre_restore_<id>``, or with ``_2``, ``_3``... when
+    an earlier restore of the same set kept a copy there - a kept copy is never overwritten, and
+    restoring the same set twice must work (the runbook's commands are safe to run twice)."""
+    conn = _pg.connect(params)
+    try:
+        for n in range(1, 100):
+            name = scratch_name(target, "pre_restore", backup_id if n == 1 else "%s_%d" % (backup_id, n))
+            if not _pg.database_exists(conn, name):
+                return name
+    finally:
+        conn.close()
+    raise RestoreError(
+        "99 kept copies of %s from restores of %s exist (%s...): drop the ones you no longer need"
+        % (target, backup_id, scratch_name(target, "pre_restore", backup_id)),
+        kind="conflict",
+    )
 
 
 def _check_target(params, manifest, target, strategy):
@@ -460,9 +479,12 @@ class _Restore:
             t0 = time.monotonic()
             _pg.close_database(conn, staging)
             if exists:
-                if _pg.database_exists(conn, replaced):
+                if _pg.database_exists(conn, replaced):  # taken since the restore began
+                    _pg.drop_database(conn, staging)
                     raise RestoreError(
-                        "%s already exists from an earlier restore; drop or rename it first" % replaced, kind="conflict"
+                        "%s appeared during the restore; %s was left untouched and the copy removed: run it again"
+                        % (replaced, target),
+                        kind="conflict",
                     )
                 _move_aside(conn, target, replaced)
             _pg.rename_database(conn, staging, target)
