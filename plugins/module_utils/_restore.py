@@ -18,6 +18,7 @@ __metaclass__ = type
 import contextlib
 import dataclasses
 import hashlib
+import os
 import re
 import tempfile
 import threading
@@ -359,7 +360,8 @@ def restore_backup(
               room for two copies).
     Any failure before the swap leaves ``target`` untouched and removes the half-restored copy.
     """
-    result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None}
+    jobs = effective_jobs(jobs)
+    result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None, "jobs": jobs}
     backup_id = manifest["backup_id"]
     with _privileges.advising("restore", params.user, database=target, owner=manifest.get("database_owner")):
         exists = _check_target(params, manifest, target, strategy)
@@ -383,6 +385,14 @@ def restore_backup(
         diffs = run.restore_as(staging)
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
+
+
+def effective_jobs(jobs):
+    """pg_restore workers: ``jobs``, or for 0 one per core of this (the database) host, at most 8 -
+    beyond that the serial catalog and pre-data part dominates and the server's I/O is shared."""
+    if jobs is None or jobs < 0:
+        raise RestoreError("jobs must be 0 (one per core) or more, not %r" % (jobs,), kind="config")
+    return jobs if jobs >= 1 else max(1, min(8, os.cpu_count() or 1))
 
 
 def free_replaced_name(params, target, backup_id):

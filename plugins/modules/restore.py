@@ -83,6 +83,7 @@ options:
     description:
       - Parallel C(pg_restore) workers for the bulk of the data and the indexes. The TimescaleDB catalog and the schema are always
         restored serially first (C(pg_restore -j) alone is unsafe for TimescaleDB's catalog, timescale/timescaledb#698).
+      - V(0) - one worker per core of the database host, at most 8 (what C(restore.yml) uses by default).
     type: int
     default: 1
   host_label:
@@ -113,6 +114,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+jobs:
+  description: The C(pg_restore) workers used (O(jobs), or for V(0) the number the host's cores gave).
+  returned: success
+  type: int
+  sample: 2
 backup_id:
   description: The restored set.
   returned: always

@@ -110,3 +110,16 @@ def test_a_deferred_key_takes_its_comment_along():
     )
     tags = ['public CONSTRAINT "ev ent_t_dev_fkey" ON "ev ent"']
     assert [e["dump_id"] for e in toc if _restore_extras.deferred(e, {18711}, tags)] == [3906, 4001]
+
+
+def test_jobs_zero_is_one_worker_per_core_at_most_eight(monkeypatch):
+    monkeypatch.setattr(_restore.os, "cpu_count", lambda: 2)
+    assert _restore.effective_jobs(0) == 2
+    monkeypatch.setattr(_restore.os, "cpu_count", lambda: 64)
+    assert _restore.effective_jobs(0) == 8
+    monkeypatch.setattr(_restore.os, "cpu_count", lambda: None)
+    assert _restore.effective_jobs(0) == 1
+    assert _restore.effective_jobs(3) == 3
+    with pytest.raises(_restore.RestoreError) as e:
+        _restore.effective_jobs(-1)
+    assert e.value.kind == "config" and "one per core" in str(e.value)
