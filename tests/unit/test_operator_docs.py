@@ -150,3 +150,50 @@ def test_history_names_real_metrics_and_alerts():
     ) <= set(_metrics.metric_names())
     assert set(re.findall(r"\b(TsdbBackup[A-Za-z]+)\b", body)) <= alerts()
     assert "tsdb_backup_chunks_held_back" in body and "TsdbBackupRetentionHeldBack" in body
+
+
+# --- docs/OBSERVABILITY.md -----------------------------------------------------------------
+
+# Files named like metrics or variables: tsdb_backup_status.prom, tsdb_backup_notify.py, ...
+NOT_A_NAME = r"(?![\w-]*\.(?:prom|py|json)\b)"
+# Words of that form that are not variables: a library, the inventory group, the default login
+# (and the stem of tsdb_backup_*.prom).
+NOT_VARIABLES = {"prometheus_client", "tsdb_hosts", "tsdb_backup"}
+
+
+def monitoring_variables():
+    play = text("playbooks/monitoring.yml")
+    return set(re.findall(r"\b(prometheus_[a-z_]+) \| default\(", play)) | {"prometheus_target"}
+
+
+def test_observability_names_only_real_variables():
+    body = text("docs/OBSERVABILITY.md")
+    known = set(options("backup_agent")) | set(options("tsdb")) | set(_metrics.metric_names())
+    known |= monitoring_variables() | NOT_VARIABLES | {"backup_agent_prometheus_rules_dir"}  # named as removed
+    named = set(re.findall(r"\b((?:backup_agent|tsdb|prometheus)_[a-z_]*[a-z])\b" + NOT_A_NAME, body))
+    assert sorted(named - known) == []
+    # The operator's variables of the role's metrics and notifications are all explained.
+    for name in options("backup_agent"):
+        if name.startswith(("backup_agent_metrics_", "backup_agent_notify_", "backup_agent_log_format")):
+            assert "`%s`" % name in body, name
+    for name in monitoring_variables():
+        assert "`%s`" % name in body, name
+
+
+def test_observability_lists_every_alert_and_only_real_ones():
+    section_text = section("docs/OBSERVABILITY.md", "Alert rules (on the Prometheus server)")
+    rows = table_rows(section_text, "| Alert |")
+    assert {r[0] for r in rows} == alerts()
+    assert set(re.findall(r"\b(TsdbBackup[A-Za-z]+)\b", text("docs/OBSERVABILITY.md"))) <= alerts()
+
+
+def test_observability_metric_reference_is_complete():
+    rows = table_rows(section("docs/OBSERVABILITY.md", "Metrics"), "| Metric | Labels |")
+    assert sorted(r[0] for r in rows) == sorted(_metrics.metric_names())
+
+
+def test_the_operator_part_comes_before_the_python_api():
+    body = text("docs/OBSERVABILITY.md")
+    developers = body.index("\n## For developers")
+    assert body.find("\n## ", developers + 1) == -1, "the developers' section is the last"
+    assert "_metrics.write_run_metrics(" not in body[:developers]
