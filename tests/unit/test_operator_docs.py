@@ -7,6 +7,9 @@ import datetime
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -197,3 +200,99 @@ def test_the_operator_part_comes_before_the_python_api():
     developers = body.index("\n## For developers")
     assert body.find("\n## ", developers + 1) == -1, "the developers' section is the last"
     assert "_metrics.write_run_metrics(" not in body[:developers]
+
+
+# --- roles/<role>/README.md ----------------------------------------------------------------
+
+ROLE_TOKEN = re.compile(
+    r"\b((?:tsdb|%s)_[a-z0-9_]*[a-z0-9])\b" % "|".join(r for r in ROLES if r != "tsdb") + NOT_A_NAME
+)
+# What the roles' files read from the site's settings (as tests/unit/test_one_settings.py finds it).
+SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill)\w*)\b(?!\.[a-z])")
+
+
+def readme(role):
+    return text("roles/%s/README.md" % role)
+
+
+def old_names():
+    tsdb_vars = yaml.safe_load(text("roles/tsdb/vars/main.yml"))
+    return set(tsdb_vars["__tsdb_renamed"]) | set(tsdb_vars["__tsdb_removed"])
+
+
+def role_reads(role):
+    """The tsdb_* settings the role's tasks, templates, defaults and vars read."""
+    found = set()
+    for base, _dirs, files in os.walk(os.path.join(ROOT, "roles", role)):
+        for name in files:
+            path = os.path.join(base, name)
+            if name == "README.md" or path.endswith(os.path.join("meta", "argument_specs.yml")):
+                continue
+            with open(path, encoding="utf-8") as f:
+                found |= set(SETTING.findall(f.read()))
+    return found & set(options("tsdb"))
+
+
+def test_every_role_has_a_short_readme():
+    for role in ROLES:
+        lines = readme(role).splitlines()
+        assert lines[0] == "# Role `insa.timescaledb_backup.%s`" % role
+        assert len(lines) <= 125, (role, len(lines))
+        for heading in ("What it does on the host", "Variables", "Example", "Requirements", "What it never does"):
+            assert "\n## %s\n" % heading in readme(role), (role, heading)
+        assert "ansible-doc -t role insa.timescaledb_backup.%s" % role in readme(role)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_role_readme_names_only_variables_that_exist(role):
+    known = {name for r in ROLES for name in options(r)} | NOT_VARIABLES | set(_metrics.metric_names())
+    if role == "tsdb":
+        known |= old_names()  # the README explains that old names stop the play
+    assert sorted(set(ROLE_TOKEN.findall(readme(role))) - known) == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_role_readme_names_every_option_and_every_shared_setting_it_reads(role):
+    body = readme(role)
+    missing = [name for name in sorted(set(options(role)) | role_reads(role)) if "`%s`" % name not in body]
+    assert missing == []
+
+
+def example_plays(role):
+    (block,) = code_blocks(section("roles/%s/README.md" % role, "Example"), "yaml")
+    return yaml.safe_load(block)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_role_readme_example_applies_the_role_by_its_full_name(role):
+    plays = example_plays(role)
+    names = [entry["role"] for play in plays for entry in play.get("roles", [])]
+    assert "insa.timescaledb_backup.%s" % role in names
+    assert all(n.startswith("insa.timescaledb_backup.") and n.split(".")[-1] in ROLES for n in names)
+
+
+def test_the_role_readme_examples_pass_a_syntax_check(tmp_path):
+    playbook = tmp_path / "examples.yml"
+    playbook.write_text(yaml.safe_dump([play for role in ROLES for play in example_plays(role)]))
+    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    if not os.path.exists(binary):
+        binary = shutil.which("ansible-playbook")
+    if binary is None:
+        pytest.skip("ansible-playbook is not installed")
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path))
+    proc = subprocess.run(
+        [binary, "--syntax-check", "-i", "localhost,", str(playbook)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_project_readme_links_every_role_readme():
+    body = text("README.md")
+    for role in ROLES:
+        assert "(roles/%s/README.md)" % role in body, role
