@@ -191,7 +191,7 @@ def main(argv=None):
     rig.setup_agent(DB, CONTAINER)
     f = Figures()
     try:
-        for _ in range(args.repeat):
+        for _repeat in range(args.repeat):
             for name, fn in PATHS:
                 if not only or name in only:
                     print("bench: %s ..." % fn.__name__, flush=True)

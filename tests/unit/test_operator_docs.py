@@ -100,7 +100,7 @@ def test_history_layout_lines_name_the_parts_the_code_joins():
 
 
 def inventory_example():
-    (block,) = [b for b in code_blocks(section("docs/HISTORY.md", "Setting it up (role history_guard)"), "yaml")]
+    (block,) = code_blocks(section("docs/HISTORY.md", "Setting it up (role history_guard)"), "yaml")
     return yaml.safe_load(block)
 
 
