@@ -121,7 +121,7 @@ RUN_METRICS = (
     ),
     (
         "tsdb_backup_chunks_held_back",
-        "Chunks past the retention horizon the last run kept because they are not archived yet.",
+        "Chunk ranges past the retention horizon that the last retention run held back (any reason).",
         "chunks_held_back",
         int,
     ),

@@ -35,7 +35,8 @@ def role_files(role):
     return sorted(
         p
         for p in glob.glob(os.path.join(ROOT, "roles", role, "**", "*"), recursive=True)
-        if os.path.isfile(p) and not p.endswith(("argument_specs.yml", os.path.join("meta", "main.yml")))
+        # The README documents the role (tests/unit/test_operator_docs.py checks its names).
+        if os.path.isfile(p) and not p.endswith(("argument_specs.yml", os.path.join("meta", "main.yml"), "README.md"))
     )
 
 
@@ -45,6 +46,10 @@ def tsdb_defaults():
 
 def renamed():
     return load("roles/tsdb/vars/main.yml")["__tsdb_renamed"]
+
+
+def removed():
+    return load("roles/tsdb/vars/main.yml")["__tsdb_removed"]
 
 
 def test_no_playbook_carries_its_own_default():
@@ -89,7 +94,7 @@ def test_the_timer_roles_depend_on_the_settings_role():
 def test_no_role_declares_a_shared_setting_of_its_own():
     """The roles' own options are only what is theirs alone: no default of a role duplicates a site
     setting (e.g. backup_agent_db_host next to tsdb_login_host)."""
-    old = set(renamed())
+    old = set(renamed()) | set(removed())
     for role in TIMER_ROLES + ["tsdb"]:
         defaults = set(load("roles/%s/defaults/main.yml" % role))
         options = set(load("roles/%s/meta/argument_specs.yml" % role)["argument_specs"]["main"]["options"])
@@ -104,8 +109,16 @@ def test_every_old_name_has_a_new_name_that_exists():
     assert len(set(renamed().values())) == len(renamed()), "two old names for one new name"
 
 
+def test_a_removed_name_says_what_to_do_instead():
+    assert not set(removed()) & set(renamed())
+    for name, advice in removed().items():
+        assert len(advice.split()) >= 5, name
+    tasks = text("roles/tsdb/tasks/main.yml")
+    assert "__tsdb_removed" in tasks and "__tsdb_renamed" in tasks
+
+
 def test_nothing_reads_an_old_name():
-    old = re.compile(r"\b(%s)\b" % "|".join(renamed()))
+    old = re.compile(r"\b(%s)\b" % "|".join(list(renamed()) + list(removed())))
     paths = [os.path.join(ROOT, "playbooks", p) for p in PLAYBOOKS]
     for role in TIMER_ROLES + ["tsdb"]:
         paths += [p for p in role_files(role) if not p.endswith(os.path.join("tsdb", "vars", "main.yml"))]
