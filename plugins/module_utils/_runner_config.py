@@ -103,7 +103,8 @@ def load_config(environ=None):
             "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
-                "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX") or None,
+                # Set but empty is no prefix, as backup.yml passes it; only a missing key takes the default.
+                "prefix": env.get("TSDB_BACKUP_AZURE_PREFIX"),
                 "create_container": _bool(env.get("TSDB_BACKUP_AZURE_CREATE_CONTAINER"), False),
                 "max_retries": int(env["TSDB_BACKUP_AZURE_MAX_RETRIES"])
                 if env.get("TSDB_BACKUP_AZURE_MAX_RETRIES")

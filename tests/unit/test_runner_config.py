@@ -109,3 +109,11 @@ def test_the_connection_settings_of_agent_env_reach_every_connection():
         "/etc/tsdb-backup/pgpass",
     )
     assert _runner.load_config({"TSDB_BACKUP_DATABASES": '["iot"]'})["pg"].maintenance_db == "postgres"
+
+
+def test_an_empty_prefix_is_no_prefix_as_for_the_playbooks():
+    assert (
+        _runner.load_config({"TSDB_BACKUP_DATABASES": '["iot"]', "TSDB_BACKUP_AZURE_PREFIX": ""})["azure"]["prefix"]
+        == ""
+    )
+    assert _runner.load_config({"TSDB_BACKUP_DATABASES": '["iot"]'})["azure"]["prefix"] is None
