@@ -327,7 +327,10 @@ def apply_protection(manager, container, params, check_mode=False):
     protection (as it is after the run, or would be in check mode), pending, warnings."""
     want = _protection.wanted(params)
     service = _protection.service_view(manager.get_service())
-    current = _protection.container_view(manager.get_container(container))
+    # The container is read only when its settings are managed, or versioning is to be turned off
+    # (refused with version-level immutability): the account's settings need no container.
+    reads_container = _protection.manages_container(want)
+    current = _protection.container_view(manager.get_container(container) if reads_container else None)
     body = _protection.service_body(want, service)
     service_after, _unused = _protection.view_after(service, current, body, [])
     steps = _protection.container_steps(want, service_after, current, container)
@@ -340,9 +343,9 @@ def apply_protection(manager, container, params, check_mode=False):
         pending = [_protection.describe_step(s) for s in _run_steps(manager, container, steps)]
         # What Azure says now, not what was asked for (a migration may still run).
         service_after = _protection.service_view(manager.get_service())
-        container_after = _protection.container_view(manager.get_container(container))
-    before = _protection.public_view(service, current)
-    after = _protection.public_view(service_after, container_after)
+        container_after = _protection.container_view(manager.get_container(container) if reads_container else None)
+    before = _protection.public_view(service, current if reads_container else {})
+    after = _protection.public_view(service_after, container_after if reads_container else {})
     return {
         "changed": bool(actions),
         "actions": actions,

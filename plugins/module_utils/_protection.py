@@ -66,6 +66,13 @@ def wanted(params):
     return out
 
 
+def manages_container(want):
+    """Whether the container's settings are asked for (or versioning off, which they may forbid)."""
+    return (
+        want["immutability_days"] is not None or want["immutability_locked"] is not None or want["versioning"] is False
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # What Resource Manager returns, as a view
 
@@ -232,7 +239,7 @@ def describe_step(step):
 
 def warnings_for(after):
     warnings = []
-    if after["immutability_state"] == UNLOCKED:
+    if after.get("immutability_state") == UNLOCKED:
         warnings.append(
             "the immutability policy is unlocked: it protects against deletes and overwrites, but whoever may "
             "write it can shorten or delete it; lock it (immutability_locked: true) once tested - a lock cannot "

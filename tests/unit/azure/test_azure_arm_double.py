@@ -302,3 +302,18 @@ def test_data_plane_report(service, container, protected, soft, worm):
         assert report["blob_soft_delete"]["days"] == 14
     if service is None:
         assert report["blob_soft_delete"]["reason"] == "403"
+
+
+def test_account_settings_alone_need_no_container(arm):
+    protection = manager(arm, _lifecycle.ProtectionManager)
+    want = {"versioning": True, "delete_retention_days": 14}
+    result = _lifecycle.apply_protection(protection, "not-created-yet", want)
+    assert result["actions"] == ["turn blob versioning on", "set blob soft delete to 14 days"]
+    assert "immutability_state" not in result["protection"] and result["warnings"] == []
+    assert [r["route"] for r in arm.requests] == ["service", "service", "service"] and arm.rejected == []
+    # Turning soft delete off is allowed, and said.
+    off = _lifecycle.apply_protection(protection, "not-created-yet", {"delete_retention_days": 0})
+    assert off["actions"] == ["turn blob soft delete off"] and arm.service["deleteRetentionPolicy"] == {
+        "enabled": False
+    }
+    assert any("soft delete is off" in w for w in off["warnings"])
