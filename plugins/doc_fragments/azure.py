@@ -120,3 +120,34 @@ options:
     type: int
     default: 4
 """
+
+    # The modules that talk to Azure Resource Manager (lifecycle_policy, container_protection):
+    # keep in step with _lifecycle.arm_argument_spec().
+    ARM = r"""
+options:
+  subscription_id:
+    description: Subscription of the storage account (Resource Manager). Falls back to E(AZURE_SUBSCRIPTION_ID).
+    type: str
+  resource_group:
+    description: Resource group of the storage account (Resource Manager).
+    type: str
+  arm_endpoint:
+    description:
+      - Azure Resource Manager endpoint, for sovereign clouds (for example C(https://management.usgovcloudapi.net)).
+      - Plain C(http) is accepted for a loopback address only (the tests' ARM test double).
+    type: str
+    default: https://management.azure.com
+  arm_access_token:
+    description:
+      - A bearer token for Azure Resource Manager obtained elsewhere (for example
+        C(az account get-access-token --query accessToken -o tsv)), used instead of the O(auth_mode=entra) credential.
+      - For Resource Manager, either this or O(auth_mode=entra) is needed - it accepts Entra tokens only.
+    type: str
+requirements:
+  - azure-mgmt-storage for the Resource Manager calls
+notes:
+  - O(account_name) names the storage account for Resource Manager.
+  - There is no emulator for Azure Resource Manager (Azurite serves the data plane only). The tests run the Resource
+    Manager calls against a local HTTP test double (C(tests/integration/azure/arm_double.py)) that records the
+    requests and checks their bodies against Azure's documented rules; a real account remains the final test.
+"""

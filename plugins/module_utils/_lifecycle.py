@@ -1,17 +1,17 @@
 # Copyright: (c) 2026, INSA platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Lifecycle of the backup blobs: tier to Cool / Cold / Archive after N days since the last
-modification, optionally delete (default: never - history is kept forever).
+"""Azure's side of the lifecycle and the protection of the backup blobs (the rules and settings
+as data are in _lifecycle_rules and _protection).
 
-Two ways to apply the same rules:
-- the storage account's lifecycle management policy, through Azure Resource Manager
+- The storage account's lifecycle management policy, through Azure Resource Manager
   (azure-mgmt-storage, ``management_policies``; needs an Entra identity with a role on the
-  account such as Storage Account Contributor);
-- the data plane, for accounts where only a SAS token or data-plane roles are available:
-  list the blobs under the prefix and set each blob's tier by its age.
-
-Rules are handled in the REST shape of Azure's management policy (camelCase keys), which is
-what the SDK sends, what the diff shows and what the ARM test double checks.
+  account such as Storage Account Contributor).
+- The account's blob service properties (versioning, blob and container soft delete) and the
+  container's immutability policy, through Resource Manager too (``blob_services``,
+  ``blob_containers``).
+- The data plane, for accounts where only a SAS token or data-plane roles are available: list
+  the blobs under a rule's prefixes and set each blob's tier by its age; and read what the data
+  plane can tell of the container's protection.
 
 Private to the collection. No Ansible imports: the scheduled runner may use this too.
 """
@@ -20,17 +20,22 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import copy
 import datetime
 import re
 import time
 import traceback
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _protection
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle_rules as rules_
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._lifecycle_rules import LifecycleError
 
 try:
+    from azure.core import MatchConditions
     from azure.core.credentials import AccessToken
     from azure.core.exceptions import AzureError, ResourceNotFoundError
+except ImportError:  # comes with azure-storage-blob and azure-mgmt-storage: without it neither works
+    pass
+try:
     from azure.mgmt.storage import StorageManagementClient
 except ImportError:
     HAS_AZURE_MGMT_STORAGE = False
@@ -42,190 +47,19 @@ else:
 AZURE_MGMT_STORAGE_REQUIREMENT = "azure-mgmt-storage"
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
-POLICY_NAME = "default"
-# The order blobs go through; each later step needs more days than the one before.
-STEPS = (
-    ("cool_after_days", "tierToCool", "Cool"),
-    ("cold_after_days", "tierToCold", "Cold"),
-    ("archive_after_days", "tierToArchive", "Archive"),
-    ("delete_after_days", "delete", None),
-)
-# Days a blob is billed in a tier at least (moving or deleting it earlier costs the rest).
-EARLY_DELETION_DAYS = {"Cool": 30, "Cold": 90, "Archive": 180}
-TIER_RANK = {"Hot": 0, "Cool": 1, "Cold": 2, "Archive": 3}
-# The steps of a rule that names none: history is kept forever.
-DEFAULT_STEPS = {"cool_after_days": 30, "archive_after_days": 365}
-# A blob rehydrated for a restore is not archived again before this many days.
-DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS = 7
-MAX_DAYS = 99999
-RULE_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,256}$")
+# How long a run waits for Azure to migrate a container to version-level immutability before it
+# reports the migration as pending (the next run picks it up).
+MIGRATION_WAIT_SECONDS = 300
 
 
-class LifecycleError(_azure.AzureTierError):
-    """A rule is invalid, or Azure Resource Manager refused or failed."""
-
-
-def rule_argument_spec():
-    """Suboptions of a module's 'rules' list (a plain dict)."""
+def arm_argument_spec():
+    """The options of the modules that talk to Resource Manager (doc fragment azure.ARM)."""
     return dict(
-        name=dict(type="str"),
-        prefix=dict(type="str"),
-        cool_after_days=dict(type="int"),
-        cold_after_days=dict(type="int"),
-        archive_after_days=dict(type="int"),
-        delete_after_days=dict(type="int"),
-        archive_after_tier_change_days=dict(type="int", default=DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS),
-        enabled=dict(type="bool", default=True),
+        subscription_id=dict(type="str"),
+        resource_group=dict(type="str"),
+        arm_endpoint=dict(type="str", default=DEFAULT_ARM_ENDPOINT),
+        arm_access_token=dict(type="str", no_log=True),
     )
-
-
-def default_rule_name(container, prefix):
-    return ("tsdbbackup" + re.sub(r"[^A-Za-z0-9]", "", "%s%s" % (container, prefix)))[:256]
-
-
-def normalize_rule(rule, container, default_prefix):
-    """A rule as plain settings. A rule that names no step gets DEFAULT_STEPS (Cool after 30
-    days, Archive after 365, never delete); the prefix defaults to default_prefix, the name to
-    one derived from container and prefix."""
-    out = {key: rule.get(key) for key, _action, _tier in STEPS}
-    if all(value is None for value in out.values()):
-        out.update(DEFAULT_STEPS)
-    out["archive_after_tier_change_days"] = rule.get(
-        "archive_after_tier_change_days", DEFAULT_ARCHIVE_AFTER_TIER_CHANGE_DAYS
-    )
-    out["enabled"] = rule.get("enabled", True) is not False
-    prefix = rule.get("prefix")
-    out["prefix"] = _azure.validate_prefix(default_prefix if prefix is None else prefix)
-    out["container"] = _azure.validate_container_name(container)
-    out["name"] = rule.get("name") or default_rule_name(container, out["prefix"])
-    return out
-
-
-def validate_rule(rule):
-    """Raises LifecycleError for what Azure would refuse or what is certainly wrong; returns
-    warnings for what costs money (early deletion)."""
-    name = rule["name"]
-    if not RULE_NAME_RE.match(name or ""):
-        raise LifecycleError("rule name %r: Azure accepts 1-256 letters and digits only" % (name,), kind="config")
-    days = []
-    for key, _action, tier in STEPS:
-        value = rule.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
-            raise LifecycleError(
-                "rule %s: %s must be a whole number of days from 0 to %d" % (name, key, MAX_DAYS), kind="config"
-            )
-        days.append((key, value, tier))
-    if not days:
-        raise LifecycleError(
-            "rule %s has no action: set at least one of %s" % (name, ", ".join(k for k, _a, _t in STEPS)), kind="config"
-        )
-    for (key_a, day_a, _ta), (key_b, day_b, _tb) in zip(days, days[1:]):
-        if day_b <= day_a:
-            raise LifecycleError(
-                "rule %s: %s (%d) must be greater than %s (%d); the order is cool < cold < archive < delete"
-                % (name, key_b, day_b, key_a, day_a),
-                kind="config",
-            )
-    if rule.get("archive_after_tier_change_days") is not None:
-        value = rule["archive_after_tier_change_days"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
-            raise LifecycleError(
-                "rule %s: archive_after_tier_change_days must be 0 to %d" % (name, MAX_DAYS), kind="config"
-            )
-    warnings = []
-    for (key_a, day_a, tier_a), (key_b, day_b, _tb) in zip(days, days[1:]):
-        minimum = EARLY_DELETION_DAYS.get(tier_a)
-        if minimum and day_b - day_a < minimum:
-            warnings.append(
-                "rule %s: blobs stay %d days in %s (%s=%d, %s=%d) but %s is billed for at least %d days: "
-                "an early deletion charge applies"
-                % (name, day_b - day_a, tier_a, key_a, day_a, key_b, day_b, tier_a, minimum)
-            )
-    return warnings
-
-
-def build_rule(rule):
-    """The management policy rule (REST shape) for normalized settings."""
-    base_blob = {}
-    for key, action, tier in STEPS:
-        if rule.get(key) is None:
-            continue
-        condition = {"daysAfterModificationGreaterThan": rule[key]}
-        if tier == "Archive" and rule.get("archive_after_tier_change_days"):
-            condition["daysAfterLastTierChangeGreaterThan"] = rule["archive_after_tier_change_days"]
-        base_blob[action] = condition
-    prefix_match = rule["container"] + "/" + (rule["prefix"] + "/" if rule["prefix"] else "")
-    return {
-        "enabled": bool(rule.get("enabled", True)),
-        "name": rule["name"],
-        "type": "Lifecycle",
-        "definition": {
-            "actions": {"baseBlob": base_blob},
-            "filters": {"blobTypes": ["blockBlob"], "prefixMatch": [prefix_match]},
-        },
-    }
-
-
-def prepare_rules(rules, container, default_prefix):
-    """Normalizes, validates and builds a list of rules. Returns (rest rules, settings, warnings)."""
-    settings = [normalize_rule(r, container, default_prefix) for r in (rules or [{}])]
-    names = [s["name"] for s in settings]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise LifecycleError("rule names must be unique; repeated: %s" % ", ".join(duplicates), kind="config")
-    warnings = []
-    for s in settings:
-        warnings.extend(validate_rule(s))
-    return [build_rule(s) for s in settings], settings, warnings
-
-
-def canonical_rule(rule):
-    """A rule reduced to what decides its effect, for comparison: no nulls, no empty parts,
-    lists sorted, enabled explicit."""
-
-    def clean(value):
-        if isinstance(value, dict):
-            out = {k: clean(v) for k, v in value.items() if v is not None}
-            return {k: v for k, v in out.items() if v not in ({}, [])}
-        if isinstance(value, list):
-            items = [clean(v) for v in value]
-            return sorted(items, key=repr)
-        return value
-
-    out = clean(copy.deepcopy(rule))
-    out["enabled"] = bool(rule.get("enabled", True))
-    out.setdefault("type", "Lifecycle")
-    return out
-
-
-def canonical_rules(rules):
-    return sorted((canonical_rule(r) for r in rules or []), key=lambda r: r.get("name", ""))
-
-
-def merge_rules(current, wanted, state="present", purge=False):
-    """The rules the policy should hold: ours (by name) replaced or removed, other rules kept
-    unless purge."""
-    names = {r["name"] for r in wanted}
-    kept = [] if purge else [r for r in current if r.get("name") not in names]
-    return kept + (list(wanted) if state == "present" else [])
-
-
-def compare(current, desired):
-    """(changed, diff) between two rule lists."""
-    before = {"rules": canonical_rules(current)}
-    after = {"rules": canonical_rules(desired)}
-    return before != after, {
-        "before": before,
-        "after": after,
-        "before_header": "management policy (current)",
-        "after_header": "management policy (desired)",
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Azure Resource Manager
 
 
 class StaticTokenCredential:
@@ -251,11 +85,15 @@ class StaticTokenCredential:
 
 def _arm_kind(exc):
     """The kind of a Resource Manager failure: a refused identity or role is fixed in the settings
-    (config); a missing account or group is not_found; the rest is the service's."""
-    if getattr(exc, "status_code", None) in (401, 403):
+    (config); a missing account or group is not_found; a refused state change is a conflict; the
+    rest is the service's."""
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
         return "config"
-    if getattr(exc, "status_code", None) == 404:
+    if status == 404:
         return "not_found"
+    if status in (409, 412):
+        return "conflict"
     kind = _errors.kind_of(exc)
     return kind if kind in _errors.OPERATOR_KINDS else "service"
 
@@ -274,8 +112,15 @@ def arm_call_options(arm_endpoint):
     return {"enforce_https": False}
 
 
-class PolicyManager:
-    """Reads and writes the account's management policy ('default')."""
+def _as_dict(model):
+    return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+
+
+class ArmClient:
+    """One storage account through Resource Manager; errors become LifecycleError with the
+    permission a refused identity lacks (``PERMISSION``)."""
+
+    PERMISSION = "Microsoft.Storage/storageAccounts/*"
 
     def __init__(
         self,
@@ -298,7 +143,7 @@ class PolicyManager:
             ("account_name", account_name),
         ):
             if not value:
-                raise LifecycleError("%s is required to manage the lifecycle management policy" % key, kind="config")
+                raise LifecycleError("%s is required to manage the storage account" % key, kind="config")
         self.arm_endpoint = (arm_endpoint or DEFAULT_ARM_ENDPOINT).rstrip("/")
         self.options = arm_call_options(self.arm_endpoint)
         self.resource_group = resource_group
@@ -320,80 +165,204 @@ class PolicyManager:
         message = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
         hint = ""
         if getattr(exc, "status_code", None) in (401, 403):
-            hint = (
-                "; the identity needs a role with Microsoft.Storage/storageAccounts/managementPolicies/* "
-                "(e.g. Storage Account Contributor) on the account"
+            hint = "; the identity needs a role with %s (e.g. Storage Account Contributor) on the account" % (
+                self.PERMISSION
             )
         return LifecycleError(
             self.redact(
-                "Azure Resource Manager failed to %s the lifecycle policy of storage account %s (resource group %s): "
-                "%s%s%s"
+                "Azure Resource Manager failed to %s of storage account %s (resource group %s): %s%s%s"
                 % (action, self.account_name, self.resource_group, "%s: " % code if code else "", message, hint)
             ),
             kind=_arm_kind(exc),
         )
 
+    def _call(self, action, operation, *args, **kwargs):
+        try:
+            return operation(self.resource_group, self.account_name, *args, **dict(self.options, **kwargs))
+        except AzureError as e:
+            raise self._explain(e, action) from None
+
+
+class PolicyManager(ArmClient):
+    """Reads and writes the account's management policy ('default')."""
+
+    PERMISSION = "Microsoft.Storage/storageAccounts/managementPolicies/*"
+
     def get_rules(self):
         """The current rules (REST shape); [] when the account has no policy."""
         try:
             policy = self.client.management_policies.get(
-                self.resource_group, self.account_name, POLICY_NAME, **self.options
+                self.resource_group, self.account_name, rules_.POLICY_NAME, **self.options
             )
         except ResourceNotFoundError:
             return []
         except AzureError as e:
-            raise self._explain(e, "read") from None
-        body = policy.as_dict() if hasattr(policy, "as_dict") else dict(policy)
+            raise self._explain(e, "read the lifecycle policy") from None
+        body = _as_dict(policy)
         return list(((body.get("properties") or {}).get("policy") or {}).get("rules") or [])
 
     def put_rules(self, rules):
         body = {"properties": {"policy": {"rules": rules}}}
-        try:
-            self.client.management_policies.create_or_update(
-                self.resource_group, self.account_name, POLICY_NAME, body, **self.options
-            )
-        except AzureError as e:
-            raise self._explain(e, "write") from None
+        self._call("write the lifecycle policy", self.client.management_policies.create_or_update, "default", body)
 
     def delete(self):
         try:
-            self.client.management_policies.delete(self.resource_group, self.account_name, POLICY_NAME, **self.options)
+            self.client.management_policies.delete(
+                self.resource_group, self.account_name, rules_.POLICY_NAME, **self.options
+            )
         except ResourceNotFoundError:
             pass
         except AzureError as e:
-            raise self._explain(e, "delete") from None
+            raise self._explain(e, "delete the lifecycle policy") from None
 
 
-def apply_management_policy(manager, rules, state="present", purge=False, check_mode=False):
-    """Brings the policy to the desired rules. Returns changed, diff, policy (desired rules)."""
+def apply_management_policy(
+    manager, rules, state="present", purge=False, check_mode=False, container=None, prefix=None, families=()
+):
+    """Brings the policy to the desired rules. With container (and prefix, where history lives),
+    reports the current rules that would delete history objects and refuses a desired policy that
+    still holds one. Returns changed, diff, rules (desired), history_violations (current)."""
     current = manager.get_rules()
-    desired = merge_rules(current, rules, state=state, purge=purge)
-    changed, diff = compare(current, desired)
+    desired = rules_.merge_rules(current, rules, state=state, purge=purge, families=families)
+    violations = []
+    if container is not None:
+        violations = rules_.history_violations(current, container, prefix)
+        rules_.refuse_history_deletes(desired, container, prefix, existing=True)
+    changed, diff = rules_.compare(current, desired)
     if changed and not check_mode:
         if desired:
             manager.put_rules(desired)
         else:
             manager.delete()
-    return {"changed": changed, "diff": diff, "rules": canonical_rules(desired)}
+    return {
+        "changed": changed,
+        "diff": diff,
+        "rules": rules_.canonical_rules(desired),
+        "history_violations": violations,
+    }
+
+
+class ProtectionManager(ArmClient):
+    """Reads and writes the blob service properties and a container's immutability policy."""
+
+    PERMISSION = "Microsoft.Storage/storageAccounts/blobServices/* and .../blobServices/containers/*"
+
+    def get_service(self):
+        props = self._call("read the blob service properties", self.client.blob_services.get_service_properties)
+        return _as_dict(props).get("properties") or {}
+
+    def set_service(self, properties):
+        self._call(
+            "write the blob service properties",
+            self.client.blob_services.set_service_properties,
+            {"properties": properties},
+        )
+
+    def get_container(self, container):
+        action = "read container %s" % container
+        return _as_dict(self._call(action, self.client.blob_containers.get, container)).get("properties") or {}
+
+    def put_immutability(self, container, days, etag=None):
+        match = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        body = {"properties": {"immutabilityPeriodSinceCreationInDays": days}}
+        operation = self.client.blob_containers.create_or_update_immutability_policy
+        self._call("set the immutability policy of container %s" % container, operation, container, body, **match)
+
+    def extend_immutability(self, container, days, etag):
+        body = {"properties": {"immutabilityPeriodSinceCreationInDays": days}}
+        operation = self.client.blob_containers.extend_immutability_policy
+        self._call(
+            "extend the immutability policy of container %s" % container,
+            operation,
+            container,
+            body,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
+    def lock_immutability(self, container, etag):
+        operation = self.client.blob_containers.lock_immutability_policy
+        self._call(
+            "lock the immutability policy of container %s" % container,
+            operation,
+            container,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
+    def migrate(self, container, wait=None):
+        """Starts the migration to version-level immutability and waits up to wait seconds (default
+        MIGRATION_WAIT_SECONDS); True once Azure says it is done."""
+        wait = MIGRATION_WAIT_SECONDS if wait is None else wait
+        action = "migrate container %s to version-level immutability" % container
+        poller = self._call(action, self.client.blob_containers.begin_object_level_worm, container)
+        try:
+            poller.result(timeout=wait)
+        except AzureError as e:
+            raise self._explain(e, action) from None
+        return poller.done()
+
+
+def _run_steps(manager, container, steps):
+    """Carries out container steps; returns the steps left pending (a migration Azure has not
+    finished yet, and what comes after it)."""
+    for number, step in enumerate(steps):
+        etag = None
+        if step[0] != "migrate":
+            etag = _protection.container_view(manager.get_container(container))["etag"]
+        if step[0] == "put_immutability":
+            manager.put_immutability(container, step[1], etag=etag)
+        elif step[0] == "extend_immutability":
+            manager.extend_immutability(container, step[1], etag)
+        elif step[0] == "lock":
+            manager.lock_immutability(container, etag)
+        elif step[0] == "migrate" and not manager.migrate(container):
+            return steps[number:]
+    return []
+
+
+def apply_protection(manager, container, params, check_mode=False):
+    """Brings versioning, soft delete and the container's immutability to params (the options of
+    _protection.protection_argument_spec; None: leave as it is). Returns changed, actions, diff,
+    protection (as it is after the run, or would be in check mode), pending, warnings."""
+    want = _protection.wanted(params)
+    service = _protection.service_view(manager.get_service())
+    # The container is read only when its settings are managed, or versioning is to be turned off
+    # (refused with version-level immutability): the account's settings need no container.
+    reads_container = _protection.manages_container(want)
+    current = _protection.container_view(manager.get_container(container) if reads_container else None)
+    body = _protection.service_body(want, service)
+    service_after, _unused = _protection.view_after(service, current, body, [])
+    steps = _protection.container_steps(want, service_after, current, container)
+    service_after, container_after = _protection.view_after(service, current, body, steps)
+    actions = _protection.describe_service(body) + [_protection.describe_step(s) for s in steps]
+    pending = []
+    if actions and not check_mode:
+        if body:
+            manager.set_service(body)
+        pending = [_protection.describe_step(s) for s in _run_steps(manager, container, steps)]
+        # What Azure says now, not what was asked for (a migration may still run).
+        service_after = _protection.service_view(manager.get_service())
+        container_after = _protection.container_view(manager.get_container(container) if reads_container else None)
+    before = _protection.public_view(service, current if reads_container else {})
+    after = _protection.public_view(service_after, container_after if reads_container else {})
+    return {
+        "changed": bool(actions),
+        "actions": actions,
+        "pending": pending,
+        "protection": after,
+        "warnings": _protection.warnings_for(after),
+        "diff": {
+            "before": before,
+            "after": after,
+            "before_header": "protection of container %s (current)" % container,
+            "after_header": "protection of container %s (desired)" % container,
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Data plane
-
-
-def target_tier(rule, age_days, tier_change_age_days=None):
-    """The coldest tier a blob of this age should be in under the rule, or None (stay)."""
-    tier = None
-    for key, _action, step_tier in STEPS:
-        days = rule.get(key)
-        if step_tier is None or days is None or age_days <= days:
-            continue
-        if step_tier == "Archive" and tier_change_age_days is not None:
-            minimum = rule.get("archive_after_tier_change_days")
-            if minimum is not None and tier_change_age_days <= minimum:
-                continue
-        tier = step_tier
-    return tier
 
 
 def _age_days(now, then):
@@ -404,6 +373,18 @@ def _age_days(now, then):
     return (now - then).total_seconds() / 86400.0
 
 
+def _listing(store, rule):
+    """The blobs under a rule's prefixes (without the container part of prefixMatch)."""
+    blobs = []
+    for match in rules_.prefix_matches(rule):
+        start = match[len(rule["container"]) + 1 :] or None
+        try:
+            blobs.extend(store.container_client.list_blobs(name_starts_with=start))
+        except AzureError as e:
+            raise store.explain(e, "list %s" % (start or "the container")) from None
+    return blobs
+
+
 def apply_data_plane(store, settings_list, now=None, check_mode=False):
     """Sets each blob under each rule's prefix to the tier its age calls for; only ever colder
     (Hot -> Cool -> Cold -> Archive), never deletes, skips blobs being rehydrated."""
@@ -411,10 +392,11 @@ def apply_data_plane(store, settings_list, now=None, check_mode=False):
     changes, errors = [], []
     examined = 0
     for rule in settings_list:
-        if rule.get("delete_after_days") is not None:
+        deletes = [k for k in ("delete_after_days", "previous_versions_delete_after_days") if rule.get(k) is not None]
+        if deletes:
             raise LifecycleError(
-                "rule %s: delete_after_days is not applied in data_plane mode (nothing deletes backups from the "
-                "data plane); use mode: management_policy or remove delete_after_days" % rule["name"],
+                "rule %s: %s is not applied in data_plane mode (nothing deletes backups from the data plane); "
+                "use mode: management_policy or remove it" % (rule["name"], " and ".join(deletes)),
                 kind="config",
             )
         if rule["container"] != store.container:
@@ -424,20 +406,15 @@ def apply_data_plane(store, settings_list, now=None, check_mode=False):
             )
         if not rule.get("enabled", True):
             continue
-        start = rule["prefix"] + "/" if rule["prefix"] else None
-        try:
-            blobs = list(store.container_client.list_blobs(name_starts_with=start))
-        except AzureError as e:
-            raise store.explain(e, "list %s" % (start or "the container")) from None
-        for props in blobs:
+        for props in _listing(store, rule):
             examined += 1
             current = getattr(props.blob_tier, "value", props.blob_tier) or "Hot"
             if getattr(props, "archive_status", None):
                 continue
-            tier = target_tier(
+            tier = rules_.target_tier(
                 rule, _age_days(now, props.last_modified), _age_days(now, getattr(props, "blob_tier_change_time", None))
             )
-            if tier is None or TIER_RANK.get(tier, 0) <= TIER_RANK.get(current, 0):
+            if tier is None or rules_.TIER_RANK.get(tier, 0) <= rules_.TIER_RANK.get(current, 0):
                 continue
             change = {
                 "name": props.name,
@@ -455,3 +432,34 @@ def apply_data_plane(store, settings_list, now=None, check_mode=False):
                     continue
             changes.append(change)
     return {"changed": bool(changes), "changes": changes, "errors": errors, "examined": examined}
+
+
+def data_plane_protection(store):
+    """What the data plane tells of the container's protection (backup_info): blob soft delete from
+    the account's service properties, the immutability policy and legal hold from the container's
+    properties; what it cannot read (a container SAS reads neither) is reported as unknown."""
+    reasons = {}
+    try:
+        service = store.client.get_service_properties()
+    except AzureError as e:
+        service = None
+        reasons["blob_soft_delete"] = "%s" % store.explain(e, "read the service properties")
+    try:
+        props = store.container_client.get_container_properties()
+        container = {
+            "has_immutability_policy": props.has_immutability_policy,
+            "immutable_storage_with_versioning_enabled": props.immutable_storage_with_versioning_enabled,
+            "has_legal_hold": props.has_legal_hold,
+        }
+    except AzureError as e:
+        container = None
+        reasons["immutability"] = "%s" % store.explain(e, "read the container properties")
+    if service is not None:
+        policy = service.get("delete_retention_policy")
+        service = {
+            "delete_retention_policy": {
+                "enabled": getattr(policy, "enabled", False),
+                "days": getattr(policy, "days", None),
+            }
+        }
+    return _protection.data_plane_report(service, container, reasons)

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import logging
+import os
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_names, _errors, _pg
@@ -79,6 +80,54 @@ def open_store(module, redact=None, progress=False, check_container=False):
     if check_container:
         run_module(module, store.redact, store.ensure_container, create=False)
     return store
+
+
+def require_azure_mgmt_storage(module):
+    """Fails with missing_required_lib when azure-mgmt-storage (Resource Manager) is not importable."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle
+
+    require_lib(
+        module,
+        _lifecycle.HAS_AZURE_MGMT_STORAGE,
+        _lifecycle.AZURE_MGMT_STORAGE_REQUIREMENT,
+        _lifecycle.AZURE_MGMT_STORAGE_IMPORT_ERROR,
+    )
+
+
+def arm_manager(module, redact, manager_class, hint=""):
+    """A Resource Manager client (a _lifecycle.ArmClient class) for the module's storage account:
+    authenticated by arm_access_token, or else by the auth_mode=entra credential - Resource
+    Manager accepts Entra tokens only; ``hint`` completes the message for other modes."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle
+
+    p = module.params
+    config = dict(p)
+    if p["arm_access_token"]:
+        config["auth_mode"] = "entra"
+    elif p["auth_mode"] != "entra":
+        module.fail_json(
+            msg="Azure Resource Manager needs auth_mode: entra or arm_access_token (it accepts Entra tokens only)%s"
+            % hint,
+            error_kind="config",
+        )
+    settings = run_module(module, redact, _azure.resolve_settings, config)
+    if p["arm_access_token"]:
+        credential = _lifecycle.StaticTokenCredential(p["arm_access_token"])
+    else:
+        credential = run_module(module, redact, _azure.entra_credential, settings)
+    return run_module(
+        module,
+        redact,
+        manager_class,
+        credential,
+        p["subscription_id"] or os.environ.get("AZURE_SUBSCRIPTION_ID"),
+        p["resource_group"],
+        settings["account_name"],
+        arm_endpoint=p["arm_endpoint"],
+        max_retries=p["max_retries"],
+        timeout=p["timeout"],
+        redactor=redact,
+    )
 
 
 def run_history(module, fn, *args, **kwargs):

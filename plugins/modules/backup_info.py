@@ -20,6 +20,11 @@ description:
     M(insa.timescaledb_backup.blob_upload) with O(insa.timescaledb_backup.blob_upload#module:catch_up=true)
     would upload.
   - Selects one set - by O(backup_id), the latest, or the latest at or before O(as_of) - and returns its manifest.
+  - Reports whether the container is protected against deletes (RV(protection)) as far as the data plane can
+    tell - blob soft delete from the account's service properties, an immutability policy and a legal hold from the
+    container's properties - and C(unknown) for the rest (versioning, container soft delete) and for what the
+    credentials may not read (a container SAS reads neither). M(insa.timescaledb_backup.container_protection)
+    manages and reports all of it through Resource Manager.
   - Read-only; never reports a change.
 extends_documentation_fragment: [insa.timescaledb_backup.azure,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.info_module]
@@ -53,6 +58,7 @@ notes:
 seealso:
   - module: insa.timescaledb_backup.blob_upload
   - module: insa.timescaledb_backup.blob_download
+  - module: insa.timescaledb_backup.container_protection
 """
 
 EXAMPLES = r"""
@@ -107,6 +113,21 @@ selected:
   description: The selected set (same keys as in RV(backups)) with its C(manifest), or null when none matches.
   returned: always
   type: dict
+protection:
+  description:
+    - The container's protection as the data plane sees it, or null with O(remote=false). C(protected) is V(yes)
+      when an immutability policy or blob soft delete stops a delete, V(no) when the data plane shows neither,
+      V(unknown) when it cannot tell. Each of C(blob_soft_delete) (with C(days)), C(immutability) (with
+      C(version_level), C(legal_hold)), C(versioning) and C(container_soft_delete) has a C(state) -
+      V(enabled), V(disabled) or V(unknown) - and, when unknown, a C(reason).
+  returned: always
+  type: dict
+  sample:
+    protected: "yes"
+    blob_soft_delete: {state: enabled, days: 30}
+    immutability: {state: enabled, version_level: true, legal_hold: false}
+    versioning: {state: unknown, reason: "not visible from the data plane; container_protection reads it through Resource Manager"}
+    container_soft_delete: {state: unknown, reason: "not visible from the data plane; container_protection reads it through Resource Manager"}
 counts:
   description: Number of sets local, remote (complete), not uploaded.
   returned: always
@@ -117,7 +138,7 @@ counts:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle, _module_glue, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 
@@ -160,6 +181,7 @@ def catalog(module, store):
         "backups": backups,
         "not_uploaded": not_uploaded if store is not None else [],
         "selected": selected,
+        "protection": _lifecycle.data_plane_protection(store) if store is not None else None,
         "counts": {
             "local": len(local),
             "remote": len([r for r in remote if r["complete"]]),

@@ -13,8 +13,17 @@ author:
   - INSA platform team (@insa)
 version_added: 0.1.0
 description:
-  - Rules per prefix - tier to Cool, Cold and Archive after N days since the blob was last modified, and
-    optionally delete. By default Cool after 30 days, Archive after 365, never delete - history is kept forever.
+  - Rules per part of the blob layout - tier to Cool, Cold and Archive after N days since the blob was last
+    modified, and optionally delete dump sets. By default Cool after 30 days, Archive after 365, never delete.
+  - Dump sets and history get separate rules (O(rules[].target)). The history archive
+    (C(<container>/<prefix>/history/)) may be the only copy of dropped chunks - no delete rule may reach it. A
+    lifecycle rule's prefixMatch is a plain, case-sensitive string prefix of C(<container>/<blob name>) and a rule
+    without one matches the whole account, so a rule on C(<container>/) or C(<container>/<prefix>/) covers history.
+    A rule of this task that would delete history objects (base blob, snapshot or version delete) is refused before
+    anything is sent; a policy that would still hold such a rule of someone else's is refused with the rule's name
+    (RV(history_violations) lists the current ones).
+  - Tiering history stays allowed, with a warning of what it costs history_restore - higher read charges in Cool
+    and Cold, and in Archive no reading at all until the objects are rehydrated (hours).
   - Day ordering is validated (cool < cold < archive < delete). Steps that move or delete a blob before the
     end of a tier's minimum billing period (Cool 30, Cold 90, Archive 180 days) give a warning about the early
     deletion charge.
@@ -25,7 +34,7 @@ description:
     it lists the blobs under each rule's prefix and sets the tier each blob's age calls for, now. It only ever
     moves blobs to a colder tier, skips blobs being rehydrated and refuses O(rules[].delete_after_days). Run it
     regularly (for example from the backup timer).
-extends_documentation_fragment: [insa.timescaledb_backup.azure,
+extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.arm,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
@@ -50,16 +59,33 @@ options:
     default: present
   rules:
     description:
-      - Lifecycle rules. Without it, one rule for O(container) and O(prefix) with the defaults below.
-      - A rule matches block blobs under C(<container>/<prefix>/) - so under every host and database of the prefix.
+      - Lifecycle rules. Without it, one rule of O(rules[].target=prefix) for O(container) and O(prefix) with the
+        defaults below.
     type: list
     elements: dict
     suboptions:
       name:
-        description: Rule name (letters and digits). Defaults to one derived from container and prefix.
+        description:
+          - Rule name (letters and digits). Defaults to one derived from container, prefix and target.
+          - A V(dumps) rule for more than ten hosts (Azure takes ten prefixes per rule) becomes several rules,
+            C(<name>), C(<name>2), C(<name>3) ...; the parts left over when hosts go are removed.
         type: str
+      target:
+        description:
+          - What the rule matches (block blobs only).
+          - V(dumps) - the dump sets of O(rules[].hosts), C(<container>/<prefix>/<host>/) each.
+          - V(history) - the history archive, C(<container>/<prefix>/history/). No delete.
+          - V(prefix) - everything under C(<container>/<prefix>/), history included. No delete unless the prefix is
+            elsewhere than the history's (for example C(drill)).
+        type: str
+        choices: [prefix, dumps, history]
+        default: prefix
+      hosts:
+        description: Host labels of the dump sets (the blob names' C(<host>) part), for O(rules[].target=dumps).
+        type: list
+        elements: str
       prefix:
-        description: Blob name prefix within O(container); defaults to O(prefix).
+        description: Blob name prefix within O(container); defaults to O(prefix), which is also where history lives.
         type: str
       cool_after_days:
         description:
@@ -83,7 +109,13 @@ options:
       delete_after_days:
         description:
           - Days after the last modification to delete blobs. Unset - the default - keeps them forever.
-          - Management policy only.
+          - Refused for a rule that reaches the history archive. Management policy only.
+        type: int
+      previous_versions_delete_after_days:
+        description:
+          - With blob versioning on, a deleted dump blob stays as a previous version (and is billed) until this many
+            days after it was written (C(version.delete.daysAfterCreationGreaterThan)). Unset keeps previous
+            versions. Refused for a rule that reaches the history archive. Management policy only.
         type: int
       enabled:
         description: Whether the rule is active.
@@ -93,31 +125,11 @@ options:
     description: Remove the policy's rules that are not in O(rules) (other teams' rules too).
     type: bool
     default: false
-  subscription_id:
-    description: Subscription of the storage account (O(mode=management_policy)). Falls back to E(AZURE_SUBSCRIPTION_ID).
-    type: str
-  resource_group:
-    description: Resource group of the storage account (O(mode=management_policy)).
-    type: str
-  arm_endpoint:
-    description:
-      - Azure Resource Manager endpoint, for sovereign clouds (for example C(https://management.usgovcloudapi.net)).
-      - Plain C(http) is accepted for a loopback address only (the integration tests' test double).
-    type: str
-    default: https://management.azure.com
-  arm_access_token:
-    description:
-      - A bearer token for Azure Resource Manager obtained elsewhere (for example
-        C(az account get-access-token --query accessToken -o tsv)), used instead of the O(auth_mode=entra) credential.
-      - With O(mode=management_policy), either this or O(auth_mode=entra) is needed - Resource Manager accepts
-        Entra tokens only.
-    type: str
 notes:
-  - There is no emulator for Azure Resource Manager. The integration tests run O(mode=management_policy) against a
-    small local HTTP test double of the management-policy endpoint (C(tests/integration/azure/arm_double.py)) that
-    records and checks the request bodies; O(mode=data_plane) is tested against Azurite.
-  - O(account_name) names the storage account for O(mode=management_policy).
+  - O(mode=data_plane) is tested against Azurite.
+  - Other sites' history under other prefixes of the same account is not known here; run the module for each prefix.
 seealso:
+  - module: insa.timescaledb_backup.container_protection
   - module: insa.timescaledb_backup.blob_upload
   - name: Lifecycle management policy
     description: Azure documentation of lifecycle management.
@@ -133,7 +145,7 @@ EXAMPLES = r"""
     account_name: insabackups
     container: tsdb-backups
 
-- name: Two prefixes, Cold step, with a diff - authenticated by a Resource Manager token obtained elsewhere
+- name: Dumps and history apart, a drill prefix, with a diff - authenticated by a Resource Manager token obtained elsewhere
   insa.timescaledb_backup.lifecycle_policy:
     arm_access_token: "{{ arm_token }}"
     subscription_id: 00000000-0000-0000-0000-000000000000
@@ -141,11 +153,19 @@ EXAMPLES = r"""
     account_name: insabackups
     container: tsdb-backups
     rules:
-      - name: tsdbprod
+      - name: tsdbdumps
+        target: dumps
+        hosts: [db01.example.com, db02.example.com]
         prefix: timescaledb
         cool_after_days: 30
         cold_after_days: 120
         archive_after_days: 365
+        delete_after_days: 3650
+        previous_versions_delete_after_days: 3660
+      - name: tsdbhistory
+        target: history
+        prefix: timescaledb
+        cool_after_days: 30
       - name: tsdbdrill
         prefix: drill
         cool_after_days: 7
@@ -177,6 +197,15 @@ rules:
           baseBlob:
             tierToCool: {daysAfterModificationGreaterThan: 30}
             tierToArchive: {daysAfterModificationGreaterThan: 365, daysAfterLastTierChangeGreaterThan: 7}
+history_violations:
+  description:
+    - The rules of the current policy whose delete action reaches the history archive - rule, enabled, actions,
+      prefix_match. A run that would leave one in the policy fails and names it.
+  returned: O(mode=management_policy)
+  type: list
+  elements: dict
+  sample:
+    - {rule: otherteamcleanup, enabled: true, actions: [baseBlob.delete], prefix_match: [tsdb-backups/]}
 changes:
   description: Blobs whose tier was (or would be) changed, with name, url, from, to and rule.
   returned: O(mode=data_plane)
@@ -192,36 +221,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle_rules as rules_
 
 
-def management_policy(module, redact, rules):
+def management_policy(module, redact, rules, settings_list, container, prefix):
     p = module.params
-    config = dict(p)
-    if p["arm_access_token"]:
-        config["auth_mode"] = "entra"
-    elif p["auth_mode"] != "entra":
-        module.fail_json(
-            msg="mode=management_policy needs auth_mode: entra or arm_access_token (Azure Resource Manager accepts "
-            "Entra tokens only); with a SAS token or account key use mode: data_plane"
-        )
-    settings = _module_glue.run_module(module, redact, _azure.resolve_settings, config)
-    if p["arm_access_token"]:
-        credential = _lifecycle.StaticTokenCredential(p["arm_access_token"])
-    else:
-        credential = _module_glue.run_module(module, redact, _azure.entra_credential, settings)
-    manager = _module_glue.run_module(
-        module,
-        redact,
-        _lifecycle.PolicyManager,
-        credential,
-        p["subscription_id"] or os.environ.get("AZURE_SUBSCRIPTION_ID"),
-        p["resource_group"],
-        settings["account_name"],
-        arm_endpoint=p["arm_endpoint"],
-        max_retries=p["max_retries"],
-        timeout=p["timeout"],
-        redactor=redact,
-    )
+    hint = "; with a SAS token or account key use mode: data_plane"
+    manager = _module_glue.arm_manager(module, redact, _lifecycle.PolicyManager, hint=hint)
     result = _module_glue.run_module(
         module,
         redact,
@@ -231,6 +237,9 @@ def management_policy(module, redact, rules):
         state=p["state"],
         purge=p["purge_rules"],
         check_mode=module.check_mode,
+        container=container,
+        prefix=prefix,
+        families=rules_.families(settings_list),
     )
     diff = result.pop("diff")
     if module._diff:
@@ -250,27 +259,19 @@ def data_plane(module, redact, settings_list):
 
 def main():
     argument_spec = _azure.azure_common_argument_spec()
+    argument_spec.update(_lifecycle.arm_argument_spec())
     argument_spec.update(
         mode=dict(type="str", choices=["management_policy", "data_plane"], default="management_policy"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-        rules=dict(type="list", elements="dict", options=_lifecycle.rule_argument_spec()),
+        rules=dict(type="list", elements="dict", options=rules_.rule_argument_spec()),
         purge_rules=dict(type="bool", default=False),
-        subscription_id=dict(type="str"),
-        resource_group=dict(type="str"),
-        arm_endpoint=dict(type="str", default=_lifecycle.DEFAULT_ARM_ENDPOINT),
-        arm_access_token=dict(type="str", no_log=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     if p["mode"] == "data_plane":
         _module_glue.require_azure_storage(module)
     else:
-        _module_glue.require_lib(
-            module,
-            _lifecycle.HAS_AZURE_MGMT_STORAGE,
-            _lifecycle.AZURE_MGMT_STORAGE_REQUIREMENT,
-            _lifecycle.AZURE_MGMT_STORAGE_IMPORT_ERROR,
-        )
+        _module_glue.require_azure_mgmt_storage(module)
     secrets = [p.get(k) for k in _azure.SECRET_KEYS] + [p["arm_access_token"]]
     redact = _azure.Redactor(secrets)
     container = p["container"] or os.environ.get(_azure.ENV_FALLBACK["container"])
@@ -278,11 +279,11 @@ def main():
         module.fail_json(msg="container is required (or set AZURE_STORAGE_CONTAINER)")
     prefix = _module_glue.run_module(module, redact, _azure.validate_prefix, p["prefix"])
     rules, settings_list, warnings = _module_glue.run_module(
-        module, redact, _lifecycle.prepare_rules, p["rules"], container, prefix
+        module, redact, rules_.prepare_rules, p["rules"], container, prefix, state=p["state"]
     )
     _module_glue.warn(module, warnings)
     if p["mode"] == "management_policy":
-        result = management_policy(module, redact, rules)
+        result = management_policy(module, redact, rules, settings_list, container, prefix)
     else:
         result = data_plane(module, redact, settings_list)
     module.exit_json(**result)

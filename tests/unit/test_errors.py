@@ -19,6 +19,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _notify,
     _pg,
     _privileges,
+    _protection,
     _restore,
     _runner,
 )
@@ -70,7 +71,7 @@ def test_every_error_class_has_a_kind_and_reaches_the_operator(cls, kind):
 
 # The families whose errors span several kinds: each raise site gives its kind (kind=...).
 FAMILIES = [_dump.BackupError, _restore.RestoreError, _history.HistoryError, _metrics.MetricsError]
-FAMILIES += [_lifecycle.LifecycleError, _azure.AzureTierError, _errors.OperatorError]
+FAMILIES += [_lifecycle.LifecycleError, _protection.ProtectionError, _azure.AzureTierError, _errors.OperatorError]
 
 
 @pytest.mark.parametrize("cls", FAMILIES)

@@ -167,3 +167,63 @@ def test_data_plane_tiers_by_age_and_never_warms_up(azure_env, service, containe
     assert lc.apply_data_plane(store, settings, now=later)["changes"] == []
     with pytest.raises(lc.LifecycleError, match="not applied in data_plane mode"):
         lc.apply_data_plane(store, lc.prepare_rules([{"delete_after_days": 4000}], container, "timescaledb")[1])
+
+
+def test_dumps_and_history_apart_and_no_delete_reaches_history(arm, arm_args):
+    separate = dict(
+        arm_args,
+        rules=[
+            {
+                "name": "dumps",
+                "target": "dumps",
+                "hosts": ["db01", "db02"],
+                "delete_after_days": 400,
+                "previous_versions_delete_after_days": 400,
+            },
+            {"name": "history", "target": "history", "cool_after_days": 30, "archive_after_days": 400},
+        ],
+    )
+    whole_prefix_delete = dict(arm_args, rules=[{"name": "wipe", "delete_after_days": 400}])
+    history_delete = dict(arm_args, rules=[{"name": "wipe", "target": "history", "delete_after_days": 4000}])
+    applied, refused, refused_history = h.run_tasks(
+        [
+            ("lifecycle_policy", separate),
+            ("lifecycle_policy", whole_prefix_delete),
+            ("lifecycle_policy", history_delete),
+        ]
+    )
+    assert applied["changed"] is True and applied["history_violations"] == [], applied
+    assert [r["definition"]["filters"]["prefixMatch"] for r in arm.rules()] == [
+        ["tsdb-backups/timescaledb/db01/", "tsdb-backups/timescaledb/db02/"],
+        ["tsdb-backups/timescaledb/history/"],
+    ]
+    assert arm.rules()[0]["definition"]["actions"]["version"] == {"delete": {"daysAfterCreationGreaterThan": 400}}
+    assert any("history_restore fails on them until they are rehydrated" in w for w in applied["warnings"])
+    for result in (refused, refused_history):
+        h.assert_clean_failure(
+            result, "rule wipe (baseBlob.delete", "would delete history objects under tsdb-backups/timescaledb/history/"
+        )
+        assert result["error_kind"] == "config"
+    assert arm.methods().count("PUT") == 1, "a refused rule is refused before any request"
+
+    # Someone else's rule on the whole container: named, nothing written, until it is removed by name.
+    arm.policy["properties"]["policy"]["rules"].append(
+        dict(
+            FOREIGN,
+            name="cleanup",
+            definition=dict(
+                FOREIGN["definition"], filters={"blobTypes": ["blockBlob"], "prefixMatch": ["tsdb-backups/"]}
+            ),
+        )
+    )
+    blocked, removed = h.run_tasks(
+        [
+            ("lifecycle_policy", separate, {"check": True}),
+            ("lifecycle_policy", dict(arm_args, state="absent", rules=[{"name": "cleanup"}])),
+        ]
+    )
+    h.assert_clean_failure(
+        blocked, "rule cleanup (baseBlob.delete; prefixMatch tsdb-backups/)", "state: absent with its name"
+    )
+    assert removed["changed"] is True and [v["rule"] for v in removed["history_violations"]] == ["cleanup"]
+    assert [r["name"] for r in arm.rules()] == ["dumps", "history"]

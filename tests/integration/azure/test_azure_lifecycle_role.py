@@ -1,6 +1,8 @@
 """Role azure_lifecycle against the local ARM test double (there is no emulator for Azure
-Resource Manager): three hosts, one policy write; the defaults are the current system's
-(Cool 30 days, Archive 365, never delete); a second run writes nothing."""
+Resource Manager): three hosts, one policy write with a rule for their dump sets and one for the
+history archive; the defaults are the current system's (Cool 30 days, Archive 365, never delete)
+plus versioning and soft delete; a second run writes nothing; the rule on the whole prefix that
+dump sets and history shared is retired."""
 
 import json
 import os
@@ -22,7 +24,7 @@ def arm():
     assert double.rejected == [], "the ARM double refused requests: %s" % double.rejected
 
 
-def run_role(arm, tmp_path):
+def run_role(arm, tmp_path, **extra):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -45,13 +47,16 @@ def run_role(arm, tmp_path):
                     "roles": [
                         {
                             "role": "insa.timescaledb_backup.azure_lifecycle",
-                            "vars": {
-                                "azure_lifecycle_subscription_id": "sub-0001",
-                                "azure_lifecycle_resource_group": "rg-backups",
-                                "azure_lifecycle_account_name": "insabackups",
-                                "azure_lifecycle_arm_endpoint": arm.url,
-                                "azure_lifecycle_arm_access_token": arm.token,
-                            },
+                            "vars": dict(
+                                {
+                                    "azure_lifecycle_subscription_id": "sub-0001",
+                                    "azure_lifecycle_resource_group": "rg-backups",
+                                    "azure_lifecycle_account_name": "insabackups",
+                                    "azure_lifecycle_arm_endpoint": arm.url,
+                                    "azure_lifecycle_arm_access_token": arm.token,
+                                },
+                                **extra,
+                            ),
                         }
                     ],
                 }
@@ -74,15 +79,55 @@ def run_role(arm, tmp_path):
 
 def test_one_policy_for_three_hosts_with_the_current_schedule(arm, tmp_path):
     out = run_role(arm, tmp_path)
-    assert arm.methods().count("PUT") == 1, arm.methods()
+    assert arm.writes() == [("PUT", "policy"), ("PUT", "service")], arm.writes()
     assert "arm_access_token" not in out and arm.token not in out
-    rules = arm.policy["properties"]["policy"]["rules"]
-    assert len(rules) == 1
-    actions = rules[0]["definition"]["actions"]["baseBlob"]
-    assert actions["tierToCool"]["daysAfterModificationGreaterThan"] == 30
-    assert actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 365
-    assert "delete" not in actions, "history must be kept forever by default"
-    assert rules[0]["definition"]["filters"]["prefixMatch"] == ["tsdb-backups/backups/"]
+    dumps, history = arm.rules()
+    for rule in (dumps, history):
+        actions = rule["definition"]["actions"]["baseBlob"]
+        assert actions["tierToCool"]["daysAfterModificationGreaterThan"] == 30
+        assert actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 365
+        assert "delete" not in actions and "version" not in rule["definition"]["actions"], "kept forever by default"
+    assert dumps["definition"]["filters"]["prefixMatch"] == [
+        "tsdb-backups/backups/db01/",
+        "tsdb-backups/backups/db02/",
+        "tsdb-backups/backups/db03/",
+    ]
+    assert history["definition"]["filters"]["prefixMatch"] == ["tsdb-backups/backups/history/"]
+    assert arm.service["isVersioningEnabled"] is True
+    assert arm.service["deleteRetentionPolicy"] == {"enabled": True, "days": 30, "allowPermanentDelete": False}
+    assert arm.service["containerDeleteRetentionPolicy"] == {"enabled": True, "days": 30}
 
     run_role(arm, tmp_path)
-    assert arm.methods().count("PUT") == 1, "a second run must not write the policy again"
+    assert len(arm.writes()) == 2, "a second run must not write the policy or the protection again"
+
+
+def test_deleting_dump_sets_retires_the_shared_rule_and_locks_history(arm, tmp_path):
+    shared = {
+        "enabled": True,
+        "name": "tsdbbackuptsdbbackupsbackups",
+        "type": "Lifecycle",
+        "definition": {
+            "actions": {"baseBlob": {"delete": {"daysAfterModificationGreaterThan": 400}}},
+            "filters": {"blobTypes": ["blockBlob"], "prefixMatch": ["tsdb-backups/backups/"]},
+        },
+    }
+    arm.policy = {"properties": {"policy": {"rules": [shared]}}}
+    run_role(
+        arm,
+        tmp_path,
+        azure_lifecycle_hosts=["db01.example.com"],
+        azure_lifecycle_delete_after_days=400,
+        azure_lifecycle_immutability_days=400,
+        azure_lifecycle_immutability_locked=True,
+    )
+    names = [r["name"] for r in arm.rules()]
+    assert names == ["tsdbbackuptsdbbackupsbackupsdumps", "tsdbbackuptsdbbackupsbackupshistory"]
+    dumps, history = arm.rules()
+    assert dumps["definition"]["filters"]["prefixMatch"] == ["tsdb-backups/backups/db01.example.com/"]
+    assert dumps["definition"]["actions"]["baseBlob"]["delete"] == {"daysAfterModificationGreaterThan": 400}
+    assert dumps["definition"]["actions"]["version"] == {"delete": {"daysAfterCreationGreaterThan": 400}}
+    assert "delete" not in history["definition"]["actions"]["baseBlob"]
+    container = arm.container_properties("tsdb-backups")
+    assert container["immutableStorageWithVersioning"]["enabled"] is True
+    assert container["immutabilityPolicy"]["properties"]["state"] == "Locked"
+    assert container["immutabilityPolicy"]["properties"]["immutabilityPeriodSinceCreationInDays"] == 400

@@ -2,7 +2,8 @@
 merging with other teams' rules, tier by age."""
 
 import pytest
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle as lc
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle_rules as lc
 
 
 def prepared(rules=None, container="tsdb-backups", prefix="timescaledb"):
@@ -11,7 +12,9 @@ def prepared(rules=None, container="tsdb-backups", prefix="timescaledb"):
 
 def test_default_rule_keeps_history_forever():
     rules, settings, warnings = prepared()
-    assert warnings == []
+    # The default rule covers the whole prefix, history included: tiering it is allowed, and said.
+    assert len(warnings) == 1 and "moves history objects (tsdb-backups/timescaledb/history/)" in warnings[0]
+    assert "Archive after 365 days" in warnings[0] and "rehydrated" in warnings[0]
     assert rules == [
         {
             "enabled": True,
@@ -80,14 +83,30 @@ def test_duplicate_names():
 
 def test_early_deletion_warnings():
     _r, _s, warnings = prepared(
-        [{"cool_after_days": 30, "cold_after_days": 45, "archive_after_days": 100, "delete_after_days": 200}]
+        [
+            {
+                "prefix": "drill",
+                "cool_after_days": 30,
+                "cold_after_days": 45,
+                "archive_after_days": 100,
+                "delete_after_days": 200,
+            }
+        ]
     )
     assert len(warnings) == 3
     assert "15 days in Cool" in warnings[0] and "at least 30 days" in warnings[0]
     assert "55 days in Cold" in warnings[1] and "at least 90 days" in warnings[1]
     assert "100 days in Archive" in warnings[2] and "at least 180 days" in warnings[2]
     _r, _s, none = prepared(
-        [{"cool_after_days": 30, "cold_after_days": 60, "archive_after_days": 150, "delete_after_days": 330}]
+        [
+            {
+                "prefix": "drill",
+                "cool_after_days": 30,
+                "cold_after_days": 60,
+                "archive_after_days": 150,
+                "delete_after_days": 330,
+            }
+        ]
     )
     assert none == []
 
@@ -144,7 +163,7 @@ def test_target_tier_by_age(age, tier_change_age, expected):
 
 
 def test_arm_endpoint_must_be_https_except_loopback():
-    assert lc.arm_call_options("https://management.azure.com") == {}
-    assert lc.arm_call_options("http://127.0.0.1:8080") == {"enforce_https": False}
+    assert _lifecycle.arm_call_options("https://management.azure.com") == {}
+    assert _lifecycle.arm_call_options("http://127.0.0.1:8080") == {"enforce_https": False}
     with pytest.raises(lc.LifecycleError, match="loopback"):
-        lc.arm_call_options("http://management.example.com")
+        _lifecycle.arm_call_options("http://management.example.com")
