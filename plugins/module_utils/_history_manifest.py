@@ -159,10 +159,12 @@ def read_owned_manifest(store, info, place):
 
 
 def check_metadata(store, info, place):
-    """The same refusal from a manifest blob's metadata, for decisions taken without reading it."""
+    """The same refusal from a manifest blob's metadata, for decisions taken without reading it
+    (metadata holds ASCII only: names are compared as they were written there)."""
     meta = info["metadata"]
-    host = meta.get("host") if not info.get("legacy") else place.host
-    if (host, meta.get("database"), meta.get("hypertable")) != (place.host, place.database, place.hypertable):
+    host = meta.get("host") if not info.get("legacy") else _metadata_value(place.host)
+    wanted = tuple(_metadata_value(x) for x in (place.host, place.database, place.hypertable))
+    if (host, meta.get("database"), meta.get("hypertable")) != wanted:
         raise ForeignManifest(
             "%s is marked as host %s, database %s, hypertable %s; this is the history of host %s, database %s, "
             "hypertable %s: refused (copied or planted into this folder?)"
@@ -273,8 +275,12 @@ def put_manifest(store, work, name, manifest, metadata, tags=None):
     return sent["bytes"] if sent["status"] == "uploaded" else 0
 
 
+def _metadata_value(value):
+    return _azure._metadata_value(value)
+
+
 def _metadata(values):
-    return {k: _azure._metadata_value(v) for k, v in values.items() if v not in (None, "")}
+    return {k: _metadata_value(v) for k, v in values.items() if v not in (None, "")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -218,6 +218,10 @@ def test_metadata_of_another_host_is_refused_before_a_decision_is_taken_on_it():
     hm.check_metadata(store, info, p)
     legacy = {"name": manifest_name(p.legacy), "legacy": True, "metadata": {"database": "iot", "hypertable": TABLE}}
     hm.check_metadata(store, legacy, p)
+    # Metadata is ASCII: a name is compared as it was written there.
+    odd = h.Place.of("tsdb", "db01", "iot", "Ärger")
+    meta = {"host": "db01", "database": "iot", "hypertable": 'public."?rger"'}
+    hm.check_metadata(store, {"name": manifest_name(odd.folder), "metadata": meta}, odd)
 
 
 def test_read_owned_manifest_refuses_a_planted_copy():
