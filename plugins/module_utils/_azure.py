@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The Azure Blob tier: where history lives forever. This file is the transport - clients per
 auth mode, and BlobStore's blob operations (container, listing, properties, block upload of one
-file, checked download, tiers, rehydration): the only one that imports the SDK. Whole backup
-sets are BlobStore's too, from the files it inherits: upload and download in _azure_transfers,
-the catalog and catch-up in _azure_catalog. The settings are _azure_settings'; errors, the blob
-layout and selection are _azure_names'. ``__all__`` is the API.
+file, server-side copy, checked download, tiers, rehydration): the only one that imports the
+SDK. Whole backup sets are BlobStore's too, from the files it inherits: upload and download in
+_azure_transfers, the catalog and catch-up in _azure_catalog. The settings are _azure_settings';
+errors, the blob layout and selection are _azure_names'. ``__all__`` is the API.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this too. Every
 message this module raises is safe to show: secrets are redacted and URLs carry no SAS token.
@@ -24,10 +24,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
-import contextlib
 import hashlib
 import os
 import tempfile
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,7 +46,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     KIND_MANIFEST,
     MAX_SEGMENT,
     MIB,
-    PROGRESS_MIN_BYTES,
     SECRET_KEYS,
     TIERS,
     ArchivedError,
@@ -60,7 +59,6 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     ServiceError,
     _iso,
     _metadata_value,
-    _NoProgress,
     _throughput,
     _Timer,
     blob_name,
@@ -213,29 +211,6 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
 
     def url(self, name):
         return url_without_sas(self.container_client.get_blob_client(name).url)
-
-    def folder(self, host=None, database=None):
-        parts = [self.prefix]
-        if host:
-            parts.append(validate_segment(host, "host"))
-            if database:
-                parts.append(validate_segment(mf.database_segment(database), "database"))
-        return join_name(*parts) + "/" if any(parts) else ""
-
-    @contextlib.contextmanager
-    def _transfer(self, action, name, size):
-        """The progress reporter of one transfer (a silent one without self.progress or for a
-        small blob); ends it with the final line, or with 'failed after' and the redacted reason."""
-        if self.progress is None or size < PROGRESS_MIN_BYTES:
-            reporter = _NoProgress()
-        else:
-            reporter = self.progress("%s %s" % (action, name.rsplit("/", 1)[-1]), size)
-        try:
-            yield reporter
-        except BaseException as e:
-            reporter.finish(error=self.redact(e) or type(e).__name__)
-            raise
-        reporter.finish()
 
     # -- errors
 
@@ -488,6 +463,37 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
             return downloader.readall()
         except AzureError as e:
             raise self.explain(e, "read %s" % name) from None
+
+    def copy_blob(self, source, name, metadata, timeout=3600):
+        """Server-side copy of a blob of this container to a new name: Azure copies within the
+        account (Copy Blob; the destination's credentials authorize a source of the same account,
+        a SAS travels in the source URL), nothing passes through this host. Never over an existing
+        blob (If-None-Match: *). Waits until the copy is done; returns the copy's properties. A
+        copy is only as good as its source: read it back (download_file) before trusting it."""
+        blob = self.container_client.get_blob_client(name)
+        deadline = time.monotonic() + timeout
+        try:
+            blob.start_copy_from_url(
+                self.container_client.get_blob_client(source).url,
+                metadata=metadata,
+                match_condition=MatchConditions.IfMissing,
+            )
+            props = blob.get_blob_properties()
+            while props.copy.status == "pending" and time.monotonic() < deadline:
+                time.sleep(2)
+                props = blob.get_blob_properties()
+        except HttpResponseError as e:
+            if e.status_code in (409, 412) and _error_code(e) != "BlobArchived":
+                raise ConflictError("%s exists already; not overwritten" % self.url(name)) from None
+            raise self.explain(e, "copy %s to %s" % (source, name)) from None
+        except AzureError as e:
+            raise self.explain(e, "copy %s to %s" % (source, name)) from None
+        if props.copy.status != "success":
+            raise ServiceError(
+                "the copy of %s to %s is %s (%s); the next run checks it again"
+                % (self.url(source), self.url(name), props.copy.status, props.copy.status_description or "no reason")
+            )
+        return self.blob_info(props)
 
     def _start_rehydration(self, name, tier, priority):
         """Copies an archived blob back to an online tier (Azure takes hours; see _rehydrate)."""

@@ -27,7 +27,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     IntegrityError,
     _throughput,
     _Timer,
+    join_name,
     parse_blob_name,
+    validate_segment,
 )
 
 
@@ -37,6 +39,15 @@ class Catalog:
     of _azure_transfers.Transfers). Uses only BlobStore's methods, never the SDK."""
 
     # -- catalog
+
+    def folder(self, host=None, database=None):
+        """<prefix>/[<host>/[<database>/]] of the backup sets' layout."""
+        parts = [self.prefix]
+        if host:
+            parts.append(validate_segment(host, "host"))
+            if database:
+                parts.append(validate_segment(mf.database_segment(database), "database"))
+        return join_name(*parts) + "/" if any(parts) else ""
 
     def list_remote(self, host=None, database=None):
         """Backup sets under <prefix>/[<host>/[<database>/]], oldest first, from one listing

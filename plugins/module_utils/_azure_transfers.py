@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     KIND_GLOBALS,
     KIND_MANIFEST,
     MAX_BLOCK_SIZE_MB,
+    PROGRESS_MIN_BYTES,
     TIERS,
     ArchivedError,
     ConfigError,
@@ -33,6 +35,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     IntegrityError,
     NotFoundError,
     _metadata_value,
+    _NoProgress,
     _throughput,
     _Timer,
     blob_folder,
@@ -48,6 +51,21 @@ class Transfers:
     """What BlobStore does with whole backup sets: upload (one pass, manifest last) and download
     with checks (list_remote is _azure_catalog.Catalog's). Uses only BlobStore's transport
     methods (upload_file, download_file, properties, read_blob, _listing...), never the SDK."""
+
+    @contextlib.contextmanager
+    def _transfer(self, action, name, size):
+        """The progress reporter of one transfer (a silent one without self.progress or for a
+        small blob); ends it with the final line, or with 'failed after' and the redacted reason."""
+        if self.progress is None or size < PROGRESS_MIN_BYTES:
+            reporter = _NoProgress()
+        else:
+            reporter = self.progress("%s %s" % (action, name.rsplit("/", 1)[-1]), size)
+        try:
+            yield reporter
+        except BaseException as e:
+            reporter.finish(error=self.redact(e) or type(e).__name__)
+            raise
+        reporter.finish()
 
     # -- upload
 

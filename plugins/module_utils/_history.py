@@ -8,13 +8,18 @@ Private to the collection. No Ansible imports: the scheduled runner uses this to
 The unit is a *time slice* of a hypertable: the chunks that share one range of the time
 dimension (one chunk, or one per space partition). Blob layout::
 
-    <prefix>/history/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.parquet
-    <prefix>/history/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.manifest.json
+    <prefix>/history/<host>/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.parquet
+    <prefix>/history/<host>/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.manifest.json
 
-``<YYYY>/<MM>`` is the month of the range start, ``<start>``/``<end>`` are UTC
-(``20260105T000000Z``). A manifest is uploaded only after its object was read back and
-verified, so a visible manifest means a verified archive; an object without a manifest is a
-failed attempt and is never trusted.
+``<host>`` is the host label of the backup sets, ``<YYYY>/<MM>`` the month of the range start,
+``<start>``/``<end>`` are UTC (``20260105T000000Z``). A manifest is trusted only in the folder
+of the host, database and hypertable it records (_history_manifest.check_owner). The layout of
+earlier releases, without ``<host>``, is read only by the host named its owner, and copied into
+that host's folder by ``migrate_legacy`` (_history_migrate).
+
+A manifest is uploaded only after its object was read back and verified, so a visible
+manifest means a verified archive; an object without a manifest is a failed attempt and is
+never trusted.
 
 Versions: when a closed slice's live count or content hash differs from its newest archive
 (late-arriving rows), a new version is written and the older one kept. A *generation* starts
@@ -30,10 +35,11 @@ recomputed on rows loaded back from an object (which checks the object end to en
 
 Entry points (plain arguments and dicts, no Ansible): ``archive_history`` (this file; the work
 per slice in _history_archive), ``enforce_retention`` (_history_retention), ``restore_range``
-(_history_restore); names, times and the blob layout are in _history_layout, the PostgreSQL
-side in _history_sql, the Parquet codec in _history_codec, history manifests in
-_history_manifest. ``__all__`` below is what the modules and the runner use. Azure comes in as a ``_azure.BlobStore``
-(``_azure.open_store(config)``), PostgreSQL as a ``_pg.ConnectionParams``.
+(_history_restore), ``migrate_legacy`` (_history_migrate); names, times, the blob layout and
+whose history a folder is (Place) are in _history_layout, the PostgreSQL side in _history_sql,
+the Parquet codec in _history_codec, history manifests and the refusal of another host's in
+_history_manifest. ``__all__`` below is what the modules and the runner use. Azure comes in as
+a ``_azure.BlobStore`` (``_azure.open_store(config)``), PostgreSQL as a ``_pg.ConnectionParams``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -56,8 +62,10 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_c
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     KIND_DATA,
     HistoryError,
+    Place,
     _iso,
     history_folder,
+    legacy_folder,
     month_folder,
     parse_time_label,
     qualified,
@@ -65,11 +73,17 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_l
     reference_time,
     split_table_name,
 )
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
+    host_label as host_label_of,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_manifest import (
     _State,
     latest_version,
     list_ranges,
     read_manifest_blob,
+)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_migrate import (
+    migrate_legacy,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_restore import (
     restore_range,
@@ -88,6 +102,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_s
 )
 
 DEFAULT_GRACE = datetime.timedelta(hours=2)
+
+# The history modules' options naming whose history it is (doc fragment insa.timescaledb_backup.history).
+HOST_OPTIONS = {"host_label": {"type": "str"}, "legacy_owner": {"type": "str"}}
 
 
 def _new_result():
@@ -120,6 +137,8 @@ def archive_history(
     compression_level=DEFAULT_ZSTD_LEVEL,
     state_file=None,
     connection=None,
+    host_label=None,
+    legacy_owner=None,
 ):
     """Archives every closed slice of the hypertables (default: all of the database) that has
     no verified archive matching its live count and hash. An unreachable Azure stops the run
@@ -127,22 +146,19 @@ def archive_history(
 
     state_file (optional) remembers which live slices were found covered, so that a run in
     which nothing changed asks Azure nothing (see _State). connection (optional) is an open
-    connection to `database` from open_connection, reused and left open (the runner's)."""
+    connection to `database` from open_connection, reused and left open (the runner's).
+    host_label: whose folder (default the FQDN); legacy_owner: see _history_layout.Place."""
     mf.validate_database_name(database)
     now = reference_time(now)
     _check_archive_options(check_mode, access_tier, tags, compression_level)
     result = _new_result()
     result["reference_time"] = _iso(now)
     work = _Work(work_dir)
-    options = {
-        "access_tier": access_tier,
-        "tags": tags,
-        "block_size_mb": block_size_mb,
-        "max_concurrency": max_concurrency,
-        "compression_level": int(compression_level),
-    }
+    options = dict(access_tier=access_tier, tags=tags, block_size_mb=block_size_mb, max_concurrency=max_concurrency)
+    options["compression_level"] = int(compression_level)
     archiver = _Archiver(params, database, store, now, grace, check_mode, verify, reverify, work, options)
-    archiver.state = _State(state_file, database)
+    archiver.host, archiver.legacy_owner = host_label_of(host_label), legacy_owner
+    archiver.state = _State(state_file, database, archiver.host)
     if archiver.state.warning:
         result["warnings"].append(archiver.state.warning)
     try:
@@ -179,6 +195,7 @@ __all__ = [
     "PYARROW_IMPORT_ERROR",
     "PYARROW_REQUIREMENT",
     "DEFAULT_ZSTD_LEVEL",
+    "HOST_OPTIONS",
     "KIND_DATA",
     "LOCK_TIMEOUT_SECONDS",
     "HELD_DAMAGED",
@@ -186,8 +203,12 @@ __all__ = [
     "archive_history",
     "enforce_retention",
     "restore_range",
+    "migrate_legacy",
     "history_folder",
+    "legacy_folder",
     "month_folder",
+    "Place",
+    "host_label_of",
     "parse_time_label",
     "range_label",
     "list_ranges",

@@ -26,12 +26,11 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_c
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     DATA_EXT,
     KIND_DATA,
-    KIND_MANIFEST,
     MANIFEST_EXT,
     HistoryError,
+    Place,
     _iso,
-    history_folder,
-    month_folder,
+    month_part,
     object_name,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_manifest import (
@@ -44,11 +43,15 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_m
     _service_error,
     _slice_result,
     _State,
-    encode_manifest,
+    check_metadata,
+    folder_of,
     latest_version,
-    list_ranges,
+    list_place,
     next_version,
-    read_manifest_blob,
+    put_manifest,
+    read_owned_manifest,
+    resolve_ref,
+    unclaimed_legacy,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_sql import (
     _col_list,
@@ -87,6 +90,9 @@ class _Archiver:
         self.container_exists = True
         self.state = _State(None, database)
         self.owned = True
+        # The host label (the folder's host) and the host named owner of the legacy layout.
+        self.host = None
+        self.legacy_owner = None
 
     def run(self, names, result):
         """Every hypertable of names, until Azure cannot be reached ('stopped'); then the state
@@ -111,7 +117,7 @@ class _Archiver:
 
     def run_table(self, name, result):
         info = describe_hypertable(self.conn, name)
-        folder = history_folder(self.store.prefix, self.database, info["name"])
+        place = Place.of(self.store.prefix, self.host, self.database, info["name"], self.legacy_owner)
         slices = list_slices(self.conn, info)
         closed = [s for s in slices if s["end"] + self.grace <= self.now]
         summary = {
@@ -132,32 +138,36 @@ class _Archiver:
                 self.state.keep(info["name"], s["label"], known)
             else:
                 todo.append(s)
-        remote = self._remote_ranges(folder, todo)
+        remote = self._remote_ranges(place, todo)
+        if self.container_exists and any(s["label"] not in remote for s in todo):
+            note = unclaimed_legacy(self.store, place)
+            if note:
+                result["warnings"].append(note)
         for s in todo:
-            outcome = self._try_slice(info, folder, s, remote.get(s["label"]), live[s["label"]])
+            outcome = self._try_slice(info, place, s, remote.get(s["label"]), live[s["label"]])
             _count(outcome, s, summary, result, self.check_mode)
             if outcome["status"] in ("unchanged", "archived"):
                 self.state.keep(info["name"], s["label"], (outcome["covers_rows"], outcome["covers_hash"]))
 
-    def _remote_ranges(self, folder, todo):
+    def _remote_ranges(self, place, todo):
         """What Azure holds of the slices to look at, by range label (nothing without a container)."""
         remote = {}
         by_month = {}
         for s in todo:
-            by_month.setdefault(month_folder(folder, s["start"]), []).append(s)
+            by_month.setdefault(month_part(s["start"]), []).append(s)
         for month, items in sorted(by_month.items()) if self.container_exists else ():
             if len(items) <= SMALL_LISTING:
                 for s in items:  # a few ranges: small listings beat one of the whole month
-                    remote.update(list_ranges(self.store, "%s/%s." % (month, s["label"])))
+                    remote.update(list_place(self.store, place, "%s/%s." % (month, s["label"])))
             else:
-                remote.update(list_ranges(self.store, month + "/"))
+                remote.update(list_place(self.store, place, month + "/"))
         return remote
 
-    def _try_slice(self, info, folder, s, entry, fingerprint_now):
+    def _try_slice(self, info, place, s, entry, fingerprint_now):
         """slice(), with a failure of this slice only as a 'failed' outcome (an unreachable Azure
         stops the run); a connection left unusable is replaced."""
         try:
-            return self.slice(info, folder, s, entry, fingerprint_now)
+            return self.slice(info, place, s, entry, fingerprint_now)
         except _azure.AzureTierError as e:
             if _service_error(e):
                 raise
@@ -170,27 +180,29 @@ class _Archiver:
                 self.conn, self.owned = open_connection(self.params, self.database), True
             return outcome
 
-    def slice(self, info, folder, s, entry, fingerprint_now):
+    def slice(self, info, place, s, entry, fingerprint_now):
         rows, digest = fingerprint_now
         latest = latest_version(entry)
         reason = "new"
-        prior = None
+        prior = prior_folder = None
         if latest is not None:
-            meta = entry["manifests"][latest]["metadata"]
+            newest = entry["manifests"][latest]
+            check_metadata(self.store, newest, place)
+            meta = newest["metadata"]
             if (meta.get("covers_rows"), meta.get("covers_hash")) == ("%d" % rows, digest):
-                if self._latest_intact(entry, latest, meta):
+                if self._latest_intact(place, entry, latest, meta):
                     return _slice_result(
                         info, s, status="unchanged", version=latest, covers_rows=rows, covers_hash=digest
                     )
                 reason = "replaces_damaged"
             else:
                 reason = "changed"
-            prior = read_manifest_blob(self.store, entry["manifests"][latest]["name"])
+            prior, prior_folder = read_owned_manifest(self.store, newest, place), folder_of(newest["name"])
         elif entry and entry["data"]:
             reason = "retry"
 
         version = next_version(entry)
-        depends_on, generation, reason = _lineage(prior, s, folder, reason)
+        depends_on, generation, reason = _lineage(prior, s, prior_folder, reason, entry)
         planned = _slice_result(
             info,
             s,
@@ -203,9 +215,9 @@ class _Archiver:
         )
         if self.check_mode:
             return planned
-        return self._write(info, folder, s, planned, rows, digest, depends_on)
+        return self._write(info, place, s, planned, rows, digest, depends_on)
 
-    def _latest_intact(self, entry, latest, meta):
+    def _latest_intact(self, place, entry, latest, meta):
         """Whether the newest version's object is there as its manifest says (with reverify: read
         back, and the objects of earlier generations it relies on too)."""
         data = entry["data"].get(latest)
@@ -217,8 +229,10 @@ class _Archiver:
         if intact and self.reverify:
             intact = self._object_intact(data["name"], meta.get("object_sha256"))
             if intact:
-                checked = read_manifest_blob(self.store, entry["manifests"][latest]["name"])
+                newest = entry["manifests"][latest]
+                checked = read_owned_manifest(self.store, newest, place)
                 for ref in checked.get("depends_on") or []:
+                    ref = resolve_ref(entry, ref, folder_of(newest["name"]))
                     if not self._object_intact(ref["name"], ref["sha256"]):
                         raise HistoryError(
                             "%s (version %d, generation %d of this range) is damaged or missing; its rows "
@@ -240,8 +254,8 @@ class _Archiver:
             if os.path.exists(path):
                 os.unlink(path)
 
-    def _write(self, info, folder, s, planned, live_rows, live_digest, depends_on):
-        v = _Version.of(folder, s, planned["version"], self.work)
+    def _write(self, info, place, s, planned, live_rows, live_digest, depends_on):
+        v = _Version.of(place.folder, s, planned["version"], self.work)
         prior_stage = self._stage_prior(info["columns"], depends_on)
         try:
             exported = self._export(info, s, v, prior_stage)
@@ -256,6 +270,7 @@ class _Archiver:
         v.sha256, v.size = mf.sha256_file(v.local)
         v.row_groups = row_group_count(v.local)
         common = {
+            "host": self.host,
             "database": self.database,
             "hypertable": info["name"],
             "range_start": planned["range_start"],
@@ -383,20 +398,15 @@ class _Archiver:
             "verified": verified,
             "reference_time": _iso(self.now),
             "created_at": _iso(mf.utcnow()),
-            "host": socket.getfqdn(),
+            "host": self.host,
+            "fqdn": socket.getfqdn(),
             "server": self.server,
         }
 
     def _upload_manifest(self, v, manifest, common):
         """The manifest goes last, once its object is verified. Returns the bytes sent."""
-        body = encode_manifest(manifest)
-        manifest_path = self.work.file(v.manifest_name.rsplit("/", 1)[-1])
-        mf.atomic_write_bytes(manifest_path, body)
-        manifest_sha, manifest_size = mf.sha256_file(manifest_path)
-        manifest_meta = dict(
+        metadata = dict(
             common,
-            kind=KIND_MANIFEST,
-            sha256=manifest_sha,
             rows=v.rows,
             content_hash=v.content_hash,
             covers_rows=v.covers_rows,
@@ -404,10 +414,7 @@ class _Archiver:
             object_sha256=v.sha256,
             object_size=v.size,
         )
-        item = _upload_item(_azure.KIND_MANIFEST, manifest_path, v.manifest_name, manifest_sha, manifest_size)
-        up_manifest, _w = self.store.upload_file(item, _metadata(manifest_meta), None, self.options["tags"], 4, 1)
-        os.unlink(manifest_path)
-        return up_manifest["bytes"] if up_manifest["status"] == "uploaded" else 0
+        return put_manifest(self.store, self.work, v.manifest_name, manifest, metadata, self.options["tags"])
 
 
 @dataclasses.dataclass
@@ -436,14 +443,15 @@ class _Version:
         return cls(version, data_name, manifest_name, work.file(data_name.rsplit("/", 1)[-1]))
 
 
-def _lineage(prior, s, folder, reason):
-    """(depends_on, generation, reason) of a new version after ``prior`` (its newest manifest)."""
+def _lineage(prior, s, prior_folder, reason, entry):
+    """(depends_on, generation, reason) of a new version after ``prior`` (its newest manifest, in
+    prior_folder); the objects relied on are named where the listing ``entry`` finds them."""
     live_chunks = {c["name"] for c in s["chunks"]}
     depends_on = []
     generation = 1
     if prior is not None:
         prior_chunks = {c["name"] for c in prior["covers"].get("chunks", prior.get("chunks", []))}
-        depends_on = list(prior.get("depends_on") or [])
+        depends_on = [resolve_ref(entry, ref, prior_folder) for ref in prior.get("depends_on") or []]
         generation = prior["generation"]
         if reason == "replaces_damaged":
             # The newest object is unusable: the new version takes its place in its
@@ -451,7 +459,7 @@ def _lineage(prior, s, folder, reason):
             pass
         elif not live_chunks & prior_chunks:
             # The chunks archived before are gone: these rows came back after a drop.
-            depends_on.append(_object_ref(prior, month_folder(folder, s["start"])))
+            depends_on.append(_object_ref(prior, prior_folder))
             generation += 1
             reason = "new_generation"
     return depends_on, generation, reason

@@ -11,9 +11,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import datetime
 import hashlib
 import re
+import socket
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -92,20 +94,80 @@ def table_segment(schema, table):
     return "%s~~%s" % (head, hashlib.sha256(segment.encode("utf-8")).hexdigest()[:16])
 
 
-def history_folder(prefix, database, hypertable):
-    """<prefix>/history/<database>/<schema>.<table> (no trailing '/')."""
+def host_label(label=None):
+    """The host's name in the history layout: the label given (tsdb_backup_host_label; the runner's
+    TSDB_BACKUP_HOST_LABEL), else the FQDN - as the backup sets default it."""
+    return label or socket.getfqdn()
+
+
+def _segments(database, hypertable):
+    """The validated <database> and <schema>.<table> segments."""
     schema, table = split_table_name(hypertable)
-    return _azure.join_name(
-        _azure.validate_prefix(prefix),
-        HISTORY_DIR,
+    return (
         _azure.validate_segment(mf.database_segment(database), "database"),
         _azure.validate_segment(table_segment(schema, table), "hypertable"),
     )
 
 
-def month_folder(folder, start):
+def history_folder(prefix, host, database, hypertable):
+    """<prefix>/history/<host>/<database>/<schema>.<table> (no trailing '/'). The host segment is
+    validated as the backup sets' is (_azure.blob_folder)."""
+    host = _azure.validate_segment(host, "host")
+    return _azure.join_name(_azure.validate_prefix(prefix), HISTORY_DIR, host, *_segments(database, hypertable))
+
+
+def legacy_folder(prefix, database, hypertable):
+    """<prefix>/history/<database>/<schema>.<table>: the layout of earlier releases, without the
+    host. Read only, and only by the host the operator names as its owner (Place). Never confused
+    with the host layout: there a database segment stands where a table segment stands here, and
+    it is followed by a table segment, not by <YYYY>/<MM>."""
+    return _azure.join_name(_azure.validate_prefix(prefix), HISTORY_DIR, *_segments(database, hypertable))
+
+
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """One host's history of one hypertable: its folder, whose manifests must name this host,
+    database and hypertable, and the legacy folder (layout without host) - read as a fallback
+    only when the operator named this host its owner (legacy_trusted)."""
+
+    host: str
+    database: str
+    hypertable: str  # qualified, as manifests record it
+    folder: str
+    legacy: str
+    legacy_trusted: bool = False
+    legacy_owner: str = None
+
+    @classmethod
+    def of(cls, prefix, host, database, hypertable, legacy_owner=None):
+        name = qualified(*split_table_name(hypertable))
+        legacy_owner = legacy_owner or None
+        if legacy_owner is not None:
+            _azure.validate_segment(legacy_owner, "legacy owner (a host label)")
+        return cls(
+            host,
+            database,
+            name,
+            history_folder(prefix, host, database, name),
+            legacy_folder(prefix, database, name),
+            legacy_owner == host,
+            legacy_owner,
+        )
+
+    @property
+    def legacy_unclaimed(self):
+        """Whether legacy objects would be reported: nobody was named their owner."""
+        return self.legacy_owner is None
+
+
+def month_part(start):
+    """<YYYY>/<MM> of a range start, below a history folder."""
     start = utc(start)
-    return "%s/%04d/%02d" % (folder, start.year, start.month)
+    return "%04d/%02d" % (start.year, start.month)
+
+
+def month_folder(folder, start):
+    return "%s/%s" % (folder, month_part(start))
 
 
 def object_name(folder, start, end, version, ext):

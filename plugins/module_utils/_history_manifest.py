@@ -12,22 +12,28 @@ __metaclass__ = type
 
 import json
 import os
+import re
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     DATA_EXT,
     KIND_DATA,
+    KIND_MANIFEST,
     HistoryError,
     _iso,
     parse_leaf,
     range_label,
 )
 
+# In a legacy folder (a listing's info has "legacy": True), manifests of earlier releases record
+# the FQDN as host, not the label: there the operator's word (legacy_owner) stands for the host.
+
 HISTORY_FORMAT = "insa.timescaledb_backup/history-manifest"
 HISTORY_VERSION = 1
 HASH_ALGORITHM = "pg-sum-hashtextextended-row-text-v1"
 REQUIRED_KEYS = (
+    "host",
     "database",
     "hypertable",
     "range",
@@ -113,6 +119,115 @@ def read_manifest_blob(store, name):
     return parse_history_manifest(store.read_blob(name), source=store.url(name))
 
 
+class ForeignManifest(HistoryError):
+    """A manifest that records another host, database, hypertable, range or version than the place
+    it was found in: refused wherever it is read (integrity)."""
+
+
+def check_owner(manifest, place, source, legacy=False):
+    """Refuses (integrity) a manifest that is not this host's, database's and hypertable's, or
+    that names another range or version than its blob: one copied or planted into this folder."""
+    parsed = parse_leaf(source)
+    found = (manifest.get("host"), manifest.get("database"), manifest.get("hypertable"))
+    wanted = (found[0] if legacy else place.host, place.database, place.hypertable)
+    where = (manifest["range"].get("label"), manifest.get("version"))
+    if found != wanted or (parsed and where != (range_label(parsed[0], parsed[1]), parsed[2])):
+        raise ForeignManifest(
+            "%s records host %s, database %s, hypertable %s, range %s v%s, but it lies in the history of host %s, "
+            "database %s, hypertable %s%s: refused, a manifest is trusted only in its own host's folder (copied or "
+            "planted there?)"
+            % (
+                source,
+                found[0],
+                found[1],
+                found[2],
+                where[0],
+                where[1],
+                wanted[0],
+                wanted[1],
+                wanted[2],
+                ", range %s v%d" % (range_label(parsed[0], parsed[1]), parsed[2]) if parsed else "",
+            ),
+            kind="integrity",
+        )
+    return manifest
+
+
+def read_owned_manifest(store, info, place):
+    """The sealed manifest of a listing's info, refused unless it is the place's (check_owner)."""
+    return check_owner(read_manifest_blob(store, info["name"]), place, info["name"], info.get("legacy", False))
+
+
+def check_metadata(store, info, place):
+    """The same refusal from a manifest blob's metadata, for decisions taken without reading it
+    (metadata holds ASCII only: names are compared as they were written there)."""
+    meta = info["metadata"]
+    host = meta.get("host") if not info.get("legacy") else _metadata_value(place.host)
+    wanted = tuple(_metadata_value(x) for x in (place.host, place.database, place.hypertable))
+    if (host, meta.get("database"), meta.get("hypertable")) != wanted:
+        raise ForeignManifest(
+            "%s is marked as host %s, database %s, hypertable %s; this is the history of host %s, database %s, "
+            "hypertable %s: refused (copied or planted into this folder?)"
+            % (
+                store.url(info["name"]),
+                host,
+                meta.get("database"),
+                meta.get("hypertable"),
+                place.host,
+                place.database,
+                place.hypertable,
+            ),
+            kind="integrity",
+        )
+
+
+def list_place(store, place, rel):
+    """list_ranges of place.folder + '/' + rel (a month folder 'YYYY/MM/', or 'YYYY/MM/<label>.');
+    when this host owns the legacy folder, the versions only it has are added, marked legacy. A
+    version in the host's folder hides the legacy one of the same number."""
+    ranges = list_ranges(store, "%s/%s" % (place.folder, rel))
+    if not place.legacy_trusted:
+        return ranges
+    for label, old in list_ranges(store, "%s/%s" % (place.legacy, rel)).items():
+        entry = ranges.setdefault(label, {"start": old["start"], "end": old["end"], "data": {}, "manifests": {}})
+        taken = set(entry["data"]) | set(entry["manifests"])
+        for kind in ("data", "manifests"):
+            entry[kind].update((v, dict(info, legacy=True)) for v, info in old[kind].items() if v not in taken)
+    return ranges
+
+
+def unclaimed_legacy(store, place, rel=""):
+    """A note when the legacy folder holds history under rel and nobody claimed it, else None."""
+    if not place.legacy_unclaimed:
+        return None
+    start = "%s/%s" % (place.legacy, rel)
+    try:
+        for props in store.container_client.list_blobs(name_starts_with=start):
+            if re.match(r"^\d{4}/\d{2}/[^/]+$", props.name[len(place.legacy) + 1 :]) and parse_leaf(props.name):
+                return (
+                    "%s holds history of the layout without host (an earlier release); it is ignored: it may be any "
+                    "host's. If it is this host's, set legacy_owner (TSDB_HISTORY_LEGACY_OWNER) to %s and migrate it "
+                    "(docs/HISTORY.md)" % (store.url(start), place.host)
+                )
+    except _azure.AzureError as e:
+        if not isinstance(e, _azure.ResourceNotFoundError):
+            raise store.explain(e, "list %s" % start) from None
+    return None
+
+
+def resolve_ref(entry, ref, folder):
+    """Where an object a manifest relies on is now: the version's object in the listing (the host's
+    folder before a legacy one), else the leaf it names in the manifest's own folder - never a name
+    outside this place. The sha256 the manifest records is checked wherever it is read."""
+    data = (entry or {}).get("data", {}).get(ref["version"])
+    name = data["name"] if data else "%s/%s" % (folder, ref["name"].rsplit("/", 1)[-1])
+    return dict(ref, name=name)
+
+
+def folder_of(name):
+    return name.rsplit("/", 1)[0]
+
+
 def _download_checked(store, name, sha256, folder):
     path = os.path.join(folder, "%s.%s" % (sha256[:16], DATA_EXT))
     if not os.path.exists(path):
@@ -144,8 +259,28 @@ def _object_ref(manifest, folder):
     }
 
 
+def put_manifest(store, work, name, manifest, metadata, tags=None):
+    """Seals and uploads a history manifest (never over another one: _azure's upload_file), with
+    ``metadata`` plus its kind and sha256. Returns the bytes sent (0 when it was there already)."""
+    body = encode_manifest(manifest)
+    path = work.file(name.rsplit("/", 1)[-1])
+    mf.atomic_write_bytes(path, body)
+    sha256, size = mf.sha256_file(path)
+    item = {"kind": _azure.KIND_MANIFEST, "part": None, "path": path, "name": name, "sha256": sha256, "size": size}
+    metadata = _metadata(dict(metadata, kind=KIND_MANIFEST, sha256=sha256))
+    try:
+        sent, _w = store.upload_file(item, metadata, None, tags, 4, 1)
+    finally:
+        os.unlink(path)
+    return sent["bytes"] if sent["status"] == "uploaded" else 0
+
+
+def _metadata_value(value):
+    return _azure._metadata_value(value)
+
+
 def _metadata(values):
-    return {k: _azure._metadata_value(v) for k, v in values.items() if v not in (None, "")}
+    return {k: _metadata_value(v) for k, v in values.items() if v not in (None, "")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,9 +308,10 @@ class _State:
 
     FORMAT = "insa.timescaledb_backup/history-state"
 
-    def __init__(self, path, database):
+    def __init__(self, path, database, host=None):
         self.path = path
         self.database = database
+        self.host = host
         self.known = {}
         self.fresh = {}
         self.warning = None
@@ -183,7 +319,8 @@ class _State:
             try:
                 with open(path, "rb") as f:
                     data = json.loads(f.read().decode("utf-8"))
-                if data.get("format") == self.FORMAT and data.get("database") == database:
+                # A file of another host's folder (or of the layout without host) says nothing here.
+                if data.get("format") == self.FORMAT and (data.get("database"), data.get("host")) == (database, host):
                     self.known = data.get("hypertables") or {}
             except (OSError, ValueError, AttributeError) as e:
                 self.warning = "ignored the history state file %s: %s" % (path, e)
@@ -200,7 +337,8 @@ class _State:
             return
         merged = {k: v for k, v in self.known.items() if k not in hypertables_done}
         merged.update(self.fresh)
-        body = {"format": self.FORMAT, "version": 1, "database": self.database, "hypertables": merged}
+        body = {"format": self.FORMAT, "version": 2, "database": self.database, "host": self.host}
+        body["hypertables"] = merged
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             os.makedirs(folder, mode=0o700)

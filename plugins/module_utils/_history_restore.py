@@ -24,17 +24,21 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_c
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     HistoryError,
+    Place,
     _iso,
-    history_folder,
-    month_folder,
     qualified,
     split_table_name,
+)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
+    host_label as host_label_of,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_manifest import (
     _download_checked,
     _object_ref,
-    list_ranges,
-    read_manifest_blob,
+    folder_of,
+    list_place,
+    read_owned_manifest,
+    unclaimed_legacy,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_sql import (
     _col_list,
@@ -63,11 +67,15 @@ def restore_range(
     check_mode=False,
     work_dir=None,
     connection=None,
+    host_label=None,
+    legacy_owner=None,
 ):
     """Loads the archived rows of hypertable with start <= time < end into database (the live
     one or another), skipping rows already present (compared as whole rows, with their
     multiplicity), and verifies that every archived row in the range is then present. Each
-    object is checked (sha256, rows and content hash against its manifest) before it is used."""
+    object is checked (sha256, rows and content hash against its manifest) before it is used.
+    The archive read is host_label's (default this host's FQDN): a manifest that records another
+    host, database or hypertable is refused before any row is loaded."""
     require_pyarrow()
     mf.validate_database_name(database)
     source_database = source_database or database
@@ -77,16 +85,12 @@ def restore_range(
         raise HistoryError("end (%s) must be after start (%s)" % (_iso(end), _iso(start)), kind="config")
     name = qualified(*split_table_name(hypertable))
     target = qualified(*split_table_name(target_table or name))
-    folder = history_folder(store.prefix, source_database, name)
-    result = _new_result(name, target, source_database, database, start, end)
+    place = Place.of(store.prefix, host_label_of(host_label), source_database, name, legacy_owner)
+    result = _new_result(name, target, place, database, start, end)
     store.ensure_container(create=False)
-    selected = _select_ranges(store, folder, start, end, version)
+    selected = _select_ranges(store, place, start, end, version)
     if not selected:
-        raise HistoryError(
-            "no archived range of %s (database %s) overlaps %s .. %s under %s in container %s"
-            % (name, source_database, _iso(start), _iso(end), folder, store.container),
-            kind="not_found",
-        )
+        raise _nothing_archived(store, place, start, end)
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
@@ -95,7 +99,7 @@ def restore_range(
             columns, result["warnings"] = resolve_columns(conn, first["columns"])
             info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
             result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
-            loader = _RangeLoader(conn, store, work, folder, columns, info, target, {"lo": start, "hi": end})
+            loader = _RangeLoader(conn, store, work, columns, info, target, {"lo": start, "hi": end})
             for label, entry, manifests in selected:
                 item = loader.load(label, entry, manifests, check_mode, result["table_created"])
                 result["ranges"].append(item)
@@ -110,12 +114,33 @@ def restore_range(
     return result
 
 
-def _new_result(name, target, source_database, database, start, end):
+def _nothing_archived(store, place, start, end):
+    """The not_found error when no archived range overlaps the window, with a note on legacy
+    objects nobody claimed."""
+    note = unclaimed_legacy(store, place)
+    return HistoryError(
+        "no archived range of %s (database %s, host %s) overlaps %s .. %s under %s in container %s%s"
+        % (
+            place.hypertable,
+            place.database,
+            place.host,
+            _iso(start),
+            _iso(end),
+            place.folder,
+            store.container,
+            "; " + note if note else "",
+        ),
+        kind="not_found",
+    )
+
+
+def _new_result(name, target, place, database, start, end):
     return {
         "changed": False,
         "hypertable": name,
         "target_table": target,
-        "source_database": source_database,
+        "source_database": place.database,
+        "source_host": place.host,
         "database": database,
         "start": _iso(start),
         "end": _iso(end),
@@ -128,22 +153,23 @@ def _new_result(name, target, source_database, database, start, end):
     }
 
 
-def _select_ranges(store, folder, start, end, version):
+def _select_ranges(store, place, start, end, version):
     """[(label, entry, manifests to load)] of the archived ranges overlapping [start, end), by
-    start: the given version, or the newest version of each generation."""
+    start: the given version, or the newest version of each generation. Every manifest read is
+    refused unless it is the place's (ForeignManifest), before any row is loaded."""
     # Months that can hold a range overlapping [start, end): ranges start at most one month-ish
     # before `start` for usual chunk intervals; list from a month earlier to be safe.
     entries = {}
     month = datetime.datetime(start.year, start.month, 1, tzinfo=datetime.timezone.utc) - datetime.timedelta(days=1)
     month = month.replace(day=1)
     while month < end:
-        entries.update(list_ranges(store, "%s/%04d/%02d/" % (folder, month.year, month.month)))
+        entries.update(list_place(store, place, "%04d/%02d/" % (month.year, month.month)))
         month = (month + datetime.timedelta(days=32)).replace(day=1)
     selected = []
     for label, entry in sorted(entries.items(), key=lambda kv: kv[1]["start"]):
         if entry["end"] <= start or entry["start"] >= end or not entry["manifests"]:
             continue
-        manifests = [read_manifest_blob(store, entry["manifests"][v]["name"]) for v in sorted(entry["manifests"])]
+        manifests = [read_owned_manifest(store, entry["manifests"][v], place) for v in sorted(entry["manifests"])]
         if version is not None:
             chosen = [m for m in manifests if m["version"] == int(version)]
         else:
@@ -196,7 +222,6 @@ class _RangeLoader:
     conn: object
     store: object  # an _azure.BlobStore
     work: _Work
-    folder: str
     columns: list
     info: dict
     target: str
@@ -239,7 +264,7 @@ class _RangeLoader:
                 "range %s version %d has other columns than the first range restored" % (label, m["version"]),
                 kind="conflict",
             )
-        ref = _object_ref(m, month_folder(self.folder, entry["start"]))
+        ref = _object_ref(m, folder_of(entry["manifests"][m["version"]]["name"]))
         path = _download_checked(self.store, ref["name"], ref["sha256"], self.work.path)
         part = _Stage(self.conn, self.columns)
         try:

@@ -24,21 +24,28 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_c
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     DATA_EXT,
     HistoryError,
+    Place,
     _iso,
-    history_folder,
-    month_folder,
+    month_part,
     qualified,
     reference_time,
     split_table_name,
 )
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
+    host_label as host_label_of,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_manifest import (
+    ForeignManifest,
     _audit,
     _object_ref,
     _service_error,
     _slice_result,
+    folder_of,
     latest_version,
-    list_ranges,
-    read_manifest_blob,
+    list_place,
+    read_owned_manifest,
+    resolve_ref,
+    unclaimed_legacy,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_sql import (
     _ident,
@@ -59,6 +66,7 @@ LOCK_TIMEOUT_SECONDS = 30
 HELD_NOT_ARCHIVED = "not_archived"
 HELD_CHANGED = "changed_since_archive"
 HELD_DAMAGED = "archive_damaged"
+HELD_REFUSED = "archive_refused"  # a manifest of another host, database or hypertable in this folder
 HELD_UNREACHABLE = "archive_unreachable"
 HELD_LOCKED = "lock_timeout"
 HELD_UNEXPECTED = "unexpected_chunks"
@@ -109,24 +117,30 @@ def _held(info, s, code, reason, **extra):
     return _slice_result(info, s, reason_code=code, reason=reason, **extra)
 
 
-def _check_archive(store, info, folder, s, verify_objects, work):
-    """The sealed manifest of the newest verified version of a slice and the objects it relies
-    on, checked. Returns (manifest, None) or (None, (code, reason))."""
-    entry = list_ranges(store, "%s/%s." % (month_folder(folder, s["start"]), s["label"])).get(s["label"])
+def _check_archive(store, place, s, verify_objects, work):
+    """The sealed manifest of the newest verified version of a slice in this host's history (never
+    one that names another host, database or hypertable) and the objects it relies on, checked.
+    Returns ((manifest, object name), None) or (None, (code, reason))."""
+    rel = "%s/%s." % (month_part(s["start"]), s["label"])
+    entry = list_place(store, place, rel).get(s["label"])
     latest = latest_version(entry)
     if latest is None:
         attempts = len(entry["data"]) if entry else 0
+        note = unclaimed_legacy(store, place, rel)
         return None, (
             HELD_NOT_ARCHIVED,
-            "no verified archive of this range yet%s; chunk_archive must archive it first"
-            % (" (%d unverified attempt(s))" % attempts if attempts else ""),
+            "no verified archive of this range yet%s; chunk_archive must archive it first%s"
+            % (" (%d unverified attempt(s))" % attempts if attempts else "", "; " + note if note else ""),
         )
+    newest = entry["manifests"][latest]
     try:
-        manifest = read_manifest_blob(store, entry["manifests"][latest]["name"])
+        manifest = read_owned_manifest(store, newest, place)
+    except ForeignManifest as e:
+        return None, (HELD_REFUSED, "%s" % e)
     except HistoryError as e:
         return None, (HELD_DAMAGED, "%s" % e)
-    month = month_folder(folder, s["start"])
-    refs = [_object_ref(manifest, month)] + list(manifest.get("depends_on") or [])
+    folder = folder_of(newest["name"])
+    refs = [_object_ref(manifest, folder)] + [resolve_ref(entry, r, folder) for r in manifest.get("depends_on") or []]
     for ref in refs:
         try:
             if verify_objects:
@@ -144,7 +158,7 @@ def _check_archive(store, info, folder, s, verify_objects, work):
             return None, (HELD_DAMAGED, "%s; run chunk_archive with reverify to archive it again" % store.redact(e))
         except _azure.ArchivedError as e:
             return None, (HELD_DAMAGED, "%s" % store.redact(e))
-    return manifest, None
+    return (manifest, refs[0]["name"]), None
 
 
 def _refusal(conn, info, exc):
@@ -227,11 +241,14 @@ def enforce_retention(
     audit_log=None,
     work_dir=None,
     connection=None,
+    host_label=None,
+    legacy_owner=None,
 ):
     """Drops the slices older than each hypertable's retention that a verified archive covers
     (newest version's count and hash equal the live rows, re-checked under lock; its objects
     read back with the right sha256). Every other due slice is kept and reported in
-    'held_back' with a reason code. Never raises for Azure being unreachable: it holds back."""
+    'held_back' with a reason code. Never raises for Azure being unreachable: it holds back.
+    Only this host's history counts (host_label, default the FQDN): see Place and check_owner."""
     mf.validate_database_name(database)
     now = reference_time(now)
     policies = normalize_policies(policies)
@@ -247,6 +264,7 @@ def enforce_retention(
     conn, owned = use_connection(params, database, connection)
     try:
         run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
+        run.host, run.legacy_owner = host_label_of(host_label), legacy_owner
         for name, retention in policies:
             with _privileges.advising("retention", _privileges.login_for(params, conn), hypertable=name):
                 run.table(name, retention)
@@ -274,6 +292,8 @@ class _Retention:
     audit_log: object  # None, or the path of the audit log
     # Set when Azure cannot be reached: the hypertable's other slices are held back unasked.
     unreachable: object = None
+    host: str = None
+    legacy_owner: str = None
 
     def table(self, name, retention):
         conn, result = self.conn, self.result
@@ -298,14 +318,14 @@ class _Retention:
             "retention_policy_jobs": jobs,
         }
         result["hypertables"][info["name"]] = summary
-        folder = history_folder(self.store.prefix, self.database, info["name"])
+        place = Place.of(self.store.prefix, self.host, self.database, info["name"], self.legacy_owner)
         self.unreachable = None
         referenced = _referenced_reason(conn, info)
         for s in due:
-            manifest, held = self._check(info, folder, s, referenced)
+            checked, held = self._check(place, s, referenced)
             if held is None:
                 try:
-                    dropped, held = _drop_slice(conn, info, s, manifest, self.check_mode, self.lock_timeout)
+                    dropped, held = _drop_slice(conn, info, s, checked[0], self.check_mode, self.lock_timeout)
                 except _pg.psycopg2.Error as e:
                     dropped, held = None, (HELD_ERROR, _refusal(conn, info, e))
             if held is not None:
@@ -313,16 +333,16 @@ class _Retention:
                 result["held_back"].append(_held(info, s, held[0], held[1]))
                 continue
             summary["dropped"] += 1
-            self._dropped(info, folder, s, manifest, dropped)
+            self._dropped(info, s, checked, dropped)
 
-    def _check(self, info, folder, s, referenced):
+    def _check(self, place, s, referenced):
         """(manifest, None) when a verified archive covers the slice, else (None, (code, reason))."""
         if referenced is not None:
             return None, (HELD_REFERENCED, referenced)
         if self.unreachable is not None:
             return None, (HELD_UNREACHABLE, self.unreachable)
         try:
-            return _check_archive(self.store, info, folder, s, self.verify_objects, self.work)
+            return _check_archive(self.store, place, s, self.verify_objects, self.work)
         except _azure.AzureTierError as e:
             held = (HELD_UNREACHABLE if _service_error(e) else HELD_ERROR, self.store.redact(e))
             if _service_error(e):
@@ -330,7 +350,8 @@ class _Retention:
                 held = (HELD_UNREACHABLE, self.unreachable)
             return None, held
 
-    def _dropped(self, info, folder, s, manifest, dropped):
+    def _dropped(self, info, s, checked, dropped):
+        manifest, object_name = checked
         record = _slice_result(
             info,
             s,
@@ -338,7 +359,7 @@ class _Retention:
             content_hash=dropped["content_hash"],
             archive_version=manifest["version"],
             archive_generation=manifest["generation"],
-            archive_object=self.store.url("%s/%s" % (month_folder(folder, s["start"]), manifest["object"]["name"])),
+            archive_object=self.store.url(object_name),
         )
         self.result["dropped"].append(record)
         if not self.check_mode:

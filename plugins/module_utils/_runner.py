@@ -23,6 +23,8 @@ credentials.env written by the role), read by _runner_config::
     TSDB_BACKUP_METRICS_DIR     node_exporter textfile directory (optional)
     TSDB_BACKUP_NOTIFY_CONFIG   JSON file for notifications (optional)
     TSDB_BACKUP_LOG_FORMAT      text (default) | json
+    TSDB_HISTORY_DATABASE, TSDB_HISTORY_RETENTION, TSDB_HISTORY_GRACE_HOURS   history timers
+    TSDB_HISTORY_LEGACY_OWNER   host label owning the history layout without host (history-migrate)
 
 Exit status: 0 all databases backed up; 1 any failed; 2 bad configuration; 75 another run
 holds the lock (runs never overlap).
@@ -63,6 +65,8 @@ class RunLocked(_errors.ConflictError):
 
 # The runner's commands as jobs (the names the lock record and the messages use).
 JOB_OF_COMMAND = {"run": "backup"}
+# The metrics file of each history command (a migration is a one-off: none).
+HISTORY_RUN_TYPES = {"archive": "history", "retention": "retention", "migrate": None}
 
 
 def holder_fields(job=None, unit=None, environ=None):
@@ -418,50 +422,97 @@ def _parse_iso(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def run_history(config, logger, kind):
-    """history-archive: every closed chunk range to Azure (Parquet, verified); history-retention:
-    drop only ranges a verified archive covers (backup-gated retention)."""
+def _archive(config, database, store, logger):
+    h = config["history"]
+    res = _history().archive_history(
+        config["pg"],
+        database,
+        store,
+        hypertables=[p["hypertable"] for p in h["retention"]] or None,
+        grace=datetime.timedelta(hours=h["grace_hours"]),
+        state_file=os.path.join(config["state_dir"], "history-%s.json" % mf.database_segment(database)),
+        host_label=config["host_label"],
+        legacy_owner=h["legacy_owner"],
+    )
+    logger.info(
+        "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",
+        database,
+        len(res.get("archived", [])),
+        _dump.human(res.get("bytes", 0)),
+        res.get("oldest_unarchived"),
+    )
+    return res
+
+
+def _retention(config, database, store, logger):
+    h = config["history"]
+    if not h["retention"]:
+        raise ConfigError("TSDB_HISTORY_RETENTION is empty: give <hypertable>=<days> for each table")
+    res = _history().enforce_retention(
+        config["pg"],
+        database,
+        store,
+        h["retention"],
+        audit_log=os.path.join(config["state_dir"], "history-audit.log"),
+        host_label=config["host_label"],
+        legacy_owner=h["legacy_owner"],
+    )
+    for held in res.get("held_back", []):
+        logger.warning("history retention %s: held back %s", database, json.dumps(held, default=str))
+    logger.info(
+        "history retention %s: %d range(s) dropped, %d held back",
+        database,
+        len(res.get("dropped", [])),
+        len(res.get("held_back", [])),
+    )
+    return res
+
+
+def _migrate(config, database, store, logger):
+    """history-migrate: the layout without host into this host's folder (server-side copies)."""
+    res = _history().migrate_legacy(
+        database, store, host_label=config["host_label"], legacy_owner=config["history"]["legacy_owner"]
+    )
+    for key in ("conflicts", "refused", "failures"):
+        for item in res[key]:
+            logger.warning("history migrate %s: %s %s", database, key, json.dumps(item, default=str))
+    logger.info(
+        "history migrate %s: %d version(s) migrated (%s copied by Azure), %d already, %d failed attempt(s) left; %s",
+        database,
+        len(res["migrated"]),
+        _dump.human(res["bytes_copied"]),
+        res["already"],
+        res["attempts_left"],
+        "complete: the legacy objects may be deleted" if res["complete"] else "not complete: keep the legacy objects",
+    )
+    problems = res["conflicts"] + res["refused"] + res["failures"]
+    if problems:
+        res["failures"] = [
+            dict(p, hypertable=p.get("table_folder"), error=p.get("error") or p.get("reason"), error_kind="conflict")
+            if "reason" in p
+            else p
+            for p in problems
+        ]
+    return res
+
+
+HISTORY_STEPS = {"archive": _archive, "retention": _retention, "migrate": _migrate}
+
+
+def _history():
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history
 
-    h = config["history"]
-    database = h["database"]
+    return _history
+
+
+def run_history(config, logger, kind):
+    """history-archive: every closed chunk range to Azure (Parquet, verified); history-retention:
+    drop only ranges a verified archive covers (backup-gated retention); history-migrate: copy
+    the layout without host into this host's folder (TSDB_HISTORY_LEGACY_OWNER must name it)."""
+    database = config["history"]["database"]
     try:
         _azure_mod, store = open_store(config, logger)
-        tables = [p["hypertable"] for p in h["retention"]] or None
-        if kind == "archive":
-            res = _history.archive_history(
-                config["pg"],
-                database,
-                store,
-                hypertables=tables,
-                grace=datetime.timedelta(hours=h["grace_hours"]),
-                state_file=os.path.join(config["state_dir"], "history-%s.json" % mf.database_segment(database)),
-            )
-            logger.info(
-                "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",
-                database,
-                len(res.get("archived", [])),
-                _dump.human(res.get("bytes", 0)),
-                res.get("oldest_unarchived"),
-            )
-        else:
-            if not h["retention"]:
-                raise ConfigError("TSDB_HISTORY_RETENTION is empty: give <hypertable>=<days> for each table")
-            res = _history.enforce_retention(
-                config["pg"],
-                database,
-                store,
-                h["retention"],
-                audit_log=os.path.join(config["state_dir"], "history-audit.log"),
-            )
-            for held in res.get("held_back", []):
-                logger.warning("history retention %s: held back %s", database, json.dumps(held, default=str))
-            logger.info(
-                "history retention %s: %d range(s) dropped, %d held back",
-                database,
-                len(res.get("dropped", [])),
-                len(res.get("held_back", [])),
-            )
+        res = HISTORY_STEPS[kind](config, database, store, logger)
         for w in res.get("warnings", []):
             logger.warning("history %s: %s", database, w)
         result = _history_result(config, database, res, kind)
@@ -477,9 +528,10 @@ def main(argv=None, environ=None):
     parser = argparse.ArgumentParser(prog="tsdb-backup", description="TimescaleDB backup agent (scheduled runs)")
     parser.add_argument(
         "command",
-        choices=["run", "drill", "history-archive", "history-retention"],
+        choices=["run", "drill", "history-archive", "history-retention", "history-migrate"],
         help="run: dump, verify, upload, prune; drill: restore test; history-archive / history-retention: "
-        "chunk archive to Azure and backup-gated retention",
+        "chunk archive to Azure and backup-gated retention; history-migrate: the history layout of earlier "
+        "releases into this host's folder",
     )
     parser.add_argument("--database", action="append", help="only this database (repeatable)")
     parser.add_argument("--unit", help="the systemd unit running this (default: read from /proc/self/cgroup)")
@@ -504,8 +556,9 @@ def main(argv=None, environ=None):
             results, run_type = run_drill(config, logger), "drill"
         else:
             kind = args.command.split("-", 1)[1]
-            results, run_type = run_history(config, logger, kind), "history" if kind == "archive" else "retention"
-        report(config, run_type, results, logger)
+            results, run_type = run_history(config, logger, kind), HISTORY_RUN_TYPES[kind]
+        if run_type:
+            report(config, run_type, results, logger)
     finally:
         lock.release()
     for line in summary_lines(results).splitlines():

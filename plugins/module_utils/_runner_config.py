@@ -120,6 +120,8 @@ def load_config(environ=None):
         "database": env.get("TSDB_HISTORY_DATABASE") or databases[0],
         "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),
         "grace_hours": float(env.get("TSDB_HISTORY_GRACE_HOURS", "1")),
+        # The host whose history the layout without host (earlier releases) is: unset, it is ignored.
+        "legacy_owner": env.get("TSDB_HISTORY_LEGACY_OWNER") or None,
     }
     # libpq reads PG* itself for the tools; psycopg2 gets them explicitly.
     config["pg"] = _pg.ConnectionParams(

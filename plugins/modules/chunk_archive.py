@@ -16,8 +16,9 @@ description:
   - For each hypertable, exports every closed time slice (its chunks - one, or one per space partition - whose
     range ended more than O(grace_minutes) before O(reference_time)) that has no verified archive matching it,
     as one Parquet object (zstd) with a manifest.
-  - 'Blob names: C(<prefix>/history/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.parquet) and
-    C(.v<N>.manifest.json) beside it (UTC times such as C(20260105T000000Z)).'
+  - 'Blob names: C(<prefix>/history/<host>/<database>/<schema>.<hypertable>/<YYYY>/<MM>/<start>_<end>.v<N>.parquet)
+    and C(.v<N>.manifest.json) beside it (O(host_label); UTC times such as C(20260105T000000Z)). Each host of a fleet
+    archives into its own folder, so two hosts with a database of the same name never mix their history.'
   - The manifest records the hypertable, the chunks, the time range, the columns with their PostgreSQL and Parquet
     types, the row count, a content hash computed by PostgreSQL (order independent, so it is recomputed cheaply on
     the live chunk), and the sha256 and size of the object.
@@ -30,7 +31,8 @@ description:
     versions are kept. Rows that arrive for a range whose chunks were already dropped start a new generation
     holding only the rows the archive lacks.
   - Blobs are never overwritten.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.upload,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
+  insa.timescaledb_backup.azure.upload,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -107,7 +109,7 @@ notes:
   - Integer-time hypertables are not supported.
   - Names of any shape are archived; in blob names, each byte outside C([A-Za-z0-9_]) of the database, schema and
     table names is written C(~XX) (plain names stand for themselves).
-  - Database names must be unique within one O(prefix) - use a prefix per server when names repeat across servers.
+  - Host labels must be unique within one O(prefix) (as for the backup sets); database names need not be.
 seealso:
   - module: insa.timescaledb_backup.chunk_retention
   - module: insa.timescaledb_backup.history_restore
@@ -195,6 +197,7 @@ def main():
         reverify=dict(type="bool", default=False),
         state_file=dict(type="path"),
         work_dir=dict(type="path"),
+        **_history.HOST_OPTIONS,
         compression_level=dict(type="int", default=_history.DEFAULT_ZSTD_LEVEL),
         access_tier=dict(type="str", choices=list(_azure.TIERS)),
         tags=dict(type="dict"),
@@ -215,6 +218,7 @@ def main():
         check_mode=module.check_mode,
         **_module_glue.options(p, "hypertables", "verify", "reverify", "state_file", "work_dir", "compression_level"),
         **_module_glue.options(p, "access_tier", "tags", "block_size_mb", "max_concurrency"),
+        **_module_glue.options(p, "host_label", "legacy_owner"),
     )
     _module_glue.warn(module, result.pop("warnings", []))
     _module_glue.warn(module, [item.pop("warning") for item in result["archived"] if item.get("warning")])

@@ -17,19 +17,23 @@ description:
     days), drops the time slices (the chunks sharing one time range) whose range ended more than
     O(hypertables[].retention_days) before O(reference_time) - B(only if) each one is covered by a verified archive
     written by M(insa.timescaledb_backup.chunk_archive).
+  - Only this host's archive counts (O(host_label)) - the manifests in C(<prefix>/history/<host>/...) that record
+    this host, database and hypertable.
   - Covered means - the newest archived version's manifest exists (it is uploaded only after the object was read
     back and verified), its objects are still in Azure with the recorded sha256 (downloaded and hashed with
     O(verify_objects=true)), and the live rows' count and content hash, recomputed by PostgreSQL while the chunks
     are locked against writes, equal the ones the archive covers. The chunks are then dropped with C(drop_chunks)
     in the same transaction, and only if it drops exactly the checked chunks.
   - Every other due slice is kept and reported in RV(held_back) with a reason code - V(not_archived),
-    V(changed_since_archive), V(archive_damaged), V(archive_unreachable), V(lock_timeout), V(unexpected_chunks),
+    V(changed_since_archive), V(archive_damaged), V(archive_refused) (the newest manifest in this host's folder records
+    another host, database or hypertable - copied or planted there; the reason names both), V(archive_unreachable),
+    V(lock_timeout), V(unexpected_chunks),
     V(referenced_by_foreign_key) (TimescaleDB cannot drop chunks that a foreign key points at; the reason names
     the key and what to do), V(error). Azure being unreachable holds everything back; it never fails the module.
   - Warns when a TimescaleDB retention policy job exists on a hypertable, since that one drops chunks without this
     check.
   - Each dropped slice is appended to O(audit_log) as a JSON line.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
@@ -186,6 +190,7 @@ def main():
         lock_timeout=dict(type="int", default=_history.LOCK_TIMEOUT_SECONDS),
         audit_log=dict(type="path"),
         work_dir=dict(type="path"),
+        **_history.HOST_OPTIONS,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
@@ -198,7 +203,9 @@ def main():
         p["hypertables"],
         now=p["reference_time"],
         check_mode=module.check_mode,
-        **_module_glue.options(p, "verify_objects", "lock_timeout", "audit_log", "work_dir"),
+        **_module_glue.options(
+            p, "verify_objects", "lock_timeout", "audit_log", "work_dir", "host_label", "legacy_owner"
+        ),
     )
     _module_glue.warn(module, result.pop("warnings", []))
     if result["held_back"]:

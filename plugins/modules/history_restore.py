@@ -21,9 +21,12 @@ description:
   - Each object is checked before use - its sha256 against the manifest, then the rows it decodes to are counted
     and hashed by PostgreSQL and compared with the manifest. After loading a range, every archived row of the window
     must be present in the target, or that range's load is rolled back and the module fails.
+  - The history read is O(host_label)'s (C(<prefix>/history/<host>/...)) - to restore another host's history, give
+    its label. Every manifest must record that host, O(source_database) and O(hypertable), or the module fails before
+    any row is loaded.
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -127,6 +130,11 @@ rows_present:
   description: Archived rows of the window the target already had (skipped).
   returned: success
   type: int
+source_host:
+  description: The host whose history was read (O(host_label), or this host's FQDN).
+  returned: success
+  type: str
+  sample: db01
 table_created:
   description: Whether O(target_table) was (or would be) created.
   returned: success
@@ -156,6 +164,7 @@ def main():
         end=dict(type="str", required=True),
         version=dict(type="int"),
         work_dir=dict(type="path"),
+        **_history.HOST_OPTIONS,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
@@ -170,6 +179,7 @@ def main():
         p["end"],
         check_mode=module.check_mode,
         **_module_glue.options(p, "source_database", "target_table", "version", "create_table", "work_dir"),
+        **_module_glue.options(p, "host_label", "legacy_owner"),
     )
     module.exit_json(**result)
 

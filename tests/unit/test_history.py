@@ -18,10 +18,12 @@ JAN6 = datetime.datetime(2026, 1, 6, tzinfo=UTC)
 
 
 def test_layout_names_round_trip():
-    folder = h.history_folder("timescaledb", "iot", "esp_telemetry")
-    assert folder == "timescaledb/history/iot/public.esp_telemetry"
+    folder = h.history_folder("timescaledb", "db01", "iot", "esp_telemetry")
+    assert folder == "timescaledb/history/db01/iot/public.esp_telemetry"
     name = hl.object_name(folder, JAN5, JAN6, 3, hl.DATA_EXT)
-    assert name == "timescaledb/history/iot/public.esp_telemetry/2026/01/20260105T000000Z_20260106T000000Z.v3.parquet"
+    assert name == (
+        "timescaledb/history/db01/iot/public.esp_telemetry/2026/01/20260105T000000Z_20260106T000000Z.v3.parquet"
+    )
     assert hl.parse_leaf(name) == (JAN5, JAN6, 3, h.KIND_DATA)
     manifest = hl.object_name(folder, JAN5, JAN6, 12, hl.MANIFEST_EXT)
     assert hl.parse_leaf(manifest) == (JAN5, JAN6, 12, hl.KIND_MANIFEST)
@@ -62,7 +64,8 @@ def test_table_names_are_read_as_postgresql_reads_identifiers(bad):
 def test_quoted_names_have_their_own_history_folder(name, parts, segment):
     assert hl.split_table_name(name) == parts
     assert hl.split_table_name(hl.qualified(*parts)) == parts
-    assert h.history_folder("p", "my db", name) == "p/history/my~20db/" + segment
+    assert h.history_folder("p", "h1", "my db", name) == "p/history/h1/my~20db/" + segment
+    assert h.legacy_folder("p", "my db", name) == "p/history/my~20db/" + segment
 
 
 def test_keywords_are_quoted_in_keys():
@@ -71,8 +74,9 @@ def test_keywords_are_quoted_in_keys():
 
 
 def test_the_longest_names_fit_the_layout():
-    a = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "x"))
-    b = h.history_folder("p", "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "y"))
+    host = "h" * 63 + "." + "example" * 9  # a long FQDN: 127 characters
+    a = h.history_folder("p", host, "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "x"))
+    b = h.history_folder("p", host, "d" * 63, '"%s"."%s"' % ("🚀" * 15 + "xyz", "é" * 31 + "y"))
     assert a != b and len(a.rsplit("/", 1)[1]) <= 254 and "~~" in a
     assert len(hl.object_name(a, JAN5, JAN6, 1, hl.DATA_EXT)) < 1024
 
@@ -117,6 +121,7 @@ def manifest(**extra):
         "format": hm.HISTORY_FORMAT,
         "format_version": hm.HISTORY_VERSION,
         "database": "iot",
+        "host": "db01",
         "hypertable": "public.esp_telemetry",
         "range": {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z", "label": "x"},
         "version": 1,
@@ -164,21 +169,23 @@ def test_retention_policies_are_validated():
 
 def test_state_hint_round_trip(tmp_path):
     path = str(tmp_path / "state" / "iot.json")
-    state = hm._State(path, "iot")
+    state = hm._State(path, "iot", "db01")
     assert state.get("public.t", "r1") is None
     state.keep("public.t", "r1", (10, "-5"))
     state.save(["public.t"])
-    again = hm._State(path, "iot")
+    again = hm._State(path, "iot", "db01")
     assert again.get("public.t", "r1") == (10, "-5")
     # Tables not run this time keep their entries; tables run drop ranges no longer seen.
     again.keep("public.u", "r9", (1, "1"))
     again.save(["public.u"])
-    third = hm._State(path, "iot")
+    third = hm._State(path, "iot", "db01")
     assert third.get("public.t", "r1") == (10, "-5") and third.get("public.u", "r9") == (1, "1")
-    assert hm._State(path, "other").get("public.t", "r1") is None
+    assert hm._State(path, "other", "db01").get("public.t", "r1") is None
+    # Another host's state (or one of the layout without host) says nothing about this folder.
+    assert hm._State(path, "iot", "db02").get("public.t", "r1") is None
     with open(path, "w") as f:
         f.write("{broken")
-    broken = hm._State(path, "iot")
+    broken = hm._State(path, "iot", "db01")
     assert broken.get("public.t", "r1") is None and "ignored" in broken.warning
 
 

@@ -71,12 +71,12 @@ def day(text_value):
 
 
 def test_history_blob_examples_are_what_the_layout_builds():
-    rows = table_rows(section("docs/HISTORY.md", "Layout"), "| prefix | database | hypertable |")
+    rows = table_rows(section("docs/HISTORY.md", "Layout"), "| prefix | host | database | hypertable |")
     assert len(rows) >= 3
-    for prefix, database, hypertable, span, version, name in rows:
+    for prefix, host, database, hypertable, span, version, name in rows:
         start, end = (day(t.strip()) for t in span.split(" to "))
         ext = hl.MANIFEST_EXT if name.endswith(hl.MANIFEST_EXT) else hl.DATA_EXT
-        folder = hl.history_folder(prefix, database, hypertable)
+        folder = hl.history_folder(prefix, host, database, hypertable)
         assert hl.object_name(folder, start, end, int(version), ext) == name
         assert hl.parse_leaf(name) == (
             start,
@@ -90,7 +90,7 @@ def test_history_layout_lines_name_the_parts_the_code_joins():
     layout = code_blocks(section("docs/HISTORY.md", "Layout"), "")[0]
     for ext in (hl.DATA_EXT, hl.MANIFEST_EXT):
         assert (
-            "<prefix>/%s/<database segment>/<schema.table segment>/<YYYY>/<MM>/<from>_<to>.v<N>.%s"
+            "<prefix>/%s/<host>/<database segment>/<schema.table segment>/<YYYY>/<MM>/<from>_<to>.v<N>.%s"
             % (
                 hl.HISTORY_DIR,
                 ext,

@@ -20,6 +20,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _az
 
 VENV_PYTHON = "/opt/tsdb-backup/venv/bin/python"
 HOST = "tsdb-local"
+# The history tests' host label (the <host> of the history layout), passed explicitly: the
+# default, the FQDN, would be the container's name when a module runs and this machine's in-process.
+HOST_LABEL = "tsdb-local"
 
 
 def pg_params(env):
@@ -81,10 +84,10 @@ def blobs(store, start=None):
     }
 
 
-def manifests(store, database, hypertable):
-    """Every sealed manifest of a hypertable's archive, oldest range and version first (read
-    eight at a time)."""
-    folder = _history.history_folder(store.prefix, database, hypertable)
+def manifests(store, database, hypertable, host=HOST_LABEL):
+    """Every sealed manifest of a host's archive of a hypertable, oldest range and version first
+    (read eight at a time)."""
+    folder = _history.history_folder(store.prefix, host, database, hypertable)
     names = [n for n in sorted(blobs(store, folder + "/")) if n.endswith(".manifest.json")]
     with ThreadPoolExecutor(max_workers=8) as pool:
         out = list(pool.map(lambda n: _history.read_manifest_blob(store, n), names))
@@ -102,10 +105,11 @@ def history_view(all_manifests):
 
 
 def read_object(store, database, manifest, folder, columns=None):
-    """The rows of an archived object as a pyarrow Table (downloaded, sha256 checked)."""
+    """The rows of an archived object as a pyarrow Table (downloaded, sha256 checked), from the
+    folder of the host the manifest records."""
     name = "%s/%s" % (
         _history.month_folder(
-            _history.history_folder(store.prefix, database, manifest["hypertable"]),
+            _history.history_folder(store.prefix, manifest["host"], database, manifest["hypertable"]),
             _history.parse_time_label(manifest["range"]["label"].split("_")[0]),
         ),
         manifest["object"]["name"],

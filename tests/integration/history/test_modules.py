@@ -111,6 +111,7 @@ def args(env, container):
         "max_retries": 1,
         "retry_backoff": 0,
         "reference_time": NOW,
+        "host_label": hh.HOST_LABEL,
     }
 
 
@@ -148,7 +149,8 @@ def test_chunk_archive(db, args, store):
         assert m["version"] == m["generation"] == 1 and m["verified"]["rows"] == live
         assert sorted(c["name"] for c in m["chunks"]) == slices(db, table)[(start, end)]
         assert [c["name"] for c in m["columns"]][:2] == ["time", "device_id"] or table == "diagnostic_results"
-        folder = _history.month_folder(_history.history_folder(PREFIX, db, m["hypertable"]), start)
+        assert m["host"] == hh.HOST_LABEL and m["database"] == db
+        folder = _history.month_folder(_history.history_folder(PREFIX, hh.HOST_LABEL, db, m["hypertable"]), start)
         assert "%s/%s" % (folder, m["object"]["name"]) in names
         props = store.properties("%s/%s" % (folder, m["object"]["name"]))
         assert props["sha256"] == m["object"]["sha256"] and props["size"] == m["object"]["size_bytes"]
@@ -263,7 +265,8 @@ def test_damaged_archive_is_held_back_until_archived_again(db, args, store):
     """The day restored above is due again; its object is damaged in Azure (content changed,
     metadata kept): retention keeps the chunk, reverify archives it again, then it goes."""
     folder = _history.month_folder(
-        _history.history_folder(PREFIX, db, "esp_telemetry"), hh._azure.parse_timestamp("2026-01-05T00:00:00Z")
+        _history.history_folder(PREFIX, hh.HOST_LABEL, db, "esp_telemetry"),
+        hh._azure.parse_timestamp("2026-01-05T00:00:00Z"),
     )
     label = "20260105T000000Z_20260106T000000Z"
     entry = _history.list_ranges(store, "%s/%s." % (folder, label))[label]

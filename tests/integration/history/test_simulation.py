@@ -168,13 +168,23 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
             store.upload_file = corrupting_upload
         try:
             archived = _history.archive_history(
-                params, DB, use, now=now, grace=GRACE, reverify=reverify, state_file=state_file, connection=conn
+                params,
+                DB,
+                use,
+                now=now,
+                grace=GRACE,
+                reverify=reverify,
+                state_file=state_file,
+                connection=conn,
+                host_label=hh.HOST_LABEL,
             )
         finally:
             store.upload_file = original_upload
         reverify = False
         chunks_before = hh.rig.query(DB, "SELECT count(*) FROM timescaledb_information.chunks")[0][0]
-        retention = _history.enforce_retention(params, DB, use, RETENTION, now=now, connection=conn)
+        retention = _history.enforce_retention(
+            params, DB, use, RETENTION, now=now, connection=conn, host_label=hh.HOST_LABEL
+        )
         chunks_after = hh.rig.query(DB, "SELECT count(*) FROM timescaledb_information.chunks")[0][0]
         world.runs.append({"day": d, "archive": archived, "retention": retention})
 
@@ -196,7 +206,7 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
             due_tomorrow = day_start(d + 2 - 30)  # end of the slice that tomorrow's cutoff reaches
             damaged_range = _history.range_label(due_tomorrow - datetime.timedelta(days=1), due_tomorrow)
             folder = _history.month_folder(
-                _history.history_folder(PREFIX, DB, ESP), due_tomorrow - datetime.timedelta(days=1)
+                _history.history_folder(PREFIX, hh.HOST_LABEL, DB, ESP), due_tomorrow - datetime.timedelta(days=1)
             )
             entry = _history.list_ranges(store, "%s/%s." % (folder, damaged_range))[damaged_range]
             corrupt_blob(store, entry["data"][_history.latest_version(entry)]["name"])

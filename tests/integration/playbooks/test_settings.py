@@ -227,6 +227,7 @@ def test_the_timer_and_the_playbooks_read_the_same_settings_local(agent_host):
     history = env_file(c, "/etc/tsdb-backup/history.env")
     assert json.loads(history["TSDB_HISTORY_RETENTION"]) == inventory["history_guard_retention"]
     assert history["TSDB_HISTORY_DATABASE"] == inventory["history_guard_database"]
+    assert history["TSDB_HISTORY_LEGACY_OWNER"] == inventory.get("history_guard_legacy_owner", "")
 
 
 @pytest.fixture

@@ -55,13 +55,17 @@ def test_archive_then_gated_retention_under_systemd(env):
 
         result, log = run_unit(c, "tsdb-history-archive.service")
         assert result == "success", log
+        # The timer's history is its host's: <prefix>/history/<TSDB_BACKUP_HOST_LABEL>/<database>/...
+        label = rig.sh(c, '. /etc/tsdb-backup/agent.env && printf %s "$TSDB_BACKUP_HOST_LABEL"').strip()
+        assert label
         svc = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])
         names = [
             b.name
             for b in svc.get_container_client(container).list_blobs(
-                name_starts_with="backups/history/%s/public.esp_telemetry/" % DB
+                name_starts_with="backups/history/%s/%s/public.esp_telemetry/" % (label, DB)
             )
         ]
+        assert names
         assert len([n for n in names if n.endswith(".manifest.json")]) == len(
             [n for n in names if n.endswith(".parquet")]
         )
