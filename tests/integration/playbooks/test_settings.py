@@ -5,10 +5,11 @@ passfile, password), Azure (auth mode, account, endpoint, container, prefix, ten
 id, every secret), what and where (databases, directory, host label, compression, verification,
 rotation, upload, drill workers), the backup user and the venv's interpreter.
 
-inventories/local runs as it is. inventories/example (the production template: db01/db02, Entra
+inventories/local runs as it is. inventories/example (the production template: db01-db03, Entra
 ID, ansible_user deploy) runs against the same rig container, with only db01's connection
-overridden (by a second inventory source) and the database check off (its login does not exist
-on the rig), plus a service
+overridden (by a second inventory source), the database check, the login recipe and the
+lifecycle policy off (its login and owner role do not exist on the rig, nor does Azure Resource
+Manager; molecule/production runs those), plus a service
 principal and a non-default sslmode and maintenance database, so that every setting has a value
 a wrong path would miss. Afterwards setup.yml on the local inventory puts the container back
 into the state the other tests expect."""
@@ -122,10 +123,13 @@ def example_inventory(container, tmp_path):
     return ("inventories/example", str(overlay))
 
 
-# Not site settings: the example's login does not exist on the rig (no database check), and pip
-# installs from the rig's wheelhouse.
+# Not site settings: the example's login and its owner role do not exist on the rig (no database
+# check, no login recipe), nor does Azure Resource Manager (no lifecycle policy), and pip installs
+# from the rig's wheelhouse.
 EXAMPLE_RIG = {
     "backup_agent_db_check": False,
+    "backup_logins_enabled": False,
+    "azure_lifecycle_account_name": "",
     "backup_agent_pip_extra_args": ["--no-index", "--find-links", "/opt/tsdb-wheelhouse"],
 }
 
