@@ -1,7 +1,7 @@
 """A local HTTP test double of Azure Resource Manager's storage management-policy endpoint.
 
 There is no emulator for Azure Resource Manager, so lifecycle_policy (mode management_policy)
-is tested against this: an http.server on 127.0.0.1 (random port) that serves
+is tested against this: an http.server on 127.0.0.1 (a random port unless given) that serves
 
     GET|PUT|DELETE /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/
                    storageAccounts/{account}/managementPolicies/default?api-version=...
@@ -107,8 +107,12 @@ class ArmDouble:
         subscription="sub-0001",
         resource_group="rg-backups",
         account="insabackups",
+        port=0,
+        on_request=None,
     ):
         self.token = token
+        self.port = port  # 0: a free one
+        self.on_request = on_request  # called with the double after every request (molecule/production)
         self.expected = {"sub": subscription, "rg": resource_group, "account": account}
         self.policy = None  # the stored body: {"properties": {"policy": {"rules": [...]}}}
         self.requests = []
@@ -144,6 +148,13 @@ class ArmDouble:
                 self._reply(status, {"error": {"code": code, "message": message}})
 
             def _handle(self):
+                try:
+                    return self._answer()
+                finally:
+                    if double.on_request is not None:
+                        double.on_request(double)
+
+            def _answer(self):
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -200,7 +211,7 @@ class ArmDouble:
 
             do_GET = do_PUT = do_DELETE = do_POST = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
