@@ -64,9 +64,15 @@ options:
     choices: [beside, in_place]
     default: beside
   safety_backup:
-    description: Back up the existing target before replacing it (into O(backup_dir)).
+    description: Back up the existing target before replacing it (into O(safety_backup_dir)).
     type: bool
     default: true
+  safety_backup_dir:
+    description:
+      - Directory of backup sets the safety backup goes to; defaults to O(backup_dir).
+      - restore.yml keeps the sets it downloaded from another host in a folder of their own (backup ids are times,
+        so two hosts' sets may share a name) and gives this host's own backup directory here.
+    type: path
   keep_replaced:
     description: Keep the replaced database as C(<target>__pre_restore_<id>); V(false) drops it after a successful swap.
     type: bool
@@ -169,6 +175,7 @@ def main():
         target=dict(type="str"),
         strategy=dict(type="str", choices=["beside", "in_place"], default="beside"),
         safety_backup=dict(type="bool", default=True),
+        safety_backup_dir=dict(type="path"),
         keep_replaced=dict(type="bool", default=True),
         restore_roles=dict(type="bool", default=True),
         jobs=dict(type="int", default=1),
@@ -249,7 +256,7 @@ def main():
         target,
         strategy=p["strategy"],
         safety_backup=p["safety_backup"],
-        backup_dir=p["backup_dir"],
+        backup_dir=p["safety_backup_dir"] or p["backup_dir"],
         keep_replaced=p["keep_replaced"],
         jobs=p["jobs"],
         roles=p["restore_roles"],
