@@ -665,3 +665,23 @@ def test_no_file_of_another_package_changed_owner_or_mode(site, name):
     # New files of PostgreSQL's (new relations, WAL) are its own.
     assert {p: a for p, a in others.items() if not a.startswith("postgres:postgres ")} == {}
     assert not [p for p, a in after.items() if a.startswith(USER + ":")], "a file of the backup user in their trees"
+
+
+# --- The history guard refuses one folder for three hosts' `iot` ---------------------------------
+
+
+def test_setup_refuses_hosts_that_would_share_a_history_folder(site):
+    """Without a prefix per host, the three hosts' databases (all called iot, with other rows)
+    would version over each other's archive: setup.yml stops before writing anything of it."""
+    rc, out = playbook("setup.yml", {"history_guard_azure_prefix": PREFIX})
+    assert rc != 0
+    refused = failures(out)
+    assert sorted(refused) == sorted(HOSTS), refused
+    for h in HOSTS:
+        (msg,) = refused[h]
+        assert msg.startswith("Refuse a history folder that another host of the play also writes to: %s and " % h), msg
+        assert "%s/%s/history/%s" % (CONTAINER, PREFIX, DATABASE) in msg, msg
+    # Nothing of the refused setting reached a host.
+    for h in HOSTS:
+        history_env = root(h).file(CONFIG_DIR + "/history.env").content_string
+        assert 'TSDB_BACKUP_AZURE_PREFIX="%s/%s"' % (PREFIX, h) in history_env
