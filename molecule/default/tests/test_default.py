@@ -191,5 +191,5 @@ def test_a_run_publishes_through_the_links(host):
     )
     host.check_output("runuser -u %s -- %s/bin/python -c %s" % (USER, VENV, shlex.quote(code)))
     text = host.check_output("runuser -u nobody -- cat %s/tsdb_backup_backup.prom" % TEXTFILE_DIR)
-    assert 'tsdb_backup_last_run_success{run_type="backup",host="molecule",database="molecule"} 1.0' in text
+    assert 'tsdb_backup_last_run_success{database="molecule",host="molecule",run_type="backup"} 1.0' in text
     assert sorted(host.check_output("ls -A %s" % TEXTFILE_DIR).split()) == sorted(METRICS_FILES)
