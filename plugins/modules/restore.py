@@ -60,9 +60,15 @@ options:
     choices: [beside, in_place]
     default: beside
   safety_backup:
-    description: Back up the existing target before replacing it (into O(backup_dir)).
+    description: Back up the existing target before replacing it (into O(safety_backup_dir)).
     type: bool
     default: true
+  safety_backup_dir:
+    description:
+      - Directory of backup sets the safety backup goes to; defaults to O(backup_dir).
+      - restore.yml keeps the sets it downloaded from another host in a folder of their own (backup ids are times,
+        so two hosts' sets may share a name) and gives this host's own backup directory here.
+    type: path
   keep_replaced:
     description: Keep the replaced database as C(<target>__pre_restore_<id>); V(false) drops it after a successful swap.
     type: bool
@@ -233,7 +239,8 @@ def restore(module, params, bset, manifest, target):
         roles=p["restore_roles"],
         audit=audit,
         progress=_module_glue.progress_factory(module),
-        **_module_glue.options(p, "strategy", "safety_backup", "backup_dir", "keep_replaced", "jobs", "host_label"),
+        backup_dir=p["safety_backup_dir"] or p["backup_dir"],
+        **_module_glue.options(p, "strategy", "safety_backup", "keep_replaced", "jobs", "host_label"),
     )
     return result, audit_lines
 
@@ -248,6 +255,7 @@ def main():
         target=dict(type="str"),
         strategy=dict(type="str", choices=["beside", "in_place"], default="beside"),
         safety_backup=dict(type="bool", default=True),
+        safety_backup_dir=dict(type="path"),
         keep_replaced=dict(type="bool", default=True),
         restore_roles=dict(type="bool", default=True),
         jobs=dict(type="int", default=1),

@@ -13,13 +13,15 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _me
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOKS = ["backup.yml", "restore.yml", "drill.yml", "setup.yml"]
 TIMER_ROLES = ["backup_agent", "restore_drill", "history_guard"]
+# Every role that reads the site's settings: the timers' and the login recipe.
+READERS = TIMER_ROLES + ["backup_logins"]
 # Chosen before any role is loaded (the hosts line).
 DERIVED = {"tsdb_backup_target"}
 # Facts and registered results of the playbooks themselves, not settings.
 FACTS = {"tsdb_backup_results", "tsdb_backup_run", "tsdb_backup_table", "tsdb_backup_hosts", "tsdb_backup_failed_hosts"}
 FACTS |= {"tsdb_drill"}
 # A variable name, not a file name such as tsdb_backup_run.py or tsdb_backup_status.prom.
-SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill)\w*)\b(?!\.[a-z])")
+SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore)\w*)\b(?!\.[a-z])")
 
 
 def text(path):
@@ -73,7 +75,7 @@ def test_every_setting_the_playbooks_read_is_in_the_settings_role():
 
 def test_every_setting_the_roles_read_is_in_the_settings_role():
     unknown = set()
-    for role in TIMER_ROLES:
+    for role in READERS:
         for path in role_files(role):
             unknown |= {"%s: %s" % (os.path.relpath(path, ROOT), v) for v in SETTING.findall(text(path))}
     assert sorted(u for u in unknown if u.split(": ")[1] not in tsdb_defaults()) == []
@@ -86,7 +88,7 @@ def test_setup_maps_nothing():
 
 
 def test_the_timer_roles_depend_on_the_settings_role():
-    for role in TIMER_ROLES:
+    for role in READERS:
         deps = load("roles/%s/meta/main.yml" % role)["dependencies"]
         assert {"role": "insa.timescaledb_backup.tsdb"} in deps, role
 
@@ -95,7 +97,7 @@ def test_no_role_declares_a_shared_setting_of_its_own():
     """The roles' own options are only what is theirs alone: no default of a role duplicates a site
     setting (e.g. backup_agent_db_host next to tsdb_login_host)."""
     old = set(renamed()) | set(removed())
-    for role in TIMER_ROLES + ["tsdb"]:
+    for role in READERS + ["tsdb"]:
         defaults = set(load("roles/%s/defaults/main.yml" % role))
         options = set(load("roles/%s/meta/argument_specs.yml" % role)["argument_specs"]["main"]["options"])
         assert sorted((defaults | options) & old) == [], role

@@ -264,14 +264,18 @@ def test_the_restore_used_azure(disaster):
 
 
 def test_the_downloaded_set_on_b_is_private_and_names_a(disaster):
+    """A's set lands in a folder of its own on B (restore-sources/<A>): B's own sets, its prune,
+    catch-up and drill never meet it, and a set of B's with the same id (the same second) is not in
+    the way."""
     host = disaster["target"]
-    folder = "%s/%s/%s" % (BACKUP_DIR, DATABASE, disaster["backup_id"])
+    folder = "%s/restore-sources/%s/%s/%s" % (BACKUP_DIR, SOURCE, DATABASE, disaster["backup_id"])
     for suffix in (".dump", ".globals.sql", ".manifest.json"):
         f = host.file(folder + suffix)
         assert f.is_file, folder + suffix
         assert (f.user, f.group, f.mode) == (USER, GROUP, 0o600), folder + suffix
     manifest = json.loads(host.file(folder + ".manifest.json").content_string)
     assert (manifest["host"], manifest["database"]) == (SOURCE, DATABASE)
+    assert disaster["backup_id"] not in local_sets(host), "A's set among B's own"
 
 
 def test_row_counts_per_table_are_equal(disaster):

@@ -3,7 +3,7 @@ collection uses.
 
 There is no emulator for Azure Resource Manager (Azurite serves the data plane only), so
 lifecycle_policy (mode management_policy) and container_protection are tested against this: an
-http.server on 127.0.0.1 (random port) that serves, under
+http.server on 127.0.0.1 (a random port unless given) that serves, under
 /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{account}:
 
     GET|PUT|DELETE  /managementPolicies/default                        lifecycle policy
@@ -246,8 +246,12 @@ class ArmDouble:
         resource_group="rg-backups",
         account="insabackups",
         containers=("tsdb-backups",),
+        port=0,
+        on_request=None,
     ):
         self.token = token
+        self.port = port  # 0: a free one
+        self.on_request = on_request  # called with the double after every request (molecule/production)
         self.expected = {"sub": subscription, "rg": resource_group, "account": account}
         self.policy = None  # the stored body: {"properties": {"policy": {"rules": [...]}}}
         self.service = {
@@ -306,6 +310,13 @@ class ArmDouble:
                 self.wfile.write(data)
 
             def _handle(self):
+                try:
+                    return self._answer()
+                finally:
+                    if double.on_request is not None:
+                        double.on_request(double)
+
+            def _answer(self):
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -337,7 +348,7 @@ class ArmDouble:
 
             do_GET = do_PUT = do_DELETE = do_POST = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -5,10 +5,11 @@ passfile, password), Azure (auth mode, account, endpoint, container, prefix, ten
 id, every secret), what and where (databases, directory, host label, compression, verification,
 rotation, upload, drill workers), the backup user and the venv's interpreter.
 
-inventories/local runs as it is. inventories/example (the production template: db01/db02, Entra
+inventories/local runs as it is. inventories/example (the production template: db01-db03, Entra
 ID, ansible_user deploy) runs against the same rig container, with only db01's connection
-overridden (by a second inventory source) and the database check off (its login does not exist
-on the rig), plus a service
+overridden (by a second inventory source), the database check, the login recipe and the
+lifecycle policy off (its login and owner role do not exist on the rig, nor does Azure Resource
+Manager; molecule/production runs those), plus a service
 principal and a non-default sslmode and maintenance database, so that every setting has a value
 a wrong path would miss. Afterwards setup.yml on the local inventory puts the container back
 into the state the other tests expect."""
@@ -27,6 +28,8 @@ import rig  # noqa: E402
 
 AGENT_ENV = "/etc/tsdb-backup/agent.env"
 CREDENTIALS = "/etc/tsdb-backup/credentials.env"
+# Read by the drill unit after the two above: the restore login (tsdb_restore_login_user), if any.
+DRILL_CREDENTIALS = "/etc/tsdb-backup/drill-credentials.env"
 # agent.env key -> agent_run option of backup.yml. A key that is absent in the file must be an
 # option the playbook leaves unset (None), and the other way round.
 SAME = {
@@ -61,7 +64,7 @@ SECRETS = {
     "AZURE_STORAGE_SAS_TOKEN": "sas_token",
     "AZURE_CLIENT_SECRET": "client_secret",
 }
-# agent.env key -> agent_run option of drill.yml (job drill).
+# agent.env key (overridden by drill-credentials.env) -> agent_run option of drill.yml (job drill).
 SAME_DRILL = {
     "PGHOST": "login_host",
     "PGPORT": "port",
@@ -122,10 +125,13 @@ def example_inventory(container, tmp_path):
     return ("inventories/example", str(overlay))
 
 
-# Not site settings: the example's login does not exist on the rig (no database check), and pip
-# installs from the rig's wheelhouse.
+# Not site settings: the example's login and its owner role do not exist on the rig (no database
+# check, no login recipe), nor does Azure Resource Manager (no lifecycle policy), and pip installs
+# from the rig's wheelhouse.
 EXAMPLE_RIG = {
     "backup_agent_db_check": False,
+    "backup_logins_enabled": False,
+    "azure_lifecycle_account_name": "",
     "backup_agent_pip_extra_args": ["--no-index", "--find-links", "/opt/tsdb-wheelhouse"],
 }
 
@@ -153,7 +159,7 @@ def normal(value):
     return None if value is None else str(value).lower()
 
 
-def differences(agent, credentials, backup, drill):
+def differences(agent, credentials, backup, drill, drill_credentials):
     bad = []
     for key, option in SAME.items():
         if normal(agent.get(key)) != normal(backup[option]):
@@ -166,9 +172,12 @@ def differences(agent, credentials, backup, drill):
                 "%s %s credentials.env but backup.yml %s is %s"
                 % (key, "in" if key in credentials else "not in", option, "set" if backup[option] else "unset")
             )
+    drill_env = dict(agent, **drill_credentials)
     for key, option in SAME_DRILL.items():
-        if normal(agent.get(key)) != normal(drill[option]):
-            bad.append("%s=%r but drill.yml %s=%r" % (key, agent.get(key), option, drill[option]))
+        if normal(drill_env.get(key)) != normal(drill[option]):
+            bad.append("%s=%r but drill.yml %s=%r" % (key, drill_env.get(key), option, drill[option]))
+    if ("PGPASSWORD" in drill_credentials or "PGPASSWORD" in credentials) != (drill["login_password"] is not None):
+        bad.append("the drill unit's password and drill.yml's login_password disagree on being set")
     if json.loads(agent["TSDB_BACKUP_DATABASES"]) != drill["databases"]:
         bad.append(
             "TSDB_BACKUP_DATABASES=%s but drill.yml databases=%s" % (agent["TSDB_BACKUP_DATABASES"], drill["databases"])
@@ -182,12 +191,13 @@ def timer_and_playbooks(c, inventory, host, extra):
     rc, out = rig.playbook("setup.yml", extra, options=options, inventory=inventory)
     assert rc == 0, out[-3000:]
     agent, credentials = env_file(c, AGENT_ENV), env_file(c, CREDENTIALS)
+    drill_credentials = env_file(c, DRILL_CREDENTIALS)
     unit = rig.sh(c, "cat /etc/systemd/system/tsdb-backup.service")
     _rc, out = rig.playbook("backup.yml", extra, options=options + ["--check"], environ=JSON_OUT, inventory=inventory)
     backup = module_args(out, "Back up ", host)
     _rc, out = rig.playbook("drill.yml", extra, options=options + ["--check"], environ=JSON_OUT, inventory=inventory)
     drill = module_args(out, "Restore the newest", host)
-    return agent, credentials, unit, backup, drill
+    return agent, credentials, drill_credentials, unit, backup, drill
 
 
 def check_user_and_interpreter(unit, user):
@@ -198,8 +208,11 @@ def check_user_and_interpreter(unit, user):
 
 def test_the_timer_and_the_playbooks_read_the_same_settings_local(agent_host):
     c = agent_host
-    agent, credentials, unit, backup, drill = timer_and_playbooks(c, ("inventories/local",), "tsdb-local", {})
-    assert differences(agent, credentials, backup, drill) == []
+    agent, credentials, drill_credentials, unit, backup, drill = timer_and_playbooks(
+        c, ("inventories/local",), "tsdb-local", {}
+    )
+    assert differences(agent, credentials, backup, drill, drill_credentials) == []
+    assert drill_credentials == {}, "inventories/local sets no restore login"
     # And they are the inventory's values.
     assert (agent["PGUSER"], agent["TSDB_BACKUP_HOST_LABEL"], agent["TSDB_BACKUP_AZURE_AUTH_MODE"]) == (
         "postgres",
@@ -243,10 +256,17 @@ def example_host(agent_host):
 def test_the_timer_and_the_playbooks_read_the_same_settings_example(example_host, tmp_path):
     c = example_host
     extra = dict(EXAMPLE_RIG, **EXAMPLE_SITE)
-    agent, credentials, unit, backup, drill = timer_and_playbooks(
+    agent, credentials, drill_credentials, unit, backup, drill = timer_and_playbooks(
         c, example_inventory(c, tmp_path), EXAMPLE_HOST, extra
     )
-    assert differences(agent, credentials, backup, drill) == []
+    assert differences(agent, credentials, backup, drill, drill_credentials) == []
+    # The drill logs in as the example's restore login, the backups as its least-privilege one.
+    assert (drill_credentials["PGUSER"], drill["login_user"], backup["login_user"]) == (
+        "tsdb_restore",
+        "tsdb_restore",
+        "tsdb_backup",
+    )
+    assert drill_credentials["PGPASSWORD"] == "change-me-too"  # vault.yml's placeholder
     # And they are the example inventory's values (and the service principal given above).
     assert {k: agent.get(k) for k in ("PGUSER", "PGPORT", "PGDATABASE", "PGSSLMODE", "TSDB_BACKUP_HOST_LABEL")} == {
         "PGUSER": "tsdb_backup",
