@@ -51,7 +51,7 @@ def stop(state):
         pid = int(pidfile.read_text())
         try:
             os.kill(pid, signal.SIGTERM)  # Azurite saves its metadata on SIGTERM
-            for _ in range(60):
+            for _attempt in range(60):
                 time.sleep(0.25)
                 os.kill(pid, 0)
             os.kill(pid, signal.SIGKILL)

@@ -272,7 +272,7 @@ def site():
 
     # 2. The nightly timer, now, on one host.
     s["timer_sets_before"] = local_sets(TIMER)
-    s["timer_rc"], _ = sudo(TIMER, "systemctl start tsdb-backup.service")
+    s["timer_rc"] = sudo(TIMER, "systemctl start tsdb-backup.service")[0]
     s["timer_result"] = unit_result(TIMER, "tsdb-backup.service")
     s["timer_sets_after"] = local_sets(TIMER)
     s["timer_journal"] = root(TIMER).check_output("journalctl -u tsdb-backup.service --no-pager -o cat -n 60")
@@ -308,7 +308,7 @@ def site():
     events_before = len(webhook_events())
     root(TIMER).check_output("systemctl stop %s", PG_SERVICE)
     try:
-        s["failed_rc"], _ = sudo(TIMER, "systemctl start tsdb-backup.service")
+        s["failed_rc"] = sudo(TIMER, "systemctl start tsdb-backup.service")[0]
         s["failed_result"] = unit_result(TIMER, "tsdb-backup.service")
         s["failed_metrics"] = root(TIMER).check_output("cat %s/tsdb_backup_backup.prom", TEXTFILE_DIR)
     finally:
@@ -320,7 +320,7 @@ def site():
         if len(s["failure_events"]) >= 2:
             break
         time.sleep(1)
-    s["recovered_rc"], _ = sudo(TIMER, "systemctl start tsdb-backup.service")
+    s["recovered_rc"] = sudo(TIMER, "systemctl start tsdb-backup.service")[0]
     s["recovered_result"] = unit_result(TIMER, "tsdb-backup.service")
 
     s["after"] = {h: ownership(h) for h in HOSTS}
@@ -567,7 +567,7 @@ def test_the_backup_login_is_least_privilege(site, name):
 
 @pytest.mark.parametrize("name", HOSTS)
 def test_only_the_drill_unit_logs_in_as_the_restore_superuser(site, name):
-    flags, _ = role_facts(name, RESTORE_LOGIN)
+    flags = role_facts(name, RESTORE_LOGIN)[0]
     assert (flags["super"], flags["login"]) == (True, True)
     host = root(name)
     assert "EnvironmentFile=%s/drill-credentials.env" % CONFIG_DIR in host.check_output(
