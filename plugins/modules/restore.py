@@ -293,6 +293,7 @@ def main():
         replaced_database=result.get("replaced_database"),
         safety_backup=result.get("safety_backup"),
         timings=result["timings"],
+        jobs=result["jobs"],
         differences=result["differences"],
         tables=result["facts"]["tables"],
         warnings_roles=result["warnings"],

@@ -6,6 +6,7 @@ import datetime
 import azure_helpers as h
 import pytest
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle as lc
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lifecycle_rules as lr
 from arm_double import ArmDouble
 
 FOREIGN = {
@@ -158,7 +159,7 @@ def test_data_plane_tiers_by_age_and_never_warms_up(azure_env, service, containe
     assert h.run_module("lifecycle_policy", args)["changed"] is False
 
     # A year later (the core takes the clock as an argument): Archive, except what went Cool lately.
-    _rules, settings, _warnings = lc.prepare_rules([{"archive_after_tier_change_days": 0}], container, "timescaledb")
+    _rules, settings, _warnings = lr.prepare_rules([{"archive_after_tier_change_days": 0}], container, "timescaledb")
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
     result = lc.apply_data_plane(store, settings, now=later)
     assert len(result["changes"]) == 6 and {c["to"] for c in result["changes"]} == {"Archive"}
@@ -166,7 +167,12 @@ def test_data_plane_tiers_by_age_and_never_warms_up(azure_env, service, containe
     # Never back to a warmer tier, never a delete from the data plane.
     assert lc.apply_data_plane(store, settings, now=later)["changes"] == []
     with pytest.raises(lc.LifecycleError, match="not applied in data_plane mode"):
-        lc.apply_data_plane(store, lc.prepare_rules([{"delete_after_days": 4000}], container, "timescaledb")[1])
+        lc.apply_data_plane(
+            store,
+            lr.prepare_rules(
+                [{"delete_after_days": 4000, "target": "dumps", "hosts": ["db1"]}], container, "timescaledb"
+            )[1],
+        )
 
 
 def test_dumps_and_history_apart_and_no_delete_reaches_history(arm, arm_args):
