@@ -520,13 +520,19 @@ def test_a_run_after_the_failure_clears_it(site):
 def test_the_lifecycle_policy_was_written_once_with_the_default_schedule(site):
     record = json.loads((STATE / "arm.json").read_text())
     assert record["rejected"] == [], record["rejected"]
-    assert [r["method"] for r in record["requests"]].count("PUT") == 1, "idempotence wrote it again"
-    (rule,) = record["policy"]["properties"]["policy"]["rules"]
-    assert rule["definition"]["filters"]["prefixMatch"] == ["%s/%s/" % (CONTAINER, PREFIX)]
-    actions = rule["definition"]["actions"]["baseBlob"]
-    assert actions["tierToCool"]["daysAfterModificationGreaterThan"] == 30
-    assert actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 365
-    assert "delete" not in actions
+    puts = [r["path"] for r in record["requests"] if r["method"] == "PUT"]
+    # The policy and the blob service's protection, each written once: idempotence writes nothing.
+    assert puts and len(puts) == len(set(puts)), "idempotence wrote again: %s" % puts
+    rules = record["policy"]["properties"]["policy"]["rules"]
+    prefixes = {p: r for r in rules for p in r["definition"]["filters"]["prefixMatch"]}
+    # Dump sets: one prefix per host, the default schedule, never deleted.
+    for h in HOSTS:
+        actions = prefixes["%s/%s/%s/" % (CONTAINER, PREFIX, h)]["definition"]["actions"]["baseBlob"]
+        assert actions["tierToCool"]["daysAfterModificationGreaterThan"] == 30
+        assert actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 365
+    # History: a rule of its own; no rule of the policy deletes anything.
+    assert "%s/%s/history/" % (CONTAINER, PREFIX) in prefixes
+    assert all("delete" not in r["definition"]["actions"].get("baseBlob", {}) for r in rules), rules
 
 
 # --- The login, the deploy user, the files ------------------------------------------------------
@@ -680,7 +686,7 @@ def test_setup_refuses_hosts_that_would_share_a_host_label(site):
     assert sorted(refused) == sorted(HOSTS), refused
     for h in HOSTS:
         (msg,) = refused[h]
-        assert msg.startswith("Refuse a host label that another host of the play also uses: %s and " % h), msg
+        assert "Refuse a host label that another host of the play also uses: %s and " % h in msg, msg
         assert "%s/%s/same-label" % (CONTAINER, PREFIX) in msg, msg
     # Nothing of the refused setting reached a host.
     for h in HOSTS:
