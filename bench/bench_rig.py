@@ -218,7 +218,7 @@ what = sys.argv[1]
 if what == "upload":
     store.upload_backup_set(sys.argv[2], host="bench-rss")
 elif what == "download":
-    store.download_backup(sys.argv[2], sys.argv[3], host="bench-rss")
+    store.download_backup(sys.argv[2], sys.argv[3], host="bench-rss", backup_id=sys.argv[4])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
@@ -244,7 +244,7 @@ def transfer_rss(database, azure_container):
         )
 
     facts = {"rss_open store only": run("open"), "rss_upload": run("upload", manifest)}
-    facts["rss_download"] = run("download", dl, database)
+    facts["rss_download"] = run("download", dl, database, m["backup_id"])
     _exec("rm -rf %s" % dl)
     return facts
 

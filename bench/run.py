@@ -71,7 +71,7 @@ class Figures:
 
 
 def floor(f):
-    seconds = took(rig.pg_tool, "pg_dump -Fc -Z0 -d %s -f /dev/null" % DB)
+    seconds = took(rig.pg_tool, "pg_dump -Fc -Z0 -d %s > /dev/null" % DB)
     f.add("floor", seconds)
 
 
