@@ -87,8 +87,8 @@ def restore_agent():
     playbook("setup.yml", {})
 
 
-def backup_playbook(database, azure_container):
-    out = playbook("backup.yml", site(database, azure_container), json_output=True)
+def backup_playbook(database, azure_container, **settings):
+    out = playbook("backup.yml", dict(site(database, azure_container), **settings), json_output=True)
     return _task_result(out, "Back up ")["results"][0]
 
 

@@ -99,6 +99,15 @@ def backup_playbook(f):
     f.facts["backup_id"] = manifest["backup_id"]
 
 
+def backup_parallel(f):
+    """backup.yml with one pg_dump worker per core (directory format)."""
+    seconds, result = timed(lambda: rig.backup_playbook(DB, CONTAINER, tsdb_backup_dump_jobs=0))
+    steps = dict(result.get("timings") or {})
+    steps["ansible overhead"] = max(0.0, seconds - (result.get("duration_seconds") or 0))
+    f.add("backup.yml -j", seconds, steps)
+    f.facts["stored_bytes -j"] = rig.newest_manifest(DB)["archive"]["size_bytes"]
+
+
 def timer(f):
     seconds = took(rig.start_unit, "tsdb-backup.service")
     f.add("timer", seconds)
@@ -124,6 +133,7 @@ PATHS = (
     ("floor", floor),
     ("old", old_pipeline),
     ("backup", backup_playbook),
+    ("backup", backup_parallel),
     ("timer", timer),
     ("restore", serial_restore),
     ("restore", restore_playbook),
@@ -137,6 +147,7 @@ def table(f):
         ("floor", "floor"),
         ("old", "floor"),
         ("backup.yml", "floor"),
+        ("backup.yml -j", "floor"),
         ("timer", "floor"),
         ("pg_restore", "pg_restore"),
         ("restore.yml new", "pg_restore"),
@@ -164,6 +175,11 @@ def render(f, args, dataset):
                 rig.human(f.facts["stored_bytes"]),
                 f.facts["stored_bytes"] / f.facts["old_bytes"],
             )
+        )
+    if "old_bytes" in f.facts and "stored_bytes -j" in f.facts:
+        lines.append(
+            "| stored bytes with -j: %s | | | %.2f | old |"
+            % (rig.human(f.facts["stored_bytes -j"]), f.facts["stored_bytes -j"] / f.facts["old_bytes"])
         )
     steps = []
     for path, named in sorted(f.steps.items()):

@@ -99,6 +99,16 @@ def check_backup_dir(backup_dir, create_db_folder=True, database=None):
     return folder
 
 
+def dump_workers(setting):
+    """pg_dump workers for a dump_jobs setting: 0 is one per core (at most 8: past that the
+    server's I/O, not the client, is the limit). More than one means the directory format, the
+    only one pg_dump writes in parallel; one is a single custom-format file."""
+    setting = int(setting)
+    if setting == 0:
+        return max(1, min(os.cpu_count() or 1, 8))
+    return max(1, setting)
+
+
 def compression_arg(compression, level=None):
     if compression not in COMPRESSIONS:
         raise BackupError("compression must be one of %s" % ", ".join(COMPRESSIONS), kind="config")

@@ -208,12 +208,15 @@ def _dump_step(config, database, logger, new_progress, r):
     previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
     estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
     progress = new_progress("dump %s" % database, estimate) if new_progress else None
-    logger.info("dump %s: starting", database)
+    jobs = _dump.dump_workers(config.get("dump_jobs", 1))
+    logger.info("dump %s: starting (%s)", database, "%d workers, directory format" % jobs if jobs > 1 else "one file")
     dumped = _dump.dump(
         config["pg"],
         database,
         config["backup_dir"],
         compression=config["compression"],
+        directory_format=jobs > 1,
+        jobs=jobs,
         host_label=config["host_label"],
         progress=progress,
     )

@@ -93,6 +93,7 @@ def load_config(environ=None):
             "state_dir": env.get("TSDB_BACKUP_STATE_DIR", "/var/lib/tsdb-backup"),
             "host_label": env.get("TSDB_BACKUP_HOST_LABEL") or socket.getfqdn(),
             "compression": env.get("TSDB_BACKUP_COMPRESSION", "zstd"),
+            "dump_jobs": int(env.get("TSDB_BACKUP_DUMP_JOBS") or 1),
             "verify_level": env.get("TSDB_BACKUP_VERIFY_LEVEL", "archive"),
             "keep_days": int(env.get("TSDB_BACKUP_KEEP_DAYS", "7")),
             "keep_last": int(env.get("TSDB_BACKUP_KEEP_LAST", "3")),
@@ -149,6 +150,8 @@ def check_config(config):
             raise ConfigError(str(e)) from None
     if config["compression"] not in _dump.COMPRESSIONS:
         raise ConfigError("compression (TSDB_BACKUP_COMPRESSION) must be one of %s" % ", ".join(_dump.COMPRESSIONS))
+    if config.get("dump_jobs", 1) < 0:
+        raise ConfigError("dump jobs (TSDB_BACKUP_DUMP_JOBS) must be 0 (one per core) or a positive number")
     if config["verify_level"] not in _verify.LEVELS:
         raise ConfigError("verify level (TSDB_BACKUP_VERIFY_LEVEL) must be one of %s" % ", ".join(_verify.LEVELS))
     return config

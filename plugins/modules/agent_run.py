@@ -61,6 +61,13 @@ options:
     type: str
     choices: [zstd, lz4, gzip, none]
     default: zstd
+  dump_jobs:
+    description:
+      - pg_dump workers. V(1) writes one custom-format file; more than one writes the directory
+        format, one file per table, dumped in parallel in the same snapshot.
+      - V(0) is one worker per core of the database host (at most 8).
+    type: int
+    default: 1
   verify_level:
     description: How deeply each new set is verified before upload.
     type: str
@@ -199,6 +206,7 @@ def build_config(module):
         "backup_dir": p["backup_dir"],
         "host_label": p["host_label"] or socket.getfqdn(),
         "compression": p["compression"],
+        "dump_jobs": p["dump_jobs"],
         "verify_level": p["verify_level"],
         "keep_days": p["keep_days"],
         "keep_last": p["keep_last"],
@@ -231,6 +239,7 @@ def main():
         backup_dir=dict(type="path", default="/var/backups/tsdb"),
         host_label=dict(type="str"),
         compression=dict(type="str", choices=["zstd", "lz4", "gzip", "none"], default="zstd"),
+        dump_jobs=dict(type="int", default=1),
         verify_level=dict(type="str", choices=["checksum", "archive", "restore"], default="archive"),
         keep_days=dict(type="int", default=7),
         keep_last=dict(type="int", default=3),
