@@ -247,6 +247,12 @@ class Transfers:
         manifest = mf.parse_manifest(manifest_bytes, source=self.url(entry["manifest_name"]))
         if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], database):
             raise IntegrityError("%s describes another backup" % self.url(entry["manifest_name"]))
+        # Before any archive byte is fetched: a set the signing policy refuses is never downloaded.
+        result["signature"] = self.signing.check(
+            manifest,
+            host,
+            "backup %s of %s under host %s (%s)" % (entry["backup_id"], database, host, self.url(entry["manifest_name"])),
+        )
         bset = mf.BackupSet.from_manifest(dest_dir, manifest)
         result["manifest_path"] = bset.manifest
         result["archive_path"] = bset.archive
