@@ -14,9 +14,8 @@ import json
 import os
 import re
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     DATA_EXT,
     KIND_DATA,

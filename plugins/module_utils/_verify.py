@@ -237,9 +237,7 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
     return restored
 
 
-def verify(
-    params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None, signing=None
-):
+def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None, signing=None):
     """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration, signature.
     ``progress``: reporter factory for the restore level's restore (see _restore.restore_into);
     ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check."""
