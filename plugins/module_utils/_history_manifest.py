@@ -159,12 +159,15 @@ class UntrustedManifest(ForeignManifest):
     trusted for the host whose folder it lies in. Never trusted: retention holds its range back."""
 
 
-def read_owned_manifest(store, info, place, allow_unsigned=False):
+def read_owned_manifest(store, info, place, allow_unsigned=False, strict=False):
     """The sealed manifest of a listing's info, refused unless it is the place's (check_owner) and
     its signature is trusted for the place's host (store.signing; ``allow_unsigned``: the caller
-    accepts one made before signing, e.g. the lineage of a range archived again)."""
+    accepts one made before signing, e.g. the lineage of a range archived again; ``strict``: with
+    a trust store, unsigned is refused whatever the settings say - retention)."""
     manifest = check_owner(read_manifest_blob(store, info["name"]), place, info["name"], info.get("legacy", False))
     policy = getattr(store, "signing", None) or _signing.UNCONFIGURED
+    if strict and policy.configured:
+        policy = _signing.Policy(trust=policy.trust, require=True)
     try:
         policy.check(
             manifest, place.host, "history manifest %s" % store.url(info["name"]), allow_unsigned=allow_unsigned
