@@ -28,10 +28,10 @@ requirements:
 options:
   trusted_signers_file:
     description:
-      - A JSON file mapping host labels to the public keys trusted to sign that host's sets,
+      - 'A JSON file mapping host labels to the public keys trusted to sign that host''s sets,
         C({"db01": ["ed25519:<base64>"], "_comment": "..."}) (keys starting with C(_) are comments). Role
         C(insa.timescaledb_backup.backup_agent) writes C(/etc/tsdb-backup/trusted-signers.json) with the keys of every
-        host of the play and C(tsdb_trusted_signers).
+        host of the play and C(tsdb_trusted_signers).'
       - With a trust store (this file and/or O(trusted_signers)), a manifest read from the container (or before a
         restore) is trusted only when its signature verifies with a key listed for the host it lies under and claims.
         A key listed for another host (C(other-host)), a key not listed at all (C(unknown-key)) and a signature that

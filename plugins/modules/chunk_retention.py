@@ -27,7 +27,7 @@ description:
   - Every other due slice is kept and reported in RV(held_back) with a reason code - V(not_archived),
     V(changed_since_archive), V(archive_damaged), V(archive_refused) (the newest manifest in this host's folder records
     another host, database or hypertable - copied or planted there; the reason names both - or, with a trust store
-    (O(trusted_signers_file), O(trusted_signers)), is not signed by a key trusted for this host: unsigned, another
+    (O(trusted_signers_file), O(trusted_signers)), is not signed by a key trusted for this host - unsigned, another
     host's key, an unknown key or a bad signature; unsigned is refused here whatever O(require_signatures) says),
     V(archive_unreachable),
     V(lock_timeout), V(unexpected_chunks),
