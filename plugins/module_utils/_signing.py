@@ -234,10 +234,13 @@ def sign(document, key):
 
 
 def _hosts_of(trust, kid):
-    """The hosts whose list in the trust store holds the key ``kid``, and that key (raw)."""
+    """The hosts whose list in the trust store holds the key ``kid``, and that key (raw). Keys are
+    raw bytes (load_trust) or their ``ed25519:`` text."""
     hosts, raw = [], None
     for host, keys in sorted(trust.items()):
         for candidate in keys:
+            if isinstance(candidate, str):
+                candidate = parse_public_key(candidate)
             if key_id(candidate) == kid:
                 hosts.append(host)
                 raw = candidate
@@ -255,7 +258,8 @@ def _verifies(raw, value, data):
 
 def check_signature(document, trust, host_label):
     """The signature status of ``document`` found under ``host_label``: {status, key_id,
-    signer_host}. ``trust`` maps host label -> raw public keys (load_trust). The key must be
+    signer_host}. ``trust`` maps host label -> public keys (load_trust's raw bytes, or the
+    ``ed25519:`` text). The key must be
     trusted for host_label and for the host the document claims (its 'host', when it has one).
     Never raises for a bad document: bad-signature is a status, refused by Policy."""
     sig = document.get(SIGNATURE_KEY)

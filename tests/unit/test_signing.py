@@ -17,6 +17,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _errors,
     _prune,
     _restore,
+    _runner,
     _verify,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history as h
@@ -414,3 +415,37 @@ def test_a_forged_history_manifest_never_allows_a_drop(tmp_path, fleet, forgery)
     put_history(store, place, hm.encode_manifest(history_manifest(), sg.Policy(signer=a)))
     checked, held = hr._check_archive(store, place, slice_of(), False, None)
     assert held is None and checked[0]["signature"]["key_id"] == a.key_id
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner's settings
+
+
+def test_the_runner_reads_the_signing_settings_and_refuses_a_bad_key_at_start(tmp_path, capsys):
+    key = new_key(tmp_path)
+    trust = tmp_path / "trusted-signers.json"
+    trust.write_text(json.dumps({"db01": [key.public_text]}))
+    env = {
+        "TSDB_BACKUP_DATABASES": '["iot"]',
+        "TSDB_BACKUP_SIGNING_KEY_FILE": key.path,
+        "TSDB_BACKUP_TRUSTED_SIGNERS_FILE": str(trust),
+    }
+    config = _runner.load_config(env)
+    assert config["signing"] == {
+        "signing_key_file": key.path,
+        "trusted_signers_file": str(trust),
+        "require_signatures": None,
+    }
+    policy = _runner.signing_policy(config)
+    assert policy.signer.key_id == key.key_id and policy.require and policy.trust == {"db01": [key.public_raw]}
+    assert (
+        _runner.load_config(dict(env, TSDB_BACKUP_REQUIRE_SIGNATURES="false"))["signing"]["require_signatures"] is False
+    )
+    # Without the settings: no key, no trust store (nothing signed or checked, as before).
+    bare = _runner.signing_policy(_runner.load_config({"TSDB_BACKUP_DATABASES": '["iot"]'}))
+    assert bare.signer is None and not bare.configured
+    os.chmod(key.path, 0o644)
+    state = tmp_path / "state"
+    state.mkdir()
+    code = _runner.main(["run"], environ=dict(env, TSDB_BACKUP_STATE_DIR=str(state)))
+    assert code == _errors.EXIT_CONFIG and "chmod 0640" in capsys.readouterr().err
