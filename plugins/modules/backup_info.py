@@ -25,7 +25,7 @@ description:
     container's properties - and C(unknown) for the rest (versioning, container soft delete) and for what the
     credentials may not read (a container SAS reads neither). M(insa.timescaledb_backup.container_protection)
     manages and reports all of it through Resource Manager.
-  - Reports each set's signature status (RV(backups[].signature)) - with a trust store, a remote manifest the signing
+  - Reports each set's signature status (C(signature) of each set in RV(backups)) - with a trust store, a remote manifest the signing
     policy refuses is not returned (its C(manifest_error) says why) and never selected; without one the status says
     C(unsigned, no trust store).
   - Read-only; never reports a change.
