@@ -164,7 +164,6 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     p = module.params
-    signing = _module_glue.signing_policy(module)
     params = _module_glue.connection_params(module)
     directory = p["format"] == "directory"
     _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
@@ -190,7 +189,7 @@ def main():
         p["backup_dir"],
         directory_format=directory,
         facts=facts,
-        signing=signing,
+        signing=_module_glue.signing_policy(module),
         **_module_glue.options(p, "compression", "compression_level", "jobs", "host_label"),
     )
     m = result["manifest"]

@@ -213,6 +213,7 @@ def verified_set(module, params, backup_dir, database, backup_id, signing):
             msg="backup %s of %s failed verification, nothing was restored: %s"
             % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
             failures=check["failures"],
+            error_kind="integrity",
         )
     return _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
 
