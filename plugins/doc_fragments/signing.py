@@ -36,7 +36,7 @@ options:
         restore) is trusted only when its signature verifies with a key listed for the host it lies under and claims.
         A key listed for another host (C(other-host)), a key not listed at all (C(unknown-key)) and a signature that
         does not verify (C(bad-signature)) are refused as integrity errors; unsigned manifests are refused unless
-        O(require_signatures=false) or, where the module has it, C(allow_unsigned: true).
+        O(require_signatures=false) or, where the module has it, C(allow_unsigned=true).
       - Without a trust store nothing is checked (the behaviour before signing); the module reports
         C(unsigned, no trust store).
     type: path
