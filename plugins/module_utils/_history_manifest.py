@@ -165,13 +165,17 @@ def read_owned_manifest(store, info, place, allow_unsigned=False, strict=False):
     accepts one made before signing, e.g. the lineage of a range archived again; ``strict``: with
     a trust store, unsigned is refused whatever the settings say - retention)."""
     manifest = check_owner(read_manifest_blob(store, info["name"]), place, info["name"], info.get("legacy", False))
+    return check_signed(store, manifest, place, info["name"], allow_unsigned, strict)
+
+
+def check_signed(store, manifest, place, name, allow_unsigned=False, strict=False):
+    """The manifest (blob ``name``), refused (UntrustedManifest) unless store.signing trusts its
+    signature for the place's host; allow_unsigned and strict as read_owned_manifest's."""
     policy = getattr(store, "signing", None) or _signing.UNCONFIGURED
     if strict and policy.configured:
         policy = _signing.Policy(trust=policy.trust, require=True)
     try:
-        policy.check(
-            manifest, place.host, "history manifest %s" % store.url(info["name"]), allow_unsigned=allow_unsigned
-        )
+        policy.check(manifest, place.host, "history manifest %s" % store.url(name), allow_unsigned=allow_unsigned)
     except _signing.SignatureError as e:
         raise UntrustedManifest("%s" % e, kind="integrity") from None
     return manifest

@@ -22,6 +22,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history as h
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_manifest as hm
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_restore as hres
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_retention as hr
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _signing as sg
@@ -449,3 +450,26 @@ def test_the_runner_reads_the_signing_settings_and_refuses_a_bad_key_at_start(tm
     state.mkdir()
     code = _runner.main(["run"], environ=dict(env, TSDB_BACKUP_STATE_DIR=str(state)))
     assert code == _errors.EXIT_CONFIG and "chmod 0640" in capsys.readouterr().err
+
+
+def test_history_restore_needs_trust_only_for_the_versions_it_loads(fleet):
+    a, b, trust = fleet
+    place = h.Place.of("tsdb", "db01", "iot", "public.esp_telemetry")
+    store = HistoryStore(sg.Policy(trust=trust))
+    put_history(store, place, hm.encode_manifest(history_manifest()))  # v1, archived before signing
+    month = "%s/2026/01" % place.folder
+    signed_again = dict(history_manifest(), version=2)
+    store.blobs["%s/%s.v2.manifest.json" % (month, LABEL)] = (hm.encode_manifest(signed_again, sg.Policy(signer=a)), {})
+    start, end = slice_of()["start"], slice_of()["end"]
+    ((label, _entry, chosen),) = hres._select_ranges(store, place, start, end, None)
+    assert label == LABEL and [m["version"] for m in chosen] == [2]
+    # Asked for the unsigned version itself: refused unless allowed.
+    with pytest.raises(hm.UntrustedManifest, match="unsigned"):
+        hres._select_ranges(store, place, start, end, 1)
+    store.signing = sg.Policy(trust=trust, allow_unsigned=True)
+    assert [m["version"] for m in hres._select_ranges(store, place, start, end, 1)[0][2]] == [1]
+    # A forged newer version signed with another host's key stops the restore.
+    forged = dict(history_manifest(), version=3)
+    store.blobs["%s/%s.v3.manifest.json" % (month, LABEL)] = (hm.encode_manifest(forged, sg.Policy(signer=b)), {})
+    with pytest.raises(hm.UntrustedManifest, match="trusted for db02"):
+        hres._select_ranges(store, place, start, end, None)
