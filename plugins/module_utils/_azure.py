@@ -31,7 +31,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_catalog, _azure_transfers
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_catalog, _azure_transfers, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     AUTH_MODES,
@@ -202,6 +202,9 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
         # finish(done_bytes=None, error=None), e.g. _log.Progress. Large uploads and downloads
         # report through it; small blobs (manifests, globals) do not.
         self.progress = None
+        # What manifests read from the container must be signed by, and what signs the ones
+        # written (_signing.Policy): modules and the runner set it from their signing settings.
+        self.signing = _signing.UNCONFIGURED
 
     # -- naming and urls
 

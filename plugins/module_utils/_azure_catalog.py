@@ -16,7 +16,7 @@ import collections
 import socket
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _prune, _signing, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     KIND_ARCHIVE,
     KIND_ARCHIVE_PART,
@@ -91,19 +91,31 @@ class Catalog:
                 entry["url"] = info["url"].rsplit("/", 1)[0]
         return sorted(sets.values(), key=lambda e: (e["backup_id"], e["host"], e["database"]))
 
-    def read_manifest(self, entry):
-        """The parsed manifest of a complete remote entry (the blob must not be archived)."""
+    def read_manifest(self, entry, allow_unsigned=False):
+        """The parsed manifest of a complete remote entry (the blob must not be archived), checked
+        against the store's signing policy for the host it lies under: the entry gets its
+        'signature' status; a refused one raises _signing.SignatureError (``allow_unsigned``:
+        not for being unsigned)."""
         data = self.read_blob(entry["manifest_name"])
-        manifest = mf.parse_manifest(data, source=self.url(entry["manifest_name"]))
+        url = self.url(entry["manifest_name"])
+        manifest = mf.parse_manifest(data, source=url)
         if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], entry["database"]):
             raise IntegrityError(
                 "%s describes backup %s of %s, not the set it is stored with"
-                % (self.url(entry["manifest_name"]), manifest["backup_id"], manifest["database"])
+                % (url, manifest["backup_id"], manifest["database"])
             )
+        try:
+            entry["signature"] = self.signing.check(
+                manifest, entry["host"], _set_name(entry, url), allow_unsigned=allow_unsigned
+            )
+        except _signing.SignatureError as e:
+            entry["signature"] = e.status
+            raise
         return manifest
 
     def with_manifests(self, entries):
-        """Adds 'manifest' (or 'manifest_error') to each complete entry, reading readable blobs."""
+        """Adds 'manifest' (or 'manifest_error') and 'signature' to each complete entry, reading
+        readable blobs. A manifest the signing policy refuses is not returned: its error says why."""
         for entry in entries:
             entry.setdefault("manifest", None)
             if not entry["complete"]:
@@ -113,9 +125,27 @@ class Catalog:
                 continue
             try:
                 entry["manifest"] = self.read_manifest(entry)
-            except (AzureTierError, mf.ManifestError) as e:
+            except (AzureTierError, mf.ManifestError, _signing.SignatureError) as e:
                 entry["manifest_error"] = self.redact(e)
         return entries
+
+    def uploaded_copies(self, backup_dir, host, database):
+        """The ids of the local sets of ``database`` that Azure holds a copy of, proven as prune
+        needs it (_prune.proven_uploads): the remote manifest is the local one, byte for byte of
+        its seal, and the policy does not refuse it. One small read per local set."""
+        local = [e for e in mf.list_local(backup_dir, database) if e["manifest"]]
+        remote = self.list_remote(host, database) if local else []
+        return _prune.proven_uploads(local, remote, self._manifest_or_none)
+
+    def _manifest_or_none(self, entry):
+        """The remote manifest, or None (with the reason in the entry) when it is not usable. An
+        unsigned one is read: a set made before signing was enabled is proven by its seal being
+        the local manifest's (a forged one is not that)."""
+        try:
+            return self.read_manifest(entry, allow_unsigned=True)
+        except (AzureTierError, mf.ManifestError, _signing.SignatureError) as e:
+            entry["manifest_error"] = self.redact(e)
+            return None
 
     # -- catch-up
 
@@ -191,3 +221,8 @@ class Catalog:
             "throughput_mib_s": _throughput(sent, seconds) if sent else None,
             "warnings": warnings,
         }
+
+
+def _set_name(entry, url):
+    """How a refusal names a remote set: 'backup <id> of <database> under host <host> (<url>)'."""
+    return "backup %s of %s under host %s (%s)" % (entry["backup_id"], entry["database"], entry["host"], url)

@@ -243,10 +243,7 @@ class Transfers:
         if archived:
             return self._rehydrate(entry, archived, result, rehydrate, rehydrate_priority, rehydrate_tier, check_mode)
 
-        manifest_bytes = self.read_blob(entry["manifest_name"])
-        manifest = mf.parse_manifest(manifest_bytes, source=self.url(entry["manifest_name"]))
-        if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], database):
-            raise IntegrityError("%s describes another backup" % self.url(entry["manifest_name"]))
+        manifest_bytes, manifest, result["signature"] = self._checked_manifest(entry, database, host)
         bset = mf.BackupSet.from_manifest(dest_dir, manifest)
         result["manifest_path"] = bset.manifest
         result["archive_path"] = bset.archive
@@ -264,6 +261,18 @@ class Transfers:
         result["duration"] = timer.seconds()
         result["throughput_mib_s"] = _throughput(entry["bytes"], result["duration"])
         return result
+
+    def _checked_manifest(self, entry, database, host):
+        """(bytes, manifest, signature status) of the set download_backup fetches, read before any
+        archive byte: a manifest of another set, or one the signing policy refuses for the host it
+        lies under, stops the download here (_signing.SignatureError)."""
+        url = self.url(entry["manifest_name"])
+        manifest_bytes = self.read_blob(entry["manifest_name"])
+        manifest = mf.parse_manifest(manifest_bytes, source=url)
+        if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], database):
+            raise IntegrityError("%s describes another backup" % url)
+        what = "backup %s of %s under host %s (%s)" % (entry["backup_id"], database, host, url)
+        return manifest_bytes, manifest, self.signing.check(manifest, host, what)
 
     def _select_remote(self, host, database, backup_id, before):
         """The complete remote set download_backup is asked for; NotFoundError lists the others."""

@@ -282,10 +282,11 @@ def dump(
     progress=None,
     extra_manifest=None,
     facts=None,
+    signing=None,
 ):
     """Takes one backup set. Returns the sealed manifest, the paths and warnings (a compression
     this pg_dump cannot write, replaced by gzip). ``facts`` is the result of ``preflight`` when
-    the caller already ran it."""
+    the caller already ran it; ``signing`` (a _signing.Policy with a key) signs the manifest."""
     started = mf.utcnow()
     t0 = time.monotonic()
     with _privileges.advising("dump", params.user, database=database):
@@ -310,7 +311,7 @@ def dump(
             manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
             if extra_manifest:
                 manifest.update(extra_manifest)
-            mf.write_manifest(bset.manifest, manifest)
+            mf.write_manifest(bset.manifest, manifest, signing)
     return {
         "manifest": mf.read_manifest(bset.manifest),
         "backup_set": bset,

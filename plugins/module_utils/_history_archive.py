@@ -191,18 +191,25 @@ class _Archiver:
             meta = newest["metadata"]
             if (meta.get("covers_rows"), meta.get("covers_hash")) == ("%d" % rows, digest):
                 if self._latest_intact(place, entry, latest, meta):
-                    return _slice_result(
-                        info, s, status="unchanged", version=latest, covers_rows=rows, covers_hash=digest
-                    )
-                reason = "replaces_damaged"
+                    if not self._to_sign(meta):
+                        return _slice_result(
+                            info, s, status="unchanged", version=latest, covers_rows=rows, covers_hash=digest
+                        )
+                    reason = "signs_unsigned"
+                else:
+                    reason = "replaces_damaged"
             else:
                 reason = "changed"
-            prior, prior_folder = read_owned_manifest(self.store, newest, place), folder_of(newest["name"])
+            # The lineage may come from a manifest made before signing: the new version is
+            # archived from the live rows, and vouches for nothing of it (see _vouch).
+            prior = read_owned_manifest(self.store, newest, place, allow_unsigned=True)
+            prior_folder = folder_of(newest["name"])
         elif entry and entry["data"]:
             reason = "retry"
 
         version = next_version(entry)
         depends_on, generation, reason = _lineage(prior, s, prior_folder, reason, entry)
+        self._vouch(prior, depends_on, prior_folder)
         planned = _slice_result(
             info,
             s,
@@ -217,6 +224,27 @@ class _Archiver:
             return planned
         return self._write(info, place, s, planned, rows, digest, depends_on)
 
+    def _to_sign(self, meta):
+        """Whether an archived range is archived again to be signed: it was made before signing
+        (its manifest blob has no signed_by) and this run signs and checks signatures. Metadata
+        is only a hint here: retention reads and checks the manifest itself."""
+        policy = self.store.signing
+        return policy.signer is not None and policy.configured and not meta.get("signed_by")
+
+    def _vouch(self, prior, depends_on, prior_folder):
+        """Refuses to sign a version that would carry objects of earlier generations on the word
+        of an unsigned manifest (anyone who can write to the container may have made it)."""
+        if prior is None or not depends_on or "signature" in prior or not self.store.signing.configured:
+            return
+        raise HistoryError(
+            "the newest manifest of this range in %s is unsigned and names objects of earlier generations (%s); "
+            "their rows are no longer in the database, so a signed version cannot vouch for them. Nothing was "
+            "archived; retention holds the range back and drops nothing. Check the range (history_restore with "
+            "allow_unsigned: true into a scratch table) and see docs/SIGNING.md"
+            % (self.store.url(prior_folder), ", ".join("v%d" % d["version"] for d in depends_on)),
+            kind="integrity",
+        )
+
     def _latest_intact(self, place, entry, latest, meta):
         """Whether the newest version's object is there as its manifest says (with reverify: read
         back, and the objects of earlier generations it relies on too)."""
@@ -230,7 +258,7 @@ class _Archiver:
             intact = self._object_intact(data["name"], meta.get("object_sha256"))
             if intact:
                 newest = entry["manifests"][latest]
-                checked = read_owned_manifest(self.store, newest, place)
+                checked = read_owned_manifest(self.store, newest, place, allow_unsigned=True)
                 for ref in checked.get("depends_on") or []:
                     ref = resolve_ref(entry, ref, folder_of(newest["name"]))
                     if not self._object_intact(ref["name"], ref["sha256"]):

@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     DATA_EXT,
@@ -51,8 +51,9 @@ REQUIRED_KEYS = (
 # Manifests
 
 
-def encode_manifest(manifest):
-    return mf.dumps(manifest)
+def encode_manifest(manifest, signing=None):
+    """Signed (when ``signing``, a _signing.Policy, has a key), then sealed: _manifest.dumps."""
+    return mf.dumps(manifest, signing)
 
 
 def _unusable(message):
@@ -153,9 +154,31 @@ def check_owner(manifest, place, source, legacy=False):
     return manifest
 
 
-def read_owned_manifest(store, info, place):
-    """The sealed manifest of a listing's info, refused unless it is the place's (check_owner)."""
-    return check_owner(read_manifest_blob(store, info["name"]), place, info["name"], info.get("legacy", False))
+class UntrustedManifest(ForeignManifest):
+    """A manifest the signing policy refuses: forged, unsigned, or signed by a key that is not
+    trusted for the host whose folder it lies in. Never trusted: retention holds its range back."""
+
+
+def read_owned_manifest(store, info, place, allow_unsigned=False, strict=False):
+    """The sealed manifest of a listing's info, refused unless it is the place's (check_owner) and
+    its signature is trusted for the place's host (store.signing; ``allow_unsigned``: the caller
+    accepts one made before signing, e.g. the lineage of a range archived again; ``strict``: with
+    a trust store, unsigned is refused whatever the settings say - retention)."""
+    manifest = check_owner(read_manifest_blob(store, info["name"]), place, info["name"], info.get("legacy", False))
+    return check_signed(store, manifest, place, info["name"], allow_unsigned, strict)
+
+
+def check_signed(store, manifest, place, name, allow_unsigned=False, strict=False):
+    """The manifest (blob ``name``), refused (UntrustedManifest) unless store.signing trusts its
+    signature for the place's host; allow_unsigned and strict as read_owned_manifest's."""
+    policy = getattr(store, "signing", None) or _signing.UNCONFIGURED
+    if strict and policy.configured:
+        policy = _signing.Policy(trust=policy.trust, require=True)
+    try:
+        policy.check(manifest, place.host, "history manifest %s" % store.url(name), allow_unsigned=allow_unsigned)
+    except _signing.SignatureError as e:
+        raise UntrustedManifest("%s" % e, kind="integrity") from None
+    return manifest
 
 
 def check_metadata(store, info, place):
@@ -259,10 +282,15 @@ def _object_ref(manifest, folder):
     }
 
 
-def put_manifest(store, work, name, manifest, metadata, tags=None):
-    """Seals and uploads a history manifest (never over another one: _azure's upload_file), with
-    ``metadata`` plus its kind and sha256. Returns the bytes sent (0 when it was there already)."""
-    body = encode_manifest(manifest)
+def put_manifest(store, work, name, manifest, metadata, tags=None, sign=True):
+    """Signs (with store.signing's key, unless not ``sign``), seals and uploads a history manifest
+    (never over another one: _azure's upload_file), with ``metadata`` plus its kind, sha256 and
+    the signing key's id (signed_by: a hint for chunk_archive, never a proof). Returns the bytes
+    sent (0 when it was there already)."""
+    policy = (getattr(store, "signing", None) or _signing.UNCONFIGURED) if sign else None
+    body = encode_manifest(manifest, policy)
+    if policy is not None and policy.signer is not None:
+        metadata = dict(metadata, signed_by=policy.signer.key_id)
     path = work.file(name.rsplit("/", 1)[-1])
     mf.atomic_write_bytes(path, body)
     sha256, size = mf.sha256_file(path)

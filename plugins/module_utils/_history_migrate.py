@@ -85,8 +85,9 @@ def plan_range(legacy, present, host):
 def migrated_manifest(manifest, host, source_name, objects, now):
     """The manifest of a migrated version: the legacy one with this host, the objects it relies on
     named in the host's folder (objects: version -> name), and where it came from. Sealed anew
-    when it is written."""
-    new = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    when it is written, never signed: where a legacy manifest came from cannot be proven, so the
+    range stays unsigned until chunk_archive archives it again from the live rows."""
+    new = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "signature")}
     new["host"] = host
     new["depends_on"] = [dict(ref, name=objects[ref["version"]]) for ref in manifest.get("depends_on") or []]
     new["migrated_from"] = {
@@ -219,7 +220,7 @@ class _Migration:
         name = "%s/%s" % (host_month, info["name"].rsplit("/", 1)[-1])
         if not self.check_mode:
             new = migrated_manifest(manifest, self.host, info["name"], objects, self.now)
-            hm.put_manifest(self.store, self.work, name, new, dict(info["metadata"], host=self.host))
+            hm.put_manifest(self.store, self.work, name, new, dict(info["metadata"], host=self.host), sign=False)
         self.result["bytes_copied"] += copied
         return {
             "hypertable": manifest["hypertable"],

@@ -35,6 +35,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_l
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_manifest import (
     _download_checked,
     _object_ref,
+    check_signed,
     folder_of,
     list_place,
     read_owned_manifest,
@@ -169,7 +170,12 @@ def _select_ranges(store, place, start, end, version):
     for label, entry in sorted(entries.items(), key=lambda kv: kv[1]["start"]):
         if entry["end"] <= start or entry["start"] >= end or not entry["manifests"]:
             continue
-        manifests = [read_owned_manifest(store, entry["manifests"][v], place) for v in sorted(entry["manifests"])]
+        # Versions superseded by a signed one may predate signing: only the ones loaded must be
+        # trusted (a forged or foreign manifest anywhere still stops the restore).
+        manifests = [
+            read_owned_manifest(store, entry["manifests"][v], place, allow_unsigned=True)
+            for v in sorted(entry["manifests"])
+        ]
         if version is not None:
             chosen = [m for m in manifests if m["version"] == int(version)]
         else:
@@ -177,6 +183,8 @@ def _select_ranges(store, place, start, end, version):
             for m in manifests:
                 newest[m["generation"]] = m
             chosen = [newest[g] for g in sorted(newest)]
+        for m in chosen:
+            check_signed(store, m, place, entry["manifests"][m["version"]]["name"])
         if chosen:
             selected.append((label, entry, chosen))
     return selected

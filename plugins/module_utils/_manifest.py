@@ -230,7 +230,8 @@ def _canonical(manifest):
 
 
 def seal(manifest):
-    """Adds manifest_sha256, a digest of the rest: catches a manifest edited after the fact."""
+    """Adds manifest_sha256, a digest of the rest (the signature included, see _signing): catches a
+    manifest damaged or edited after the fact - though not a forged one, which anyone can re-seal."""
     manifest = dict(manifest)
     manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
     return manifest
@@ -268,12 +269,16 @@ def fsync_path(path):
 fsync_dir = fsync_path
 
 
-def dumps(manifest):
+def dumps(manifest, signing=None):
+    """The manifest's bytes: signed first when ``signing`` (a _signing.Policy) has a key, then
+    sealed, so that manifest_sha256 covers the signature too."""
+    if signing is not None:
+        manifest = signing.sign(manifest)
     return (json.dumps(seal(manifest), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_manifest(path, manifest):
-    return atomic_write_bytes(path, dumps(manifest))
+def write_manifest(path, manifest, signing=None):
+    return atomic_write_bytes(path, dumps(manifest, signing))
 
 
 def parse_manifest(data, source="manifest"):

@@ -14,7 +14,7 @@ import logging
 import os
 
 from ansible.module_utils.basic import missing_required_lib
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_names, _errors, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_names, _errors, _pg, _signing
 
 
 def require_lib(module, available, requirement, import_error, reason=None):
@@ -49,6 +49,23 @@ def require_pyarrow(module, reason):
     )
 
 
+def signing_policy(module):
+    """The _signing.Policy of the module's signing options (signing_key_file, trusted_signers_file,
+    trusted_signers, require_signatures, allow_unsigned - those it has): fails with
+    missing_required_lib when one is set and cryptography is not importable, and with the reason
+    when a key or the trust store cannot be used."""
+    p = module.params
+    if any(p.get(k) for k in ("signing_key_file", "trusted_signers_file", "trusted_signers")):
+        require_lib(
+            module,
+            _signing.HAS_CRYPTOGRAPHY,
+            _signing.CRYPTOGRAPHY_REQUIREMENT,
+            _signing.CRYPTOGRAPHY_IMPORT_ERROR,
+            reason="to sign and check manifests",
+        )
+    return run_module(module, None, _signing.policy_from, p)
+
+
 def connection_params(module):
     return _pg.ConnectionParams.from_params(module.params)
 
@@ -77,6 +94,7 @@ def open_store(module, redact=None, progress=False, check_container=False):
     store = run_module(module, _azure.redactor_for(p) if redact is None else redact, _azure.open_store, p)
     if progress:
         store.progress = progress_factory(module)
+    store.signing = signing_policy(module)
     if check_container:
         run_module(module, store.redact, store.ensure_container, create=False)
     return store

@@ -59,6 +59,24 @@ def plan(entries, keep_days=None, keep_last=None, uploaded_ids=None, force=False
     return delete, keep
 
 
+def proven_uploads(local_entries, remote_entries, read_remote):
+    """The ids of the local sets (list_local entries) that Azure holds a copy of. A listing alone
+    proves nothing - anyone who can write to the container can put a manifest blob under this
+    host's prefix - so a copy counts only when its archive is there and its manifest, read with
+    ``read_remote(entry)`` (None: unreadable, or refused by the signing policy), has the seal of
+    the local one: the very set, signature included. Otherwise the local set is kept."""
+    remote = {(e["database"], e["backup_id"]): e for e in remote_entries if e["complete"] and e.get("url")}
+    proven = set()
+    for entry in local_entries:
+        copy = remote.get((entry["database"], entry["backup_id"]))
+        if copy is None or not entry["manifest"]:
+            continue
+        manifest = read_remote(copy)
+        if manifest is not None and manifest.get("manifest_sha256") == entry["manifest"].get("manifest_sha256"):
+            proven.add(entry["backup_id"])
+    return proven
+
+
 def remove_set(backup_dir, manifest):
     bset = mf.BackupSet.from_manifest(backup_dir, manifest)
     removed = []

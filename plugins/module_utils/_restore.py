@@ -29,6 +29,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _pg,
     _privileges,
     _restore_extras,
+    _signing,
     _tsdb,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -351,8 +352,10 @@ def restore_backup(
     host_label=None,
     audit=None,
     progress=None,
+    signing=None,
 ):
-    """Restores a (verified) backup set as database ``target``.
+    """Restores a (verified) backup set as database ``target``; ``signing`` (a _signing.Policy)
+    checks its manifest once more and signs the safety backup.
 
     beside:   restore into ``<target>__restore_<id>``, compare with the manifest, then swap;
               the old database becomes ``<target>__pre_restore_<id>`` (dropped if not kept).
@@ -363,12 +366,13 @@ def restore_backup(
     jobs = effective_jobs(jobs)
     result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None, "jobs": jobs}
     backup_id = manifest["backup_id"]
+    check_trusted(manifest, signing, backup_set.manifest)
     with _privileges.advising("restore", params.user, database=target, owner=manifest.get("database_owner")):
         exists = _check_target(params, manifest, target, strategy)
         if roles:
             result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
         if exists and safety_backup:
-            result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label)
+            result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label, signing)
             result["warnings"] += result["safety_backup"].pop("warnings")
         run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
         if strategy == "in_place":
@@ -435,11 +439,16 @@ def _check_target(params, manifest, target, strategy):
     return exists
 
 
-def _safety_backup(params, target, backup_dir, host_label):
+def _safety_backup(params, target, backup_dir, host_label, signing=None):
     if not backup_dir:
         raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)", kind="config")
     safety = _dump.dump(
-        params, target, backup_dir, host_label=host_label, extra_manifest={"purpose": mf.SAFETY_PURPOSE}
+        params,
+        target,
+        backup_dir,
+        host_label=host_label,
+        extra_manifest={"purpose": mf.SAFETY_PURPOSE},
+        signing=signing,
     )
     return {
         "backup_id": safety["manifest"]["backup_id"],
@@ -529,8 +538,20 @@ def _move_aside(conn, target, replaced):
     _pg.open_database(conn, replaced)
 
 
-def backup_set_for(backup_dir, database, backup_id):
-    """The set and its (checked) manifest; raises ManifestError when it is not usable."""
+def backup_set_for(backup_dir, database, backup_id, signing=None):
+    """The set and its (checked) manifest; raises ManifestError when it is not usable, and
+    _signing.SignatureError when ``signing`` refuses it."""
     path = mf.BackupSet(backup_dir, database, backup_id).manifest
     manifest = mf.read_manifest(path)
+    check_trusted(manifest, signing, path)
     return mf.BackupSet.from_manifest(backup_dir, manifest), manifest
+
+
+def check_trusted(manifest, signing, path):
+    """The signature status of a local set's manifest, checked against the host it claims (a local
+    folder has no host of its own); SignatureError when the policy refuses it."""
+    return (signing or _signing.UNCONFIGURED).check(
+        manifest,
+        manifest.get("host"),
+        "backup %s of %s (%s)" % (manifest["backup_id"], manifest["database"], path),
+    )

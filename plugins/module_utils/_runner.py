@@ -25,6 +25,9 @@ credentials.env written by the role), read by _runner_config::
     TSDB_BACKUP_LOG_FORMAT      text (default) | json
     TSDB_HISTORY_DATABASE, TSDB_HISTORY_RETENTION, TSDB_HISTORY_GRACE_HOURS   history timers
     TSDB_HISTORY_LEGACY_OWNER   host label owning the history layout without host (history-migrate)
+    TSDB_BACKUP_SIGNING_KEY_FILE      this host's Ed25519 key: signs every manifest (docs/SIGNING.md)
+    TSDB_BACKUP_TRUSTED_SIGNERS_FILE  the trust store: which keys may sign which host's sets
+    TSDB_BACKUP_REQUIRE_SIGNATURES    refuse unsigned manifests (default: true with a trust store)
 
 Exit status: 0 all databases backed up; 1 any failed; 2 bad configuration; 75 another run
 holds the lock (runs never overlap).
@@ -35,14 +38,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
-import datetime
 import json
 import logging
 import os
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _lock, _prune, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _dump,
+    _errors,
+    _lock,
+    _prune,
+    _runner_history,
+    _signing,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._runner_config import (
     ConfigError,
@@ -136,12 +146,21 @@ def audit_callback(logger):
     return audit
 
 
+def signing_policy(config):
+    """The run's _signing.Policy, built once (the key file is read and its mode checked here):
+    SigningConfigError, a config error, when the key or the trust store cannot be used."""
+    if config.get("signing_policy") is None:
+        config["signing_policy"] = _signing.policy_from(config.get("signing") or {})
+    return config["signing_policy"]
+
+
 def open_store(config, logger=None):
     from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
 
     store = _azure.open_store({k: v for k, v in config["azure"].items() if v is not None})
     if logger is not None:
         store.progress = progress_factory(logger)
+    store.signing = signing_policy(config)
     return _azure, store
 
 
@@ -219,6 +238,7 @@ def _dump_step(config, database, logger, new_progress, r):
         jobs=jobs,
         host_label=config["host_label"],
         progress=progress,
+        signing=signing_policy(config),
     )
     if progress is not None:
         progress.finish()
@@ -245,6 +265,7 @@ def _verify_step(config, database, logger, new_progress, m, r):
         m["backup_id"],
         level=config["verify_level"],
         progress=new_progress,
+        signing=signing_policy(config),
     )
     r["verify_ok"] = ver["ok"]
     if not ver["ok"]:
@@ -253,8 +274,8 @@ def _verify_step(config, database, logger, new_progress, m, r):
 
 
 def _upload_step(config, database, logger, store, r):
-    """Catch-up of every set Azure lacks. Returns the ids Azure holds complete (prune may then
-    delete them locally)."""
+    """Catch-up of every set Azure lacks. Returns the ids of the local sets Azure holds a proven
+    copy of (prune may then delete them locally): _azure_catalog.Catalog.uploaded_copies."""
     t_up = time.monotonic()
     # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
     up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
@@ -274,7 +295,7 @@ def _upload_step(config, database, logger, store, r):
             "; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]),
             kind=up["failures"][-1].get("error_kind") or "service",
         )
-    return {e["backup_id"] for e in store.list_remote(config["host_label"], database) if e["complete"]}
+    return store.uploaded_copies(config["backup_dir"], config["host_label"], database)
 
 
 def run_backup(config, logger):
@@ -380,6 +401,7 @@ def run_drill(config, logger):
                     level="restore",
                     jobs=config.get("drill_jobs") or 1,
                     progress=progress_factory(logger),
+                    signing=signing_policy(config),
                 )
             except Exception as e:  # noqa: BLE001 - a drill that cannot run is a failed drill, reported as one
                 if not isinstance(e, _errors.OperatorError):
@@ -398,116 +420,6 @@ def run_drill(config, logger):
     return results
 
 
-def _history_result(config, database, history_result, kind):
-    """The history module's result, as the metrics expect it."""
-    r = {"database": database, "success": not history_result.get("failures") and not history_result.get("stopped")}
-    if history_result.get("stopped") or history_result.get("failures"):
-        r["error"] = history_result.get("stopped") or "; ".join(
-            "%s: %s" % (f.get("slice") or f.get("hypertable") or "?", f.get("error"))
-            for f in history_result["failures"]
-        )
-        # Stopped: Azure could not be reached. Otherwise the kind of the first failed range.
-        failures = history_result.get("failures") or [{}]
-        r["error_kind"] = "service" if history_result.get("stopped") else failures[0].get("error_kind", "service")
-    oldest = history_result.get("oldest_unarchived")
-    if kind == "archive":
-        r["oldest_unarchived_chunk_age_seconds"] = (
-            round((mf.utcnow() - _parse_iso(oldest)).total_seconds()) if oldest else 0
-        )
-        r["archived_slices"] = len(history_result.get("archived", []))
-    else:
-        r["chunks_held_back"] = len(history_result.get("held_back", []))
-        r["dropped_slices"] = len(history_result.get("dropped", []))
-    return r
-
-
-def _parse_iso(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _archive(config, database, store, logger):
-    h = config["history"]
-    res = _history().archive_history(
-        config["pg"],
-        database,
-        store,
-        hypertables=[p["hypertable"] for p in h["retention"]] or None,
-        grace=datetime.timedelta(hours=h["grace_hours"]),
-        state_file=os.path.join(config["state_dir"], "history-%s.json" % mf.database_segment(database)),
-        host_label=config["host_label"],
-        legacy_owner=h["legacy_owner"],
-    )
-    logger.info(
-        "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",
-        database,
-        len(res.get("archived", [])),
-        _dump.human(res.get("bytes", 0)),
-        res.get("oldest_unarchived"),
-    )
-    return res
-
-
-def _retention(config, database, store, logger):
-    h = config["history"]
-    if not h["retention"]:
-        raise ConfigError("TSDB_HISTORY_RETENTION is empty: give <hypertable>=<days> for each table")
-    res = _history().enforce_retention(
-        config["pg"],
-        database,
-        store,
-        h["retention"],
-        audit_log=os.path.join(config["state_dir"], "history-audit.log"),
-        host_label=config["host_label"],
-        legacy_owner=h["legacy_owner"],
-    )
-    for held in res.get("held_back", []):
-        logger.warning("history retention %s: held back %s", database, json.dumps(held, default=str))
-    logger.info(
-        "history retention %s: %d range(s) dropped, %d held back",
-        database,
-        len(res.get("dropped", [])),
-        len(res.get("held_back", [])),
-    )
-    return res
-
-
-def _migrate(config, database, store, logger):
-    """history-migrate: the layout without host into this host's folder (server-side copies)."""
-    res = _history().migrate_legacy(
-        database, store, host_label=config["host_label"], legacy_owner=config["history"]["legacy_owner"]
-    )
-    for key in ("conflicts", "refused", "failures"):
-        for item in res[key]:
-            logger.warning("history migrate %s: %s %s", database, key, json.dumps(item, default=str))
-    logger.info(
-        "history migrate %s: %d version(s) migrated (%s copied by Azure), %d already, %d failed attempt(s) left; %s",
-        database,
-        len(res["migrated"]),
-        _dump.human(res["bytes_copied"]),
-        res["already"],
-        res["attempts_left"],
-        "complete: the legacy objects may be deleted" if res["complete"] else "not complete: keep the legacy objects",
-    )
-    problems = res["conflicts"] + res["refused"] + res["failures"]
-    if problems:
-        res["failures"] = [
-            dict(p, hypertable=p.get("table_folder"), error=p.get("error") or p.get("reason"), error_kind="conflict")
-            if "reason" in p
-            else p
-            for p in problems
-        ]
-    return res
-
-
-HISTORY_STEPS = {"archive": _archive, "retention": _retention, "migrate": _migrate}
-
-
-def _history():
-    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history
-
-    return _history
-
-
 def run_history(config, logger, kind):
     """history-archive: every closed chunk range to Azure (Parquet, verified); history-retention:
     drop only ranges a verified archive covers (backup-gated retention); history-migrate: copy
@@ -515,10 +427,10 @@ def run_history(config, logger, kind):
     database = config["history"]["database"]
     try:
         _azure_mod, store = open_store(config, logger)
-        res = HISTORY_STEPS[kind](config, database, store, logger)
+        res = _runner_history.HISTORY_STEPS[kind](config, database, store, logger)
         for w in res.get("warnings", []):
             logger.warning("history %s: %s", database, w)
-        result = _history_result(config, database, res, kind)
+        result = _runner_history.history_result(config, database, res, kind)
     except Exception as e:  # noqa: BLE001 - reported as the run's result
         result = {"database": database, "success": False, "error": "history %s failed: %s" % (kind, e)}
         result["error_kind"] = _errors.kind_of(e)
@@ -542,6 +454,11 @@ def main(argv=None, environ=None):
     try:
         config = load_config(environ)
     except (ConfigError, ValueError) as e:
+        sys.stderr.write("tsdb-backup: configuration error: %s\n" % e)
+        return _errors.exit_code(e)
+    try:
+        signing_policy(config)
+    except _signing.SigningConfigError as e:
         sys.stderr.write("tsdb-backup: configuration error: %s\n" % e)
         return _errors.exit_code(e)
     if args.database:
@@ -592,6 +509,7 @@ __all__ = [
     "run_drill",
     "run_history",
     "run_lock",
+    "signing_policy",
     "summary_lines",
     "take_run_lock",
 ]

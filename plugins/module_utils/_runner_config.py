@@ -117,6 +117,12 @@ def load_config(environ=None):
         }
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    config["signing"] = {
+        # This host's key signs its manifests; the trust store says whose signatures count (docs/SIGNING.md).
+        "signing_key_file": env.get("TSDB_BACKUP_SIGNING_KEY_FILE") or None,
+        "trusted_signers_file": env.get("TSDB_BACKUP_TRUSTED_SIGNERS_FILE") or None,
+        "require_signatures": _bool(env.get("TSDB_BACKUP_REQUIRE_SIGNATURES"), None),
+    }
     config["history"] = {
         "database": env.get("TSDB_HISTORY_DATABASE") or databases[0],
         "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),

@@ -24,7 +24,7 @@ import os
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _privileges, _restore
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _privileges, _restore, _signing
 
 LEVELS = ("checksum", "archive", "restore")
 VERIFY_SUFFIX = ".verify.json"
@@ -57,6 +57,7 @@ def is_verified(backup_set, manifest, minimum="checksum"):
 class Checks:
     def __init__(self):
         self.items = []
+        self.signature = None  # the manifest's signature status, once checked
 
     def add(self, check, ok, message, expected=None, found=None):
         self.items.append({"check": check, "ok": bool(ok), "message": message, "expected": expected, "found": found})
@@ -85,8 +86,9 @@ def md5_file(path):
     return h.hexdigest()
 
 
-def verify_checksum(backup_dir, database, backup_id, checks):
-    """Returns (backup_set, manifest) or (set, None) when the manifest is unusable."""
+def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
+    """Returns (backup_set, manifest) or (set, None) when the manifest is unusable. ``signing``
+    (a _signing.Policy): its verdict on the manifest's signature is a check too."""
     bset = mf.BackupSet(backup_dir, database, backup_id)
     if not os.path.exists(bset.manifest):
         checks.add("manifest", False, "manifest %s is missing: this is not a complete backup" % bset.manifest)
@@ -97,6 +99,7 @@ def verify_checksum(backup_dir, database, backup_id, checks):
         checks.add("manifest", False, str(e))
         return bset, None
     checks.add("manifest", True, "manifest intact")
+    check_signature(manifest, signing, bset.manifest, checks)
     paired = manifest["backup_id"] == backup_id and manifest["database"] == database
     checks.add(
         "manifest pairing",
@@ -155,6 +158,20 @@ def verify_legacy(path):
         got = md5_file(path)
         checks.add("legacy md5", got == want, "md5 matches" if got == want else "md5 differs", expected=want, found=got)
     return {"ok": checks.ok, "level": "checksum", "checks": checks.items, "failures": checks.failures(), "legacy": True}
+
+
+def check_signature(manifest, signing, path, checks):
+    """The 'signature' check: passes for a trusted set, and without a trust store (saying so:
+    'unsigned, no trust store'); fails for a set the policy refuses, with the reason."""
+    policy = signing or _signing.UNCONFIGURED
+    try:
+        status = policy.check(manifest, manifest.get("host"), "manifest %s" % path)
+    except _signing.SignatureError as e:
+        checks.add("signature", False, str(e), found=e.status.get("status"))
+        checks.signature = e.status
+        return
+    checks.add("signature", True, _signing.describe(status), found=status["status"])
+    checks.signature = status
 
 
 def verify_archive(params, bset, manifest, checks, pg_restore):
@@ -220,14 +237,15 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
     return restored
 
 
-def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None):
-    """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration.
-    ``progress``: reporter factory for the restore level's restore (see _restore.restore_into)."""
+def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None, signing=None):
+    """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration, signature.
+    ``progress``: reporter factory for the restore level's restore (see _restore.restore_into);
+    ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check."""
     if level not in LEVELS:
         raise ValueError("level must be one of %s" % ", ".join(LEVELS))
     t0 = time.monotonic()
     checks = Checks()
-    bset, manifest = verify_checksum(backup_dir, database, backup_id, checks)
+    bset, manifest = verify_checksum(backup_dir, database, backup_id, checks, signing)
     restored = None
     if manifest and checks.ok and level in ("archive", "restore"):
         major = int(manifest["server"]["server_version_num"]) // 10000
@@ -245,6 +263,7 @@ def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, re
         "checks": checks.items,
         "failures": checks.failures(),
         "duration_seconds": round(time.monotonic() - t0, 3),
+        "signature": checks.signature,
     }
     if restored:
         result["restore_timings"] = restored["timings"]

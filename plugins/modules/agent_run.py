@@ -27,9 +27,12 @@ description:
   - Unset O(metrics_dir), O(notify_config) and O(state_dir) are read from the agent's settings file O(agent_settings)
     that the C(insa.timescaledb_backup.backup_agent) role writes, so both paths report to the same places. A missing
     settings file is a warning - the run then writes no metrics and sends no notification.
+  - With O(signing_key_file) every manifest is signed (the timer reads C(TSDB_BACKUP_SIGNING_KEY_FILE)); with a trust
+    store a local set is pruned only when Azure holds a proven copy of it - a remote manifest equal to the local one.
   - Refuses to run as a user who does not own O(state_dir) - the lock and metrics state it would create there would
     lock the timer out.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+  insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -178,6 +181,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _module_glue,
     _notify,
     _runner,
+    _signing,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -215,6 +219,8 @@ def build_config(module):
         "drill_jobs": p["jobs"],
         "azure": azure,
         "pg": _module_glue.connection_params(module),
+        "signing": {k: p[k] for k in _signing.signing_argument_spec()},
+        "signing_policy": _module_glue.signing_policy(module),
     }
     config.update(paths)
     return _runner.check_config(config)
@@ -251,6 +257,7 @@ def main():
         jobs=dict(type="int", default=1),
         fail_on_error=dict(type="bool", default=True),
     )
+    argument_spec.update(_signing.signing_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     job = module.params["job"]

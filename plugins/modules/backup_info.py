@@ -25,8 +25,11 @@ description:
     container's properties - and C(unknown) for the rest (versioning, container soft delete) and for what the
     credentials may not read (a container SAS reads neither). M(insa.timescaledb_backup.container_protection)
     manages and reports all of it through Resource Manager.
+  - Reports each set's signature status (C(signature) of each set in RV(backups)) - with a trust store, a remote manifest the signing
+    policy refuses is not returned (its C(manifest_error) says why) and never selected; without one the status says
+    C(unsigned, no trust store).
   - Read-only; never reports a change.
-extends_documentation_fragment: [insa.timescaledb_backup.azure,
+extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.info_module]
 options:
   backup_dir:
@@ -97,7 +100,8 @@ backups:
   description:
     - Every set, oldest first - backup_id, database, host, local (manifest_path, usable, verified, error; or null),
       remote (complete, blobs with tier and sha256, bytes, url, archived, manifest if read; or null),
-      uploaded (the manifest is in Azure), complete (usable somewhere).
+      uploaded (the manifest is in Azure), complete (usable somewhere), signature (C(status), C(key_id),
+      C(signer_host) of the remote manifest when read, else of the local one; null when neither was read).
   returned: always
   type: list
   elements: dict
@@ -109,6 +113,16 @@ not_uploaded:
   type: list
   elements: dict
   sample: [{"backup_id": "20261126T020000Z", "database": "iot", "verified": true}]
+uploaded_backup_ids:
+  description:
+    - The local sets Azure holds a proven copy of - the remote manifest is the local one (same C(manifest_sha256),
+      signature included) and the signing policy does not refuse it - what
+      M(insa.timescaledb_backup.prune) may remove with O(insa.timescaledb_backup.prune#module:upload_required=true).
+      A manifest blob alone under this host's prefix proves nothing. Empty without O(backup_dir) or with O(remote=false).
+  returned: always
+  type: list
+  elements: str
+  sample: ["20261126T020000Z"]
 selected:
   description: The selected set (same keys as in RV(backups)) with its C(manifest), or null when none matches.
   returned: always
@@ -138,8 +152,26 @@ counts:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _lifecycle, _module_glue, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _lifecycle,
+    _module_glue,
+    _signing,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+
+def add_signatures(backups, local, policy):
+    """Each set's signature status: of its remote manifest when it was read (refused ones
+    included), else of the local manifest, checked against the host it claims; else None."""
+    mine = {(e["database"], e["backup_id"]): e["manifest"] for e in local if e["manifest"]}
+    for b in backups:
+        found = (b["remote"] or {}).get("signature")
+        manifest = mine.get((b["database"], b["backup_id"]))
+        if found is None and manifest is not None:
+            found = policy.status(manifest, manifest.get("host"))
+        b["signature"] = found
 
 
 def catalog(module, store):
@@ -147,15 +179,17 @@ def catalog(module, store):
     if p["database"]:
         mf.validate_database_name(p["database"])
     local = mf.list_local(p["backup_dir"], p["database"]) if p["backup_dir"] else []
+    host = p["host_label"] or socket.getfqdn()
     for entry in local:
         bset = mf.BackupSet.from_manifest(p["backup_dir"], entry["manifest"]) if entry["manifest"] else None
         entry["verified"] = bool(bset) and _verify.is_verified(bset, entry["manifest"])
     remote = []
     if store is not None:
-        remote = store.list_remote(p["host_label"] or socket.getfqdn(), p["database"])
+        remote = store.list_remote(host, p["database"])
         if p["read_manifests"]:
             store.with_manifests(remote)
     backups = _azure.merge_catalog(local, remote)
+    add_signatures(backups, local, store.signing if store is not None else _module_glue.signing_policy(module))
     selected = _azure.select_backup(backups, backup_id=p["backup_id"], as_of=p["as_of"])
     if selected is not None:
         selected = dict(selected)
@@ -176,9 +210,13 @@ def catalog(module, store):
         for b in backups
         if b["local"] and b["local"]["usable"] and not b["uploaded"]
     ]
+    proven = (
+        store.uploaded_copies(p["backup_dir"], host, p["database"]) if store is not None and p["backup_dir"] else []
+    )
     return {
         "changed": False,
         "backups": backups,
+        "uploaded_backup_ids": sorted(proven),
         "not_uploaded": not_uploaded if store is not None else [],
         "selected": selected,
         "protection": _lifecycle.data_plane_protection(store) if store is not None else None,
@@ -201,6 +239,7 @@ def main():
         backup_id=dict(type="str"),
         as_of=dict(type="str"),
     )
+    argument_spec.update(_signing.signing_argument_spec(sign=False))
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

@@ -24,7 +24,12 @@ description:
     so; with O(rehydrate=true) it starts the rehydration of the archived blobs and returns
     RV(rehydration=pending) - run it again once Azure has finished (hours with O(rehydrate_priority=Standard)).
   - Never overwrites a local file. If the same set is already there (same manifest), nothing is done.
-extends_documentation_fragment: [insa.timescaledb_backup.azure,
+  - With a trust store (O(trusted_signers_file), O(trusted_signers)) the manifest is read and its signature checked
+    against the keys trusted for O(host_label) before any archive byte is downloaded; a set the policy refuses (forged,
+    planted under this host's prefix with another host's key, unsigned without O(allow_unsigned=true)) is never
+    downloaded.
+extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.signing.TRUST,
+  insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -107,6 +112,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signature:
+  description: The set's signature status (C(status), C(key_id), C(signer_host)); see M(insa.timescaledb_backup.verify).
+  returned: when the manifest was read
+  type: dict
+  sample: {"status": "trusted", "key_id": "3f2a9c0d11e4b5a6", "signer_host": "db01"}
 backup_id:
   description: The selected set.
   returned: success
@@ -157,7 +167,7 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue, _signing
 
 
 def main():
@@ -172,6 +182,7 @@ def main():
         rehydrate_priority=dict(type="str", choices=["Standard", "High"], default="Standard"),
         rehydrate_tier=dict(type="str", choices=["Hot", "Cool", "Cold"], default="Hot"),
     )
+    argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

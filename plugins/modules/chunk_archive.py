@@ -31,7 +31,13 @@ description:
     versions are kept. Rows that arrive for a range whose chunks were already dropped start a new generation
     holding only the rows the archive lacks.
   - Blobs are never overwritten.
+  - With O(signing_key_file) every manifest is signed. With a trust store too (O(trusted_signers_file),
+    O(trusted_signers)), a range whose newest manifest was made before signing is archived again from the live rows
+    (reason V(signs_unsigned)), so that M(insa.timescaledb_backup.chunk_retention) may drop it; one whose unsigned
+    manifest relies on objects of earlier generations is reported as failed instead (a signature cannot vouch for
+    rows that are no longer in the database).
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
+  insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.azure.upload,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
@@ -143,7 +149,7 @@ RETURN = r"""
 archived:
   description:
     - One entry per slice archived (or, in check mode, that would be) with hypertable, range_start, range_end, chunks,
-      reason (V(new), V(changed), V(new_generation), V(replaces_damaged), V(retry)), version, generation, rows,
+      reason (V(new), V(changed), V(new_generation), V(replaces_damaged), V(retry), V(signs_unsigned)), version, generation, rows,
       content_hash, bytes, object and manifest (URLs without SAS), sha256, verified, status.
   returned: success
   type: list
@@ -181,7 +187,7 @@ reference_time:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -204,6 +210,7 @@ def main():
         block_size_mb=dict(type="int", default=_azure.DEFAULT_BLOCK_SIZE_MB),
         max_concurrency=dict(type="int", default=_azure.DEFAULT_CONCURRENCY),
     )
+    argument_spec.update(_signing.signing_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)

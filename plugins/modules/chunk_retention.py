@@ -26,7 +26,10 @@ description:
     in the same transaction, and only if it drops exactly the checked chunks.
   - Every other due slice is kept and reported in RV(held_back) with a reason code - V(not_archived),
     V(changed_since_archive), V(archive_damaged), V(archive_refused) (the newest manifest in this host's folder records
-    another host, database or hypertable - copied or planted there; the reason names both), V(archive_unreachable),
+    another host, database or hypertable - copied or planted there; the reason names both - or, with a trust store
+    (O(trusted_signers_file), O(trusted_signers)), is not signed by a key trusted for this host - unsigned, another
+    host's key, an unknown key or a bad signature; unsigned is refused here whatever O(require_signatures) says),
+    V(archive_unreachable),
     V(lock_timeout), V(unexpected_chunks),
     V(referenced_by_foreign_key) (TimescaleDB cannot drop chunks that a foreign key points at; the reason names
     the key and what to do), V(error). Azure being unreachable holds everything back; it never fails the module.
@@ -34,6 +37,7 @@ description:
     check.
   - Each dropped slice is appended to O(audit_log) as a JSON line.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
+  insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
@@ -155,7 +159,7 @@ reference_time:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -192,6 +196,7 @@ def main():
         work_dir=dict(type="path"),
         **_history.HOST_OPTIONS,
     )
+    argument_spec.update(_signing.signing_argument_spec(sign=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)

@@ -24,7 +24,7 @@ description:
   - Pre-flight checks say what is wrong before anything is written - connection and authentication,
     that the database exists, the directory (exists, mode C(0700), owned by the user running the
     module), the client tool versions and the free space.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -144,7 +144,7 @@ preflight:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _module_glue, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -160,6 +160,7 @@ def main():
         jobs=dict(type="int", default=1),
         host_label=dict(type="str"),
     )
+    argument_spec.update(_signing.signing_argument_spec(trust=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     p = module.params
@@ -188,6 +189,7 @@ def main():
         p["backup_dir"],
         directory_format=directory,
         facts=facts,
+        signing=_module_glue.signing_policy(module),
         **_module_glue.options(p, "compression", "compression_level", "jobs", "host_label"),
     )
     m = result["manifest"]

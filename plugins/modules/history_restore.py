@@ -23,10 +23,12 @@ description:
     must be present in the target, or that range's load is rolled back and the module fails.
   - The history read is O(host_label)'s (C(<prefix>/history/<host>/...)) - to restore another host's history, give
     its label. Every manifest must record that host, O(source_database) and O(hypertable), or the module fails before
-    any row is loaded.
+    any row is loaded. With a trust store (O(trusted_signers_file), O(trusted_signers)) every manifest must also be
+    signed by a key trusted for that host (unsigned ones only with O(allow_unsigned=true)).
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
+  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -147,7 +149,7 @@ target_table:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -166,6 +168,7 @@ def main():
         work_dir=dict(type="path"),
         **_history.HOST_OPTIONS,
     )
+    argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)

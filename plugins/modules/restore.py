@@ -15,6 +15,9 @@ version_added: 0.1.0
 description:
   - Refuses to run without O(confirm=true).
   - Verifies the set first (checksum and archive levels); a set that fails is never restored.
+  - With a trust store (O(trusted_signers_file), O(trusted_signers)) the set's manifest must be signed by a key trusted
+    for the host it claims; an unsigned set is restored only with O(allow_unsigned=true). O(signing_key_file) signs the
+    safety backup.
   - Takes a safety backup of the existing target database unless O(safety_backup=false).
   - With O(strategy=beside) (default) restores into C(<target>__restore_<id>) - C(CREATE EXTENSION timescaledb VERSION <manifest version>),
     C(timescaledb_pre_restore()), C(pg_restore), C(timescaledb_post_restore()), C(ANALYZE) - and compares counts and hypertable
@@ -24,7 +27,8 @@ description:
   - With O(strategy=in_place) the target is dropped (after the safety backup) and restored directly - for hosts without room
     for two copies.
   - On a fresh server the roles of the backup's cluster are created first (without passwords), so ownership and grants restore intact.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing,
+  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -120,6 +124,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signature:
+  description: The restored set's signature status (C(status), C(key_id), C(signer_host)); see M(insa.timescaledb_backup.verify).
+  returned: success
+  type: dict
+  sample: {"status": "trusted", "key_id": "3f2a9c0d11e4b5a6", "signer_host": "db01"}
 jobs:
   description: The C(pg_restore) workers used (O(jobs), or for V(0) the number the host's cores gave).
   returned: success
@@ -163,7 +172,13 @@ warnings_roles:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _pg, _restore, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _module_glue,
+    _pg,
+    _restore,
+    _signing,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -187,18 +202,20 @@ def latest_backup_id(module, backup_dir, database):
     return entry["backup_id"]
 
 
-def verified_set(module, params, backup_dir, database, backup_id):
-    """The set and its manifest, once the set passed an archive-level verification."""
+def verified_set(module, params, backup_dir, database, backup_id, signing):
+    """The set and its manifest, once the set passed an archive-level verification (its signature
+    included, by ``signing``)."""
     check = _module_glue.run_module(
-        module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive"
+        module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive", signing=signing
     )
     if not check["ok"]:
         module.fail_json(
             msg="backup %s of %s failed verification, nothing was restored: %s"
             % (backup_id, database, "; ".join(f["message"] for f in check["failures"])),
             failures=check["failures"],
+            error_kind="integrity",
         )
-    return _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id)
+    return _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
 
 
 def exit_check_mode(module, params, backup_id, target):
@@ -220,7 +237,7 @@ def exit_check_mode(module, params, backup_id, target):
     )
 
 
-def restore(module, params, bset, manifest, target):
+def restore(module, params, bset, manifest, target, signing):
     """The restore's result, and the audit lines it wrote."""
     p = module.params
     audit_lines = []
@@ -240,6 +257,7 @@ def restore(module, params, bset, manifest, target):
         audit=audit,
         progress=_module_glue.progress_factory(module),
         backup_dir=p["safety_backup_dir"] or p["backup_dir"],
+        signing=signing,
         **_module_glue.options(p, "strategy", "safety_backup", "keep_replaced", "jobs", "host_label"),
     )
     return result, audit_lines
@@ -261,6 +279,7 @@ def main():
         jobs=dict(type="int", default=1),
         host_label=dict(type="str"),
     )
+    argument_spec.update(_signing.signing_argument_spec(allow_unsigned=True))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     if not p["confirm"]:
@@ -276,10 +295,11 @@ def main():
         backup_id = latest_backup_id(module, p["backup_dir"], database)
     _module_glue.run_module(module, None, mf.validate_backup_id, backup_id)
     params = _module_glue.connection_params(module)
-    bset, manifest = verified_set(module, params, p["backup_dir"], database, backup_id)
+    signing = _module_glue.signing_policy(module)
+    bset, manifest = verified_set(module, params, p["backup_dir"], database, backup_id, signing)
     if module.check_mode:
         exit_check_mode(module, params, backup_id, target)
-    result, audit_lines = restore(module, params, bset, manifest, target)
+    result, audit_lines = restore(module, params, bset, manifest, target, signing)
     if result.get("differences"):
         module.fail_json(
             msg="restored %s differs from the manifest: %s" % (target, _restore.describe_diffs(result["differences"])),
@@ -298,6 +318,7 @@ def main():
         tables=result["facts"]["tables"],
         warnings_roles=result["warnings"],
         audit=audit_lines,
+        signature=_restore.check_trusted(manifest, signing, bset.manifest),
     )
 
 

@@ -22,7 +22,11 @@ description:
     counts and time ranges with the manifest, and drops the scratch database afterwards, also when something fails.
   - The result is recorded beside the set (C(<id>.verify.json)); M(insa.timescaledb_backup.prune) keeps the newest verified set.
   - Fails when any check fails, listing each failed check with what was expected and what was found.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres,
+  - Check C(signature) - with a trust store (O(trusted_signers_file), O(trusted_signers)), fails for a manifest the
+    signing policy refuses (unsigned, a key of another host, an unknown key, a bad signature); without one it passes
+    and says C(unsigned, no trust store).
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing.TRUST,
+  insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -95,6 +99,14 @@ failures:
   returned: always
   type: list
   elements: dict
+signature:
+  description:
+    - The manifest's signature status - C(status) (V(trusted), V(unsigned), V(unknown-key), V(other-host),
+      V(bad-signature), or without a trust store V(unsigned, no trust store) / V(signed, no trust store)), C(key_id),
+      C(signer_host) (the host the key is trusted for).
+  returned: when O(backup_dir) is used and the manifest is readable
+  type: dict
+  sample: {"status": "trusted", "key_id": "3f2a9c0d11e4b5a6", "signer_host": "db01"}
 restore_timings:
   description: Timings of the scratch restore.
   returned: when O(level=restore)
@@ -103,7 +115,7 @@ restore_timings:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _signing, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -126,6 +138,7 @@ def main():
         jobs=dict(type="int", default=1),
         legacy_path=dict(type="path"),
     )
+    argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -159,6 +172,7 @@ def main():
             jobs=p["jobs"],
             record=not module.check_mode,
             progress=_module_glue.progress_factory(module),
+            signing=_module_glue.signing_policy(module),
         )
     if not result["ok"]:
         failures = [f for f in result["checks"] if not f["ok"]]

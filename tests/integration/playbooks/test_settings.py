@@ -55,6 +55,8 @@ SAME = {
     "TSDB_BACKUP_KEEP_LAST": "keep_last",
     "TSDB_BACKUP_UPLOAD": "upload",
     "TSDB_BACKUP_AZURE_CREATE_CONTAINER": "create_container",
+    "TSDB_BACKUP_SIGNING_KEY_FILE": "signing_key_file",
+    "TSDB_BACKUP_TRUSTED_SIGNERS_FILE": "trusted_signers_file",
 }
 # credentials.env key -> option: the module shows a secret only as no_log's mask, so both sides
 # must agree on whether it is set.
@@ -75,6 +77,8 @@ SAME_DRILL = {
     "TSDB_BACKUP_DIR": "backup_dir",
     "TSDB_BACKUP_HOST_LABEL": "host_label",
     "TSDB_BACKUP_DRILL_JOBS": "jobs",
+    "TSDB_BACKUP_SIGNING_KEY_FILE": "signing_key_file",
+    "TSDB_BACKUP_TRUSTED_SIGNERS_FILE": "trusted_signers_file",
 }
 DEFAULTS = yaml.safe_load(open(os.path.join(rig.REPO, "roles", "tsdb", "defaults", "main.yml"), encoding="utf-8"))
 JSON_OUT = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
