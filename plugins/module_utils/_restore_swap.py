@@ -95,7 +95,13 @@ class Swap:
 
     def _undo(self, conn):
         if self.moved:
-            _pg.rename_database(conn, self.replaced, self.target)
+            try:
+                _pg.rename_database(conn, self.replaced, self.target)
+            except Exception:
+                # Not back under its name: at least open for connections again, under the other one.
+                with contextlib.suppress(Exception):
+                    _pg.set_allow_connections(conn, self.replaced, self.original is not False)
+                raise
             self.moved = False
         if self.exists:
             _pg.set_allow_connections(conn, self.target, self.original is not False)

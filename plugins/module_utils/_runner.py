@@ -23,7 +23,9 @@ credentials.env written by the role), read by _runner_config::
     TSDB_BACKUP_METRICS_DIR     node_exporter textfile directory (optional)
     TSDB_BACKUP_NOTIFY_CONFIG   JSON file for notifications (optional)
     TSDB_BACKUP_LOG_FORMAT      text (default) | json
+    TSDB_BACKUP_LOCK_WAIT_MINUTES   minutes a backup waits for the run lock another run holds (default 30)
     TSDB_HISTORY_DATABASE, TSDB_HISTORY_RETENTION, TSDB_HISTORY_GRACE_HOURS   history timers
+    TSDB_HISTORY_MAX_CLOCK_SKEW     seconds host and server clocks may differ (default 300)
     TSDB_HISTORY_LEGACY_OWNER   host label owning the history layout without host (history-migrate)
 
 Exit status: 0 all databases backed up; 1 any failed; 2 bad configuration; 75 another run

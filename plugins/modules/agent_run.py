@@ -97,6 +97,13 @@ options:
     description: Parallel C(pg_restore) workers of the drill's restore (O(job=drill)).
     type: int
     default: 1
+  lock_wait_minutes:
+    description:
+      - With O(job=backup), how long to wait for the agent's run lock when another run (a long history archive run)
+        holds it, before failing with who holds it. V(0) fails at once. The timer's backup waits
+        C(TSDB_BACKUP_LOCK_WAIT_MINUTES).
+    type: int
+    default: 0
   fail_on_error:
     description: Fail the task when any database failed. V(false) returns every result and lets the play decide.
     type: bool
@@ -205,6 +212,7 @@ def build_config(module):
         "upload": p["upload"],
         "log_format": "text",
         "drill_jobs": p["jobs"],
+        "lock_wait_minutes": p["lock_wait_minutes"],
         "azure": azure,
         "pg": _module_glue.connection_params(module),
     }
@@ -240,6 +248,7 @@ def main():
         notify_config=dict(type="path"),
         agent_settings=dict(type="path", default="/etc/tsdb-backup/agent.env"),
         jobs=dict(type="int", default=1),
+        lock_wait_minutes=dict(type="int", default=0),
         fail_on_error=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -275,7 +284,10 @@ def run(module, config, job):
             % (state, os.stat(state).st_uid, os.geteuid())
         )
     # The holder record names this run (a playbook) to a timer that finds the lock held.
-    lock = _runner.take_run_lock(state, job, unit="ansible-playbook (%s)" % module._name)
+    wait = config["lock_wait_minutes"] * 60 if job == "backup" else 0
+    lock = _runner.take_run_lock(
+        state, job, unit="ansible-playbook (%s)" % module._name, wait_seconds=wait, logger=logger
+    )
     try:
         results = JOBS[job](config, logger)
         _runner.report(config, job, results, logger)

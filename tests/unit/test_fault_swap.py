@@ -138,3 +138,21 @@ def test_sigterm_raises_inside_the_block_and_the_old_handler_comes_back():
             signal.raise_signal(signal.SIGTERM)
     assert info.value.signum == signal.SIGTERM and _signals.exit_status(info.value) == 143
     assert "SIGTERM" in str(info.value) and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_live_database_that_cannot_get_its_name_back_is_at_least_open_again(monkeypatch):
+    """The name was taken in between (a real PostgreSQL would say: already exists)."""
+    cluster = Cluster({LIVE: True, COPY: True}, fail_at=("rename", COPY, LIVE), error=_pg.PgError("boom"))
+    conn = cluster.install(monkeypatch)
+    real_rename = _pg.rename_database
+
+    def rename(conn, old, new):
+        if (old, new) == (ASIDE, LIVE):
+            raise _pg.PgError('database "iot" already exists')
+        real_rename(conn, old, new)
+
+    monkeypatch.setattr(_pg, "rename_database", rename)
+    with pytest.raises(_restore_extras.RestoreError) as info:
+        _restore_swap.Swap(None, COPY, LIVE, ASIDE, True).run(conn)
+    assert cluster.db == {ASIDE: True, COPY: False}  # the copy stays closed, to be dropped
+    assert "The live database is now named" in str(info.value) and "already exists" in str(info.value)
