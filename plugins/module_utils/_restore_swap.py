@@ -39,6 +39,9 @@ class Swap:
         self.step = None
         self.moved = False  # target renamed to replaced
         self.swapped = False  # staging renamed to target
+        # The databases by oid: after a failure the catalog, not a flag, says where each is (an
+        # interrupt can come after a rename took effect and before a flag was set).
+        self.oids = None
 
     def run(self, conn):
         """Swaps; on any failure puts things back (or finishes) and raises RestoreError."""
@@ -51,6 +54,8 @@ class Swap:
             raise e from error  # an interrupt stays an interrupt; its cause says what was recovered
 
     def _steps(self, conn):
+        self.step = "reading the databases' oids"
+        self.oids = (_oid(conn, self.target) if self.exists else None, _oid(conn, self.staging))
         if self.exists:
             self.step = "reading the connection setting of %s" % self.target
             self.original = _pg.allows_connections(conn, self.target)
@@ -84,9 +89,19 @@ class Swap:
         )
         try:
             with _connection(self.params) as conn:
+                self._observe(conn)
                 return "%s; %s" % (what, self._finish_after(conn) if self.swapped else self._undo(conn))
         except Exception as e:  # noqa: BLE001 - said in the message, with what to run by hand
             return "%s; putting things back failed too (%s). %s" % (what, _describe(e), self._by_hand())
+
+    def _observe(self, conn):
+        """Where the live database and the copy are now, from the catalog (by oid)."""
+        if self.oids is None:
+            return  # nothing was changed yet
+        live, copy = self.oids
+        if live is not None:
+            self.moved = _name_of(conn, live) == self.replaced
+        self.swapped = copy is not None and _name_of(conn, copy) == self.target
 
     def _finish_after(self, conn):
         self._finish(conn)
@@ -146,6 +161,14 @@ class Swap:
                 % (_q(self.target), _q(self.target), allow, _q(self.staging))
             )
         return "The restored copy is %s: DROP DATABASE %s; removes it." % (_q(self.staging), _q(self.staging))
+
+
+def _oid(conn, name):
+    return _pg.scalar(conn, "SELECT oid FROM pg_database WHERE datname = %s", (name,))
+
+
+def _name_of(conn, oid):
+    return _pg.scalar(conn, "SELECT datname FROM pg_database WHERE oid = %s", (oid,))
 
 
 def _q(name):

@@ -17,6 +17,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
 class Cluster:
     def __init__(self, databases, fail_at=None, error=None):
         self.db = dict(databases)
+        self.oid = {name: 16384 + i for i, name in enumerate(self.db)}
         self.fail_at, self.error = fail_at, error
         self.calls = []
         self.connections = 0
@@ -52,6 +53,7 @@ class Cluster:
             cluster._maybe_fail(("rename", old, new))
             assert new not in cluster.db
             cluster.db[new] = cluster.db.pop(old)
+            cluster.oid[new] = cluster.oid.pop(old)
 
         def set_allow(conn, name, allow):
             cluster._maybe_fail(("allow", name, allow))
@@ -63,7 +65,18 @@ class Cluster:
         monkeypatch.setattr(_pg, "rename_database", rename)
         monkeypatch.setattr(_pg, "set_allow_connections", set_allow)
         monkeypatch.setattr(_pg, "open_database", lambda conn, name: set_allow(conn, name, True))
-        monkeypatch.setattr(_pg, "drop_database", lambda conn, name: cluster.db.pop(name, None))
+
+        def drop(conn, name):
+            cluster.db.pop(name, None)
+            cluster.oid.pop(name, None)
+
+        def scalar(conn, query, args):
+            if query.startswith("SELECT oid"):
+                return cluster.oid.get(args[0])
+            return next((n for n, o in cluster.oid.items() if o == args[0]), None)
+
+        monkeypatch.setattr(_pg, "drop_database", drop)
+        monkeypatch.setattr(_pg, "scalar", scalar)
         return Conn()
 
 
@@ -156,3 +169,24 @@ def test_a_live_database_that_cannot_get_its_name_back_is_at_least_open_again(mo
         _restore_swap.Swap(None, COPY, LIVE, ASIDE, True).run(conn)
     assert cluster.db == {ASIDE: True, COPY: False}  # the copy stays closed, to be dropped
     assert "The live database is now named" in str(info.value) and "already exists" in str(info.value)
+
+
+@pytest.mark.parametrize("rename", [(LIVE, ASIDE), (COPY, LIVE)], ids=["live-aside", "copy-in"])
+def test_an_interrupt_just_after_a_rename_took_effect_is_seen_in_the_catalog(monkeypatch, rename):
+    cluster = Cluster({LIVE: True, COPY: True})
+    conn = cluster.install(monkeypatch)
+    real_rename = _pg.rename_database
+
+    def rename_then_interrupt(conn, old, new):
+        real_rename(conn, old, new)
+        if (old, new) == rename:
+            raise _signals.Terminated(15)  # after the rename, before the swap noted it
+
+    monkeypatch.setattr(_pg, "rename_database", rename_then_interrupt)
+    with pytest.raises(_signals.Terminated) as info:
+        _restore_swap.Swap(None, COPY, LIVE, ASIDE, True).run(conn)
+    if rename == (LIVE, ASIDE):
+        assert cluster.db == {LIVE: True} and "iot is back as it was" in str(info.value.__cause__)
+    else:
+        assert cluster.db == {LIVE: True, ASIDE: True}
+        assert "the restore itself went through" in str(info.value.__cause__)

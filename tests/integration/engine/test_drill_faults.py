@@ -17,8 +17,8 @@ import pytest
 import rig
 
 DB = "it_drillfault"
-ENGINE = "/tmp/it-drillfault-engine"
-STATE = "/tmp/it-drillfault-state"
+ENGINE = "/var/lib/it-drillfault/engine"  # not /tmp: a tmpfs, which docker cp does not see
+STATE = "/var/lib/it-drillfault/state"
 RUN = (
     "import sys; sys.path.insert(0, %r); "
     "from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _runner; "
@@ -65,7 +65,7 @@ def drill_set(container, pg, env):
         "TSDB_BACKUP_UPLOAD": "false",
     }
     yield {"dir": d, "id": res["backup_id"], "env": environ, "python": python(container)}
-    rig.sh(container, "rm -rf %s %s %s" % (d, ENGINE, STATE), check=False)
+    rig.sh(container, "rm -rf %s /var/lib/it-drillfault" % d, check=False)
     for name in scratch_databases():
         rig.drop_database(name)
     rig.drop_database(DB)
@@ -76,7 +76,7 @@ def scratch_databases():
 
 
 def start_drill(container, drill_set):
-    pidfile = "/tmp/it-drillfault-%s.pid" % uuid.uuid4().hex[:8]
+    pidfile = "/var/lib/it-drillfault/%s.pid" % uuid.uuid4().hex[:8]
     exports = " ".join("%s=%s" % (k, json.dumps(v)) for k, v in drill_set["env"].items())
     script = "echo $$ > %s; exec env %s %s -c %s" % (pidfile, exports, drill_set["python"], json.dumps(RUN))
     proc = subprocess.Popen(

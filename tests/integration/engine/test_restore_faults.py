@@ -36,14 +36,13 @@ def params(env):
 def live():
     for name in (LIVE, COPY, ASIDE):
         rig.drop_database(name)
-    rig.query("postgres", "CREATE DATABASE %s" % LIVE)
-    rig.query(
-        LIVE,
-        "CREATE TABLE readings (id int PRIMARY KEY, v text); "
-        "INSERT INTO readings SELECT g, 'live ' || g FROM generate_series(1, 500) g",
-    )
-    rig.query("postgres", "CREATE DATABASE %s TEMPLATE %s" % (_pg.quote_ident(COPY), LIVE))
-    rig.query(COPY, "UPDATE readings SET v = 'restored'")
+    for name, value in ((LIVE, "'live ' || g"), (COPY, "'restored'")):
+        rig.query("postgres", "CREATE DATABASE %s" % _pg.quote_ident(name))
+        rig.query(
+            name,
+            "CREATE TABLE readings (id int PRIMARY KEY, v text); "
+            "INSERT INTO readings SELECT g, %s FROM generate_series(1, 500) g" % value,
+        )
     digest = rig.table_digest(LIVE)
     yield digest
     for name in (LIVE, COPY, ASIDE):
@@ -56,11 +55,13 @@ def allowconn():
     )
 
 
-def fail(monkeypatch, function, when, error):
-    """Makes _pg.<function> raise ``error`` after (or instead of) doing its work for real."""
+def fail(monkeypatch, function, when, error, before=False):
+    """Makes _pg.<function> raise ``error`` right after doing its work for real (``before``: instead)."""
     real = getattr(_pg, function)
 
     def wrapped(conn, *args):
+        if args[: len(when)] == when and before:
+            raise error
         if args[: len(when)] == when:
             if error == "sigterm":
                 real(conn, *args)
@@ -120,7 +121,7 @@ def test_a_failed_swap_gives_the_live_database_back(monkeypatch, params, live, f
 
 def test_a_live_database_that_refused_connections_keeps_refusing(monkeypatch, params, live):
     rig.query("postgres", "ALTER DATABASE %s WITH ALLOW_CONNECTIONS false" % LIVE)
-    fail(monkeypatch, "rename_database", (COPY, LIVE), _pg.PgError("boom"))
+    fail(monkeypatch, "rename_database", (COPY, LIVE), _pg.PgError("boom"), before=True)
     conn = _pg.connect(params)
     try:
         with pytest.raises(_restore_extras.RestoreError, match="refused, as before"):
@@ -138,6 +139,21 @@ def test_the_swap_that_works_is_unchanged(params, live):
         _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
     finally:
         conn.close()
+    assert allowconn() == {LIVE: True, ASIDE: True}
+    assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
+    assert rig.table_digest(ASIDE) == live
+
+
+def test_sigterm_just_after_the_copy_took_the_name_finishes_the_swap(monkeypatch, params, live):
+    fail(monkeypatch, "rename_database", (COPY, LIVE), "sigterm")
+    conn = _pg.connect(params)
+    try:
+        with pytest.raises(_signals.Terminated) as info:
+            with _signals.terminate_raises():
+                _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
+    finally:
+        conn.close()
+    assert "the restore itself went through" in str(info.value.__cause__)
     assert allowconn() == {LIVE: True, ASIDE: True}
     assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
     assert rig.table_digest(ASIDE) == live

@@ -54,6 +54,7 @@ def host_ahead(monkeypatch):
 
 def test_with_the_host_clock_two_days_ahead_nothing_is_archived_or_dropped(env, params, container, world, host_ahead):
     store = hh.open_store(env, container, PREFIX)
+    store.ensure_container()
     before, blobs_before = state(), hh.blobs(store)
     host_ahead(2)
     with pytest.raises(_clock.ClockError) as archive_refused:
