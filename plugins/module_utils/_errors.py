@@ -13,6 +13,7 @@ integrity  what is stored is not what it claims to be (manifest, checksum, roles
 conflict   something is in the way: a lock held, a name taken, an archived blob
 service    PostgreSQL, Azure or a tool failed or is unreachable: it may work on the next run
 not_found  what was asked for does not exist
+clock      this host's clock and the database server's disagree: fix the clock, then run again
 """
 
 from __future__ import absolute_import, division, print_function
@@ -59,7 +60,7 @@ class NotFoundError(OperatorError):
 
 
 # The kinds an operator can act on; "error" is what nothing explains (a bug).
-OPERATOR_KINDS = ("config", "integrity", "conflict", "service", "not_found")
+OPERATOR_KINDS = ("config", "integrity", "conflict", "service", "not_found", "clock")
 KINDS = OPERATOR_KINDS + ("error",)
 
 SQLSTATE_INSUFFICIENT_PRIVILEGE = "42501"

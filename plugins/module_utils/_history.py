@@ -48,7 +48,7 @@ __metaclass__ = type
 
 import datetime
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _clock
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_archive import _Archiver
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
@@ -139,6 +139,7 @@ def archive_history(
     connection=None,
     host_label=None,
     legacy_owner=None,
+    max_clock_skew=_clock.DEFAULT_MAX_SKEW_SECONDS,
 ):
     """Archives every closed slice of the hypertables (default: all of the database) that has
     no verified archive matching its live count and hash. An unreachable Azure stops the run
@@ -147,8 +148,10 @@ def archive_history(
     state_file (optional) remembers which live slices were found covered, so that a run in
     which nothing changed asks Azure nothing (see _State). connection (optional) is an open
     connection to `database` from open_connection, reused and left open (the runner's).
-    host_label: whose folder (default the FQDN); legacy_owner: see _history_layout.Place."""
+    host_label: whose folder (default the FQDN); legacy_owner: see _history_layout.Place.
+    now None: the database server's clock, checked against this host's (max_clock_skew, _clock)."""
     mf.validate_database_name(database)
+    from_server = now is None
     now = reference_time(now)
     _check_archive_options(check_mode, access_tier, tags, compression_level)
     result = _new_result()
@@ -163,6 +166,9 @@ def archive_history(
         result["warnings"].append(archiver.state.warning)
     try:
         archiver.conn, archiver.owned = use_connection(params, database, connection)
+        if from_server:
+            archiver.now = _clock.server_now(archiver.conn, max_clock_skew)
+            result["reference_time"] = _iso(archiver.now)
         archiver.server = _server(archiver.conn)
         names = (
             [qualified(*split_table_name(n)) for n in hypertables] if hypertables else list_hypertables(archiver.conn)

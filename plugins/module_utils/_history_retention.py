@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _clock, _pg, _privileges, _tsdb
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Work,
@@ -244,6 +244,7 @@ def enforce_retention(
     connection=None,
     host_label=None,
     legacy_owner=None,
+    max_clock_skew=_clock.DEFAULT_MAX_SKEW_SECONDS,
 ):
     """Drops the slices older than each hypertable's retention that a verified archive covers
     (newest version's count and hash equal the live rows, re-checked under lock; its objects
@@ -251,6 +252,7 @@ def enforce_retention(
     'held_back' with a reason code. Never raises for Azure being unreachable: it holds back.
     Only this host's history counts (host_label, default the FQDN): see Place and check_owner."""
     mf.validate_database_name(database)
+    from_server = now is None  # then the server's clock, checked against this host's (_clock)
     now = reference_time(now)
     policies = normalize_policies(policies)
     result = {
@@ -264,6 +266,9 @@ def enforce_retention(
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
+        if from_server:
+            now = _clock.server_now(conn, max_clock_skew)
+            result["reference_time"] = _iso(now)
         run = _Retention(conn, store, database, now, work, result, check_mode, verify_objects, lock_timeout, audit_log)
         run.host, run.legacy_owner = host_label_of(host_label), legacy_owner
         for name, retention in policies:

@@ -151,6 +151,19 @@ STATUS_METRICS = (
         "pending_uploads",
         int,
     ),
+    (
+        "tsdb_backup_unuploaded_sets",
+        "Local backup sets of the database Azure does not hold, with the ones that cannot be sent (unverified, "
+        "unreadable), as last seen by any run. Prune keeps every one of them.",
+        "unuploaded_sets",
+        int,
+    ),
+    (
+        "tsdb_backup_oldest_unuploaded_age_seconds",
+        "Age of the oldest local backup set Azure does not hold (0: none), as last seen by any run.",
+        "oldest_unuploaded_age_seconds",
+        float,
+    ),
 )
 HYPERTABLE_METRICS = (
     (

@@ -543,11 +543,26 @@ def _in_use(conn, dbname, what):
     )
 
 
+def allows_connections(conn, dbname):
+    """pg_database.datallowconn of dbname (None when it does not exist)."""
+    return scalar(conn, "SELECT datallowconn FROM pg_database WHERE datname = %s", (dbname,))
+
+
+def set_allow_connections(conn, dbname, allow):
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(dbname), sql.SQL("true" if allow else "false")
+            )
+        )
+
+
 def close_database(conn, dbname):
     """Refuses new connections to dbname and ends the existing ones (before a rename). When they
-    do not end, dbname is opened again and the error names who holds them."""
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(dbname)))
+    do not end (or anything else stops it), dbname gets its datallowconn of before back and the
+    error names who holds it. Returns that datallowconn."""
+    original = allows_connections(conn, dbname)
+    set_allow_connections(conn, dbname, False)
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -556,18 +571,17 @@ def close_database(conn, dbname):
             )
         for _attempt in range(50):
             if not scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)):
-                return
+                return original
             time.sleep(0.1)
         raise _in_use(conn, dbname, "sessions on %s did not end; cannot rename it" % dbname)
     except BaseException:
         with contextlib.suppress(Exception):  # the first error is the one to report
-            open_database(conn, dbname)
+            set_allow_connections(conn, dbname, original is not False)
         raise
 
 
 def open_database(conn, dbname):
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(dbname)))
+    set_allow_connections(conn, dbname, True)
 
 
 def rename_database(conn, old, new):

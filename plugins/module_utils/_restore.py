@@ -29,6 +29,8 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _pg,
     _privileges,
     _restore_extras,
+    _restore_swap,
+    _signals,
     _signing,
     _tsdb,
 )
@@ -367,7 +369,12 @@ def restore_backup(
     result = {"target": target, "strategy": strategy, "warnings": [], "safety_backup": None, "jobs": jobs}
     backup_id = manifest["backup_id"]
     check_trusted(manifest, signing, backup_set.manifest)
-    with _privileges.advising("restore", params.user, database=target, owner=manifest.get("database_owner")):
+    owner = manifest.get("database_owner")
+    with (
+        _signals.terminate_raises(),
+        _stopped(target, strategy, result),
+        _privileges.advising("restore", params.user, database=target, owner=owner),
+    ):
         exists = _check_target(params, manifest, target, strategy)
         if roles:
             result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
@@ -389,6 +396,28 @@ def restore_backup(
         diffs = run.restore_as(staging)
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
+
+
+@contextlib.contextmanager
+def _stopped(target, strategy, result):
+    """A restore stopped by SIGTERM or SIGHUP (see _signals) as a RestoreError saying where it stopped;
+    the cleanup (removing a half-restored copy, putting the live database back) has run by then."""
+    try:
+        yield
+    except _signals.Terminated as e:
+        if e.__cause__ is not None:  # stopped during the swap: what was put back
+            raise RestoreError("%s; %s" % (e, e.__cause__), kind="service") from None
+        safety = result.get("safety_backup")
+        if strategy == "in_place":
+            where = "%s may have been dropped already (in_place): restore it from the safety backup %s" % (
+                target,
+                safety["backup_id"] if safety else "(none was taken)",
+            )
+        else:
+            where = "%s was left untouched and the half-restored copy removed" % target
+        raise RestoreError(
+            "the restore was %s before the swap; %s: run it again" % (e, where), kind="service"
+        ) from None
 
 
 def effective_jobs(jobs):
@@ -425,18 +454,30 @@ def _check_target(params, manifest, target, strategy):
     try:
         exists = _pg.database_exists(conn, target)
         check_extension_available(conn, manifest)
-        free = data_directory_free(conn)
-        need = int(manifest.get("database_size_bytes") or 0)
-        if strategy == "beside" and free is not None and need and free < need * 1.1:
-            raise RestoreError(
-                "restoring beside %s needs about %s free in the data directory, only %s is free. "
-                "Free space, or use strategy in_place (after a safety backup) on this host."
-                % (target, _dump.human(need * 1.1), _dump.human(free)),
-                kind="service",
+        if strategy == "beside":
+            check_room(
+                conn,
+                manifest,
+                "restoring beside %s" % target,
+                "Free space, or use strategy in_place (after a safety backup) on this host.",
             )
     finally:
         conn.close()
     return exists
+
+
+def check_room(conn, manifest, what, advice):
+    """Refuses (RestoreError, service) a restore of a full copy into the server of ``conn`` when
+    its data directory has less free than the set's database size and a tenth: ``what`` and
+    ``advice`` say what needs it and what to do. Skipped where the space is not visible."""
+    free = data_directory_free(conn)
+    need = int(manifest.get("database_size_bytes") or 0)
+    if free is not None and need and free < need * 1.1:
+        raise RestoreError(
+            "%s needs about %s free in the data directory, only %s is free; nothing was changed. %s"
+            % (what, _dump.human(need * 1.1), _dump.human(free), advice),
+            kind="service",
+        )
 
 
 def _safety_backup(params, target, backup_dir, host_label, signing=None):
@@ -496,18 +537,14 @@ class _Restore:
                     kind="integrity",
                 )
             t0 = time.monotonic()
-            _pg.close_database(conn, staging)
-            if exists:
-                if _pg.database_exists(conn, replaced):  # taken since the restore began
-                    _pg.drop_database(conn, staging)
-                    raise RestoreError(
-                        "%s appeared during the restore; %s was left untouched and the copy removed: run it again"
-                        % (replaced, target),
-                        kind="conflict",
-                    )
-                _move_aside(conn, target, replaced)
-            _pg.rename_database(conn, staging, target)
-            _pg.open_database(conn, target)
+            if exists and _pg.database_exists(conn, replaced):  # taken since the restore began
+                _pg.drop_database(conn, staging)
+                raise RestoreError(
+                    "%s appeared during the restore; %s was left untouched and the copy removed: run it again"
+                    % (replaced, target),
+                    kind="conflict",
+                )
+            _restore_swap.Swap(params, staging, target, replaced, exists).run(conn)
             result["timings"]["swap_seconds"] = round(time.monotonic() - t0, 3)
             if audit:
                 audit(
@@ -524,18 +561,6 @@ class _Restore:
                     audit("drop_database", database=replaced, reason="keep_replaced is false")
         finally:
             conn.close()
-
-
-def _move_aside(conn, target, replaced):
-    """Renames the live database out of the way of the restored copy. When its sessions do not
-    end or it cannot be renamed, it is left under its name and open, and the error says who holds it."""
-    _pg.close_database(conn, target)
-    try:
-        _pg.rename_database(conn, target, replaced)
-    except BaseException:
-        _pg.open_database(conn, target)
-        raise
-    _pg.open_database(conn, replaced)
 
 
 def backup_set_for(backup_dir, database, backup_id, signing=None):

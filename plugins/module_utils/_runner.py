@@ -23,7 +23,9 @@ credentials.env written by the role), read by _runner_config::
     TSDB_BACKUP_METRICS_DIR     node_exporter textfile directory (optional)
     TSDB_BACKUP_NOTIFY_CONFIG   JSON file for notifications (optional)
     TSDB_BACKUP_LOG_FORMAT      text (default) | json
+    TSDB_BACKUP_LOCK_WAIT_MINUTES   minutes a backup waits for the run lock another run holds (default 30)
     TSDB_HISTORY_DATABASE, TSDB_HISTORY_RETENTION, TSDB_HISTORY_GRACE_HOURS   history timers
+    TSDB_HISTORY_MAX_CLOCK_SKEW     seconds host and server clocks may differ (default 300)
     TSDB_HISTORY_LEGACY_OWNER   host label owning the history layout without host (history-migrate)
     TSDB_BACKUP_SIGNING_KEY_FILE      this host's Ed25519 key: signs every manifest (docs/SIGNING.md)
     TSDB_BACKUP_TRUSTED_SIGNERS_FILE  the trust store: which keys may sign which host's sets
@@ -45,10 +47,12 @@ import sys
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _drill,
     _dump,
     _errors,
     _lock,
     _prune,
+    _runner_guard,
     _runner_history,
     _signing,
     _verify,
@@ -93,13 +97,15 @@ def run_lock(state_dir, job=None, unit=None):
     return _lock.FileLock(os.path.join(state_dir, "runner.lock"), holder=lambda: holder_fields(job, unit))
 
 
-def take_run_lock(state_dir, job=None, unit=None):
-    """The run lock, held; RunLocked saying who holds it when another run does."""
+def take_run_lock(state_dir, job=None, unit=None, wait_seconds=0, logger=None):
+    """The run lock, held, after waiting up to ``wait_seconds`` for another run to finish (a long
+    history run at backup time); RunLocked saying who holds it when it is still held."""
     lock = run_lock(state_dir, job, unit)
-    if not lock.try_acquire():
+    held_by = _runner_guard.wait_for_lock(lock, wait_seconds, logger)
+    if held_by is not None:
         raise RunLocked(
-            "another run of the agent (a timer or a playbook) is in progress: %s is %s; try again when it has "
-            "finished" % (lock.path, lock.describe())
+            "another run of the agent (a timer or a playbook) is in progress: %s; try again when it has "
+            "finished" % held_by
         )
     return lock
 
@@ -194,10 +200,15 @@ def backup_database(config, database, logger, store=None, azure=None):
         m = _dump_step(config, database, logger, new_progress, r)
         steps.start("verify")
         _verify_step(config, database, logger, new_progress, m, r)
-        uploaded_ids = None
+        uploaded_ids = upload_error = None
         if config["upload"]:
             steps.start("upload")
-            uploaded_ids = _upload_step(config, database, logger, store, r)
+            try:
+                uploaded_ids = _upload_step(config, database, logger, store, r)
+            except _runner_guard.UploadIncomplete as e:  # prune what is safe, then report the upload's failure
+                if e.uploaded_ids is None:
+                    raise  # Azure could not be listed: nothing is known to be safe to remove
+                uploaded_ids, upload_error = e.uploaded_ids, e
         steps.start("prune")
         pr = _prune.prune(
             config["backup_dir"],
@@ -209,6 +220,9 @@ def backup_database(config, database, logger, store=None, azure=None):
         )
         steps.stop()
         r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
+        if upload_error is not None:
+            steps.name = "upload"
+            raise upload_error
         r["success"] = True
     except Exception as e:  # noqa: BLE001 - every failure is reported per database; the run goes on
         steps.stop()
@@ -287,15 +301,22 @@ def _upload_step(config, database, logger, store, r):
         uploaded=up["uploaded"],
     )
     logger.info("upload %s: %d set(s) sent, %s", database, len(up["uploaded"]), _dump.human(up["bytes"]))
-    pending, _unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
+    pending, unusable = store.pending_uploads(config["backup_dir"], database, config["host_label"])
     r["pending_uploads"] = len(pending)
-    if up["failures"]:
-        # The last failure is the one that stopped the catch-up, if one did.
-        raise _errors.OperatorError(
-            "; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]),
-            kind=up["failures"][-1].get("error_kind") or "service",
-        )
-    return store.uploaded_copies(config["backup_dir"], config["host_label"], database)
+    _runner_guard.note_unuploaded(r, pending, unusable, up["failures"], logger)
+    if not up["failures"]:
+        return store.uploaded_copies(config["backup_dir"], config["host_label"], database)
+    # The last failure is the one that stopped the catch-up, if one did.
+    failed = _runner_guard.UploadIncomplete(
+        "; ".join("%s: %s" % (f["backup_id"], f["error"]) for f in up["failures"]),
+        kind=up["failures"][-1].get("error_kind") or "service",
+    )
+    # A set that cannot be uploaded must not stop the pruning of the ones Azure holds.
+    try:
+        failed.uploaded_ids = store.uploaded_copies(config["backup_dir"], config["host_label"], database)
+    except Exception as e:  # noqa: BLE001 - then nothing is pruned; the upload's failure is the one reported
+        logger.warning("upload %s: cannot list Azure (%s); nothing is pruned", database, e)
+    raise failed
 
 
 def run_backup(config, logger):
@@ -384,40 +405,8 @@ def summary_lines(results):
 
 
 def run_drill(config, logger):
-    results = []
-    for database in config["databases"]:
-        r = {"database": database, "success": False, "error": None}
-        entry = mf.select_backup(mf.list_local(config["backup_dir"], database))
-        if entry is None:
-            r.update(error="no local backup to drill", error_kind="not_found")
-        else:
-            bid = entry["backup_id"]
-            try:
-                ver = _verify.verify(
-                    config["pg"],
-                    config["backup_dir"],
-                    database,
-                    bid,
-                    level="restore",
-                    jobs=config.get("drill_jobs") or 1,
-                    progress=progress_factory(logger),
-                    signing=signing_policy(config),
-                )
-            except Exception as e:  # noqa: BLE001 - a drill that cannot run is a failed drill, reported as one
-                if not isinstance(e, _errors.OperatorError):
-                    logger.exception("drill %s could not run", database)  # a bug: its traceback in the journal
-                ver = {"ok": False, "failures": [{"message": "the drill could not run: %s" % e}], "error": e}
-            r.update(backup_id=bid, drill_ok=ver["ok"], success=ver["ok"], duration_seconds=ver.get("duration_seconds"))
-            if not ver["ok"]:
-                r["error"] = "; ".join(f["message"] for f in ver["failures"])
-                r["error_kind"] = _errors.kind_of(ver["error"]) if "error" in ver else "integrity"
-        (logger.info if r["success"] else logger.error)("drill %s: %s", database, r["error"] or "restored and matched")
-        results.append(r)
-    record = {"finished_at": mf.isoformat(mf.utcnow()), "results": results}
-    mf.atomic_write_bytes(
-        os.path.join(config["state_dir"], "last-drill.json"), (json.dumps(record, indent=2) + "\n").encode("utf-8")
-    )
-    return results
+    """The restore drill of every database (see _drill)."""
+    return _drill.run_drill(config, logger, progress_factory(logger), audit_callback(logger), signing_policy(config))
 
 
 def run_history(config, logger, kind):
@@ -465,7 +454,10 @@ def main(argv=None, environ=None):
         config["databases"] = args.database
     logger = get_logger(config["log_format"])
     try:
-        lock = take_run_lock(config["state_dir"], JOB_OF_COMMAND.get(args.command, args.command), args.unit)
+        job = JOB_OF_COMMAND.get(args.command, args.command)
+        # The nightly backup waits (bounded) for a history run in its way; the others do not start.
+        wait = config.get("lock_wait_minutes", 0) * 60 if args.command == "run" else 0
+        lock = take_run_lock(config["state_dir"], job, args.unit, wait_seconds=wait, logger=logger)
     except RunLocked as e:
         logger.error("%s; not starting a second one", e)
         return EXIT_LOCKED

@@ -19,6 +19,9 @@ import socket
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
+DEFAULT_LOCK_WAIT_MINUTES = 30  # the nightly backup waits this long for a history run to finish
+DEFAULT_MAX_CLOCK_SKEW = 300  # seconds; _clock.DEFAULT_MAX_SKEW_SECONDS
+
 
 class ConfigError(_errors.ConfigError):
     """The agent's settings files are wrong."""
@@ -32,6 +35,15 @@ def _bool(value, default):
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError("expected true or false, got %r" % value)
+
+
+def _number(env, name, default):
+    """A number setting; unset or empty is the default (0 is a value)."""
+    text = env.get(name)
+    try:
+        return default if text in (None, "") else float(text)
+    except ValueError:
+        raise ConfigError("%s must be a number, not %r" % (name, text)) from None
 
 
 def _json_list(name, text):
@@ -102,6 +114,7 @@ def load_config(environ=None):
             "notify_config": env.get("TSDB_BACKUP_NOTIFY_CONFIG") or None,
             "log_format": env.get("TSDB_BACKUP_LOG_FORMAT", "text"),
             "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
+            "lock_wait_minutes": _number(env, "TSDB_BACKUP_LOCK_WAIT_MINUTES", DEFAULT_LOCK_WAIT_MINUTES),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 # Set but empty is no prefix, as backup.yml passes it; only a missing key takes the default.
@@ -127,6 +140,8 @@ def load_config(environ=None):
         "database": env.get("TSDB_HISTORY_DATABASE") or databases[0],
         "retention": _retention_list(env.get("TSDB_HISTORY_RETENTION", "")),
         "grace_hours": float(env.get("TSDB_HISTORY_GRACE_HOURS", "1")),
+        # How far this host's clock may be from the database server's before history refuses to act.
+        "max_clock_skew": _number(env, "TSDB_HISTORY_MAX_CLOCK_SKEW", DEFAULT_MAX_CLOCK_SKEW),
         # The host whose history the layout without host (earlier releases) is: unset, it is ignored.
         "legacy_owner": env.get("TSDB_HISTORY_LEGACY_OWNER") or None,
     }
@@ -158,6 +173,8 @@ def check_config(config):
         raise ConfigError("compression (TSDB_BACKUP_COMPRESSION) must be one of %s" % ", ".join(_dump.COMPRESSIONS))
     if config.get("dump_jobs", 1) < 0:
         raise ConfigError("dump jobs (TSDB_BACKUP_DUMP_JOBS) must be 0 (one per core) or a positive number")
+    if config.setdefault("lock_wait_minutes", 0) < 0:
+        raise ConfigError("the lock wait (TSDB_BACKUP_LOCK_WAIT_MINUTES) must be 0 minutes or more")
     if config["verify_level"] not in _verify.LEVELS:
         raise ConfigError("verify level (TSDB_BACKUP_VERIFY_LEVEL) must be one of %s" % ", ".join(_verify.LEVELS))
     return config

@@ -57,6 +57,7 @@ def _archive(config, database, store, logger):
         state_file=os.path.join(config["state_dir"], "history-%s.json" % mf.database_segment(database)),
         host_label=config["host_label"],
         legacy_owner=h["legacy_owner"],
+        max_clock_skew=h.get("max_clock_skew", 300),
     )
     logger.info(
         "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",
@@ -80,6 +81,7 @@ def _retention(config, database, store, logger):
         audit_log=os.path.join(config["state_dir"], "history-audit.log"),
         host_label=config["host_label"],
         legacy_owner=h["legacy_owner"],
+        max_clock_skew=h.get("max_clock_skew", 300),
     )
     for held in res.get("held_back", []):
         logger.warning("history retention %s: held back %s", database, json.dumps(held, default=str))

@@ -207,6 +207,12 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
     conn = _pg.connect(params)
     try:
         _pg.drop_database(conn, scratch)
+        _restore.check_room(
+            conn,
+            manifest,
+            "a restore test of %s (scratch database %s)" % (manifest["backup_id"], scratch),
+            "Free space in the data directory, or verify at level archive on this host.",
+        )
     finally:
         conn.close()
     try:

@@ -107,6 +107,13 @@ options:
     description: Parallel C(pg_restore) workers of the drill's restore (O(job=drill)).
     type: int
     default: 1
+  lock_wait_minutes:
+    description:
+      - With O(job=backup), how long to wait for the agent's run lock when another run (a long history archive run)
+        holds it, before failing with who holds it. V(0) fails at once. The timer's backup waits
+        C(TSDB_BACKUP_LOCK_WAIT_MINUTES).
+    type: int
+    default: 0
   fail_on_error:
     description: Fail the task when any database failed. V(false) returns every result and lets the play decide.
     type: bool
@@ -217,6 +224,7 @@ def build_config(module):
         "upload": p["upload"],
         "log_format": "text",
         "drill_jobs": p["jobs"],
+        "lock_wait_minutes": p["lock_wait_minutes"],
         "azure": azure,
         "pg": _module_glue.connection_params(module),
         "signing": {k: p[k] for k in _signing.signing_argument_spec()},
@@ -255,6 +263,7 @@ def main():
         notify_config=dict(type="path"),
         agent_settings=dict(type="path", default="/etc/tsdb-backup/agent.env"),
         jobs=dict(type="int", default=1),
+        lock_wait_minutes=dict(type="int", default=0),
         fail_on_error=dict(type="bool", default=True),
     )
     argument_spec.update(_signing.signing_argument_spec())
@@ -291,7 +300,10 @@ def run(module, config, job):
             % (state, os.stat(state).st_uid, os.geteuid())
         )
     # The holder record names this run (a playbook) to a timer that finds the lock held.
-    lock = _runner.take_run_lock(state, job, unit="ansible-playbook (%s)" % module._name)
+    wait = config["lock_wait_minutes"] * 60 if job == "backup" else 0
+    lock = _runner.take_run_lock(
+        state, job, unit="ansible-playbook (%s)" % module._name, wait_seconds=wait, logger=logger
+    )
     try:
         results = JOBS[job](config, logger)
         _runner.report(config, job, results, logger)

@@ -69,8 +69,17 @@ options:
     default: 120
   reference_time:
     description:
-      - The time taken as "now", as ISO 8601 (C(2026-11-27T02:00:00Z)). Default is the clock. For replays and tests.
+      - The time taken as "now", as ISO 8601 (C(2026-11-27T02:00:00Z)). For replays and tests.
+      - Default is the database server's clock (C(clock_timestamp())), once this host's clock is found within
+        O(max_clock_skew) of it.
     type: str
+  max_clock_skew:
+    description:
+      - Seconds this host's clock and the database server's may differ. When they differ by more, nothing is archived
+        and the module fails (C(error_kind=clock)) naming both times - a wrong clock makes open ranges look closed.
+      - Not checked with O(reference_time).
+    type: int
+    default: 300
   verify:
     description:
       - Read each object back and compare its decoded rows with the database before the manifest is written.
@@ -187,7 +196,13 @@ reference_time:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _clock,
+    _history,
+    _module_glue,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -199,6 +214,7 @@ def main():
         hypertables=dict(type="list", elements="str"),
         grace_minutes=dict(type="int", default=120),
         reference_time=dict(type="str"),
+        max_clock_skew=dict(type="int", default=_clock.DEFAULT_MAX_SKEW_SECONDS),
         verify=dict(type="bool", default=True),
         reverify=dict(type="bool", default=False),
         state_file=dict(type="path"),
@@ -217,6 +233,7 @@ def main():
     _module_glue.require_pyarrow(module, "to write the Parquet archive")
     p = module.params
     _module_glue.check_minimum(module, "grace_minutes", 0)
+    _module_glue.check_minimum(module, "max_clock_skew", 0)
     result = _module_glue.run_history(
         module,
         _history.archive_history,
@@ -225,7 +242,7 @@ def main():
         check_mode=module.check_mode,
         **_module_glue.options(p, "hypertables", "verify", "reverify", "state_file", "work_dir", "compression_level"),
         **_module_glue.options(p, "access_tier", "tags", "block_size_mb", "max_concurrency"),
-        **_module_glue.options(p, "host_label", "legacy_owner"),
+        **_module_glue.options(p, "host_label", "legacy_owner", "max_clock_skew"),
     )
     _module_glue.warn(module, result.pop("warnings", []))
     _module_glue.warn(module, [item.pop("warning") for item in result["archived"] if item.get("warning")])

@@ -72,8 +72,18 @@ options:
         type: int
         required: true
   reference_time:
-    description: The time taken as "now", as ISO 8601 (C(2026-11-27T02:00:00Z)). Default is the clock.
+    description:
+      - The time taken as "now", as ISO 8601 (C(2026-11-27T02:00:00Z)).
+      - Default is the database server's clock (C(clock_timestamp())), once this host's clock is found within
+        O(max_clock_skew) of it.
     type: str
+  max_clock_skew:
+    description:
+      - Seconds this host's clock and the database server's may differ. When they differ by more, nothing is dropped
+        and the module fails (C(error_kind=clock)) naming both times - a wrong clock makes ranges look due too early.
+      - Not checked with O(reference_time).
+    type: int
+    default: 300
   verify_objects:
     description:
       - Download every object a slice's archive relies on and check its sha256 before dropping the slice.
@@ -159,7 +169,13 @@ reference_time:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _clock,
+    _history,
+    _module_glue,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -190,6 +206,7 @@ def main():
             options=dict(name=dict(type="str", required=True), retention_days=dict(type="int", required=True)),
         ),
         reference_time=dict(type="str"),
+        max_clock_skew=dict(type="int", default=_clock.DEFAULT_MAX_SKEW_SECONDS),
         verify_objects=dict(type="bool", default=True),
         lock_timeout=dict(type="int", default=_history.LOCK_TIMEOUT_SECONDS),
         audit_log=dict(type="path"),
@@ -202,6 +219,7 @@ def main():
     _module_glue.require_azure_storage(module)
     p = module.params
     _module_glue.check_minimum(module, "lock_timeout", 1)
+    _module_glue.check_minimum(module, "max_clock_skew", 0)
     result = _module_glue.run_history(
         module,
         _history.enforce_retention,
@@ -209,7 +227,7 @@ def main():
         now=p["reference_time"],
         check_mode=module.check_mode,
         **_module_glue.options(
-            p, "verify_objects", "lock_timeout", "audit_log", "work_dir", "host_label", "legacy_owner"
+            p, "verify_objects", "lock_timeout", "audit_log", "work_dir", "host_label", "legacy_owner", "max_clock_skew"
         ),
     )
     _module_glue.warn(module, result.pop("warnings", []))

@@ -142,6 +142,7 @@ def test_the_runner_refuses_to_start_beside_a_holder_and_says_who(tmp_path, caps
             "TSDB_BACKUP_DATABASES": "iot",
             "TSDB_BACKUP_STATE_DIR": str(tmp_path),
             "TSDB_BACKUP_UPLOAD": "false",
+            "TSDB_BACKUP_LOCK_WAIT_MINUTES": "0",  # waiting: tests/unit/test_fault_lock.py
         }
         assert _runner.main(["run"], environ=environ) == _runner.EXIT_LOCKED == 75
     finally:

@@ -57,6 +57,7 @@ SAME = {
     "TSDB_BACKUP_AZURE_CREATE_CONTAINER": "create_container",
     "TSDB_BACKUP_SIGNING_KEY_FILE": "signing_key_file",
     "TSDB_BACKUP_TRUSTED_SIGNERS_FILE": "trusted_signers_file",
+    "TSDB_BACKUP_LOCK_WAIT_MINUTES": "lock_wait_minutes",
 }
 # credentials.env key -> option: the module shows a secret only as no_log's mask, so both sides
 # must agree on whether it is set.
@@ -105,6 +106,7 @@ EXAMPLE_SITE = {
     "tsdb_backup_keep_days": 5,
     "tsdb_backup_keep_last": 2,
     "tsdb_drill_jobs": 2,
+    "tsdb_backup_lock_wait_minutes": 45,
 }
 
 

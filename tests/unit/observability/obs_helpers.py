@@ -21,6 +21,8 @@ FULL_RESULT = {
     "upload_bytes": 123456789,
     "upload_duration_seconds": 12.0,
     "pending_uploads": 0,
+    "unuploaded_sets": 0,
+    "oldest_unuploaded_age_seconds": 0.0,
     "verify_ok": True,
     "drill_ok": True,
     "oldest_unarchived_chunk_age_seconds": 86400.0,

@@ -1,0 +1,185 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The swap at the end of a beside restore: the restored copy takes the live database's name,
+the live database moves aside. The only moment a restore touches the live database.
+
+Every way out is accounted for. Whatever fails - ending the sessions, a rename, the
+connection, Ctrl-C, SIGTERM (see _signals) - the live database gets its name and its
+``datallowconn`` of before back, over a new connection, and the error says what happened and
+in which state each database is. Only when the restored copy already carries the name (the
+last rename went through) is the swap finished instead of undone.
+
+Private to the collection. No Ansible imports: the scheduled runner (restore drill) uses this.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _restore_extras
+
+
+@contextlib.contextmanager
+def _connection(params):
+    conn = _pg.connect(params)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class Swap:
+    """One swap. ``step`` names what is being done (for the error), the flags what is done."""
+
+    def __init__(self, params, staging, target, replaced, exists):
+        self.params, self.staging, self.target, self.replaced, self.exists = params, staging, target, replaced, exists
+        self.original = None  # the live database's datallowconn before the swap
+        self.step = None
+        self.moved = False  # target renamed to replaced
+        self.swapped = False  # staging renamed to target
+        # The databases by oid: after a failure the catalog, not a flag, says where each is (an
+        # interrupt can come after a rename took effect and before a flag was set).
+        self.oids = None
+
+    def run(self, conn):
+        """Swaps; on any failure puts things back (or finishes) and raises RestoreError."""
+        try:
+            self._steps(conn)
+        except BaseException as e:  # noqa: BLE001 - every failure, also KeyboardInterrupt and Terminated
+            error = _restore_extras.RestoreError(self._recover(e), kind=_kind_of(e))
+            if isinstance(e, Exception):
+                raise error from None
+            raise e from error  # an interrupt stays an interrupt; its cause says what was recovered
+
+    def _steps(self, conn):
+        self.step = "reading the databases' oids"
+        self.oids = (_oid(conn, self.target) if self.exists else None, _oid(conn, self.staging))
+        if self.exists:
+            self.step = "reading the connection setting of %s" % self.target
+            self.original = _pg.allows_connections(conn, self.target)
+        self.step = "closing the restored copy %s" % self.staging
+        _pg.close_database(conn, self.staging)
+        if self.exists:
+            self.step = "ending the sessions on %s" % self.target
+            _pg.close_database(conn, self.target)
+            self.step = "renaming %s to %s" % (self.target, self.replaced)
+            _pg.rename_database(conn, self.target, self.replaced)
+            self.moved = True
+        self.step = "renaming %s to %s" % (self.staging, self.target)
+        _pg.rename_database(conn, self.staging, self.target)
+        self.swapped = True
+        self._finish(conn)
+
+    def _finish(self, conn):
+        self.step = "allowing connections to %s" % self.target
+        _pg.open_database(conn, self.target)
+        if self.exists:
+            self.step = "restoring the connection setting of %s" % self.replaced
+            _pg.set_allow_connections(conn, self.replaced, self.original is not False)
+
+    def _recover(self, error):
+        """Puts the live database back (or finishes the swap) over a new connection; returns the
+        message saying what happened and where each database is."""
+        what = "the swap of the restored copy into %s failed while %s (%s)" % (
+            self.target,
+            self.step,
+            _describe(error),
+        )
+        try:
+            with _connection(self.params) as conn:
+                self._observe(conn)
+                return "%s; %s" % (what, self._finish_after(conn) if self.swapped else self._undo(conn))
+        except Exception as e:  # noqa: BLE001 - said in the message, with what to run by hand
+            return "%s; putting things back failed too (%s). %s" % (what, _describe(e), self._by_hand())
+
+    def _observe(self, conn):
+        """Where the live database and the copy are now, from the catalog (by oid)."""
+        if self.oids is None:
+            return  # nothing was changed yet
+        live, copy = self.oids
+        if live is not None:
+            self.moved = _name_of(conn, live) == self.replaced
+        self.swapped = copy is not None and _name_of(conn, copy) == self.target
+
+    def _finish_after(self, conn):
+        self._finish(conn)
+        kept = " and the database it replaced is %s" % self.replaced if self.exists else ""
+        return "the restore itself went through: %s is the restored copy, open for connections%s" % (self.target, kept)
+
+    def _undo(self, conn):
+        if self.moved:
+            try:
+                _pg.rename_database(conn, self.replaced, self.target)
+            except Exception:
+                # Not back under its name: at least open for connections again, under the other one.
+                with contextlib.suppress(Exception):
+                    _pg.set_allow_connections(conn, self.replaced, self.original is not False)
+                raise
+            self.moved = False
+        if self.exists:
+            _pg.set_allow_connections(conn, self.target, self.original is not False)
+        _pg.drop_database(conn, self.staging)
+        if not self.exists:
+            return "%s was not created and the restored copy %s was removed: run the restore again" % (
+                self.target,
+                self.staging,
+            )
+        return (
+            "%s is back as it was (its name, its data, connections %s) and the restored copy %s was removed: "
+            "run the restore again (end the sessions on %s first if they were in the way)"
+            % (
+                self.target,
+                "allowed" if self.original is not False else "refused, as before",
+                self.staging,
+                self.target,
+            )
+        )
+
+    def _by_hand(self):
+        """What an operator runs when the live database could not be put back automatically."""
+        allow = "true" if self.original is not False else "false"
+        if self.moved:
+            return (
+                "The live database is now named %s and the restored copy %s: as a superuser run "
+                "ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s WITH ALLOW_CONNECTIONS %s; then DROP DATABASE %s;"
+                % (
+                    _q(self.replaced),
+                    _q(self.staging),
+                    _q(self.replaced),
+                    _q(self.target),
+                    _q(self.target),
+                    allow,
+                    _q(self.staging),
+                )
+            )
+        if self.exists:
+            return (
+                "The live database keeps its name %s but may refuse connections: as a superuser run "
+                "ALTER DATABASE %s WITH ALLOW_CONNECTIONS %s; and DROP DATABASE %s; (the restored copy)"
+                % (_q(self.target), _q(self.target), allow, _q(self.staging))
+            )
+        return "The restored copy is %s: DROP DATABASE %s; removes it." % (_q(self.staging), _q(self.staging))
+
+
+def _oid(conn, name):
+    return _pg.scalar(conn, "SELECT oid FROM pg_database WHERE datname = %s", (name,))
+
+
+def _name_of(conn, oid):
+    return _pg.scalar(conn, "SELECT datname FROM pg_database WHERE oid = %s", (oid,))
+
+
+def _q(name):
+    return _pg.qualify_part(name)
+
+
+def _describe(error):
+    text = str(error).strip().splitlines()
+    return "%s: %s" % (error.__class__.__name__, text[0]) if text else error.__class__.__name__
+
+
+def _kind_of(error):
+    kind = getattr(error, "kind", None)
+    return kind if kind in ("conflict", "config", "service") else "service"

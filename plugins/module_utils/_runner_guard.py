@@ -1,0 +1,88 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What keeps a night's run from leaving the host worse off: waiting (bounded) for the run lock
+a long history run holds instead of skipping the backup, and reporting the backup sets that
+have not reached Azure (a set that can never be uploaded is held locally, and with it the disk).
+
+Private to the collection. No Ansible imports: the scheduled runner uses this.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+DEFAULT_LOCK_WAIT_MINUTES = 30
+
+
+class UploadIncomplete(_errors.OperatorError):
+    """Sets failed to upload; ``uploaded_ids`` (when Azure could be listed) what prune may remove."""
+
+    uploaded_ids = None
+
+
+POLL_SECONDS = 5.0
+
+
+def wait_for_lock(lock, wait_seconds, logger=None, poll_seconds=POLL_SECONDS):
+    """Takes ``lock`` (a _lock.FileLock), waiting up to ``wait_seconds`` for its holder to finish.
+    Returns None when held, else what an operator reads: who holds it and how long this waited.
+    The holder is said once in the journal when the wait begins (and again if it changes)."""
+    deadline = time.monotonic() + max(0.0, float(wait_seconds or 0))
+    said = None
+    while not lock.try_acquire():
+        holder = lock.describe()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waited = "; waited %s for it" % _minutes(wait_seconds) if wait_seconds else ""
+            return "%s is %s%s" % (lock.path, holder, waited)
+        if logger is not None and holder != said:
+            logger.warning("%s is %s; waiting up to %s for it to finish", lock.path, holder, _minutes(left))
+            said = holder
+        time.sleep(min(poll_seconds, max(left, 0.01)))
+    if said is not None and logger is not None:
+        logger.info("%s taken after waiting for %s", lock.path, said.replace("held by ", "", 1))
+    return None
+
+
+def _minutes(seconds):
+    seconds = float(seconds)
+    return "%d min" % round(seconds / 60) if seconds >= 60 else "%d s" % round(seconds)
+
+
+def note_unuploaded(r, pending, unusable, failures, logger=None, now=None):
+    """Puts into the result ``r`` the local sets Azure does not hold: ``unuploaded_sets`` (the
+    pending ones and those that cannot be sent: unverified, unreadable), the age of the oldest
+    (``oldest_unuploaded_age_seconds``, 0 when none) and ``stuck_sets``: the ones whose upload
+    failed this run or that cannot be sent, with the reason. Prune keeps them all (and the disk fills),
+    so they are said in the journal too."""
+    now = now or mf.utcnow()
+    failed = {f["backup_id"]: f["error"] for f in failures or []}
+    stuck = [{"backup_id": bid, "reason": why} for bid, why in sorted(failed.items())]
+    stuck += [
+        {"backup_id": u["backup_id"], "reason": u["error"]} for u in unusable or [] if u["backup_id"] not in failed
+    ]
+    ids = {e["backup_id"] for e in pending or []} | {u["backup_id"] for u in unusable or []}
+    ages = []
+    for bid in ids:
+        try:
+            ages.append((now - mf.backup_id_time(bid)).total_seconds())
+        except ValueError:
+            continue
+    r["unuploaded_sets"] = len(ids)
+    r["oldest_unuploaded_age_seconds"] = round(max(max(ages), 0)) if ages else 0
+    if stuck:
+        r["stuck_sets"] = stuck
+        if logger is not None:
+            for s in stuck:
+                logger.warning(
+                    "upload %s: set %s is not in Azure and is kept locally until it is: %s",
+                    r.get("database"),
+                    s["backup_id"],
+                    s["reason"],
+                )
+    return r

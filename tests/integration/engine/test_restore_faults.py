@@ -1,0 +1,159 @@
+"""The swap of a beside restore, failing at each step on the rig's PostgreSQL: the live database
+must keep (or get back) its name, its datallowconn and its rows, a client must be able to connect
+again, and nothing of the restore may be left. The swap runs in this process against the rig's
+server (as the restore module runs it); the fault is injected at the step (an error, Ctrl-C, a
+real SIGTERM to this process). docs/RELIABILITY.md lists these rows."""
+
+import os
+import signal
+import sys
+
+import pytest
+import rig
+
+sys.path.insert(0, os.path.join(rig.REPO, "collections"))
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (  # noqa: E402
+    _pg,
+    _restore_extras,
+    _restore_swap,
+    _signals,
+)
+
+LIVE = "it_swapfault"
+BID = "20261127T020000Z"
+COPY = LIVE + "__restore_" + BID
+ASIDE = LIVE + "__pre_restore_" + BID
+
+
+@pytest.fixture
+def params(env):
+    return _pg.ConnectionParams(
+        login_host="127.0.0.1", port=int(env["PGPORT"]), login_user=env["PGUSER"], login_password=env["PGPASSWORD"]
+    )
+
+
+@pytest.fixture
+def live():
+    for name in (LIVE, COPY, ASIDE):
+        rig.drop_database(name)
+    for name, value in ((LIVE, "'live ' || g"), (COPY, "'restored'")):
+        rig.query("postgres", "CREATE DATABASE %s" % _pg.quote_ident(name))
+        rig.query(
+            name,
+            "CREATE TABLE readings (id int PRIMARY KEY, v text); "
+            "INSERT INTO readings SELECT g, %s FROM generate_series(1, 500) g" % value,
+        )
+    digest = rig.table_digest(LIVE)
+    yield digest
+    for name in (LIVE, COPY, ASIDE):
+        rig.drop_database(name)
+
+
+def allowconn():
+    return dict(
+        rig.query("postgres", "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE %s", (LIVE + "%",))
+    )
+
+
+def fail(monkeypatch, function, when, error, before=False):
+    """Makes _pg.<function> raise ``error`` right after doing its work for real (``before``: instead)."""
+    real = getattr(_pg, function)
+
+    def wrapped(conn, *args):
+        if args[: len(when)] == when and before:
+            raise error
+        if args[: len(when)] == when:
+            if error == "sigterm":
+                real(conn, *args)
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered here
+                return None
+            real(conn, *args)
+            raise error
+        return real(conn, *args)
+
+    monkeypatch.setattr(_pg, function, wrapped)
+
+
+@pytest.mark.parametrize(
+    "function,when,error",
+    [
+        ("close_database", (LIVE,), KeyboardInterrupt()),  # Ctrl-C just after the live database was closed
+        ("close_database", (LIVE,), _pg.PgError("sessions on it did not end", kind="conflict")),
+        ("rename_database", (LIVE, ASIDE), "sigterm"),  # SIGTERM once the live database is aside
+        ("rename_database", (COPY, LIVE), None),  # the copy's rename fails (the name taken)
+    ],
+    ids=["ctrl-c-after-close", "terminate-failed", "sigterm-after-move", "rename-copy-failed"],
+)
+def test_a_failed_swap_gives_the_live_database_back(monkeypatch, params, live, function, when, error):
+    grafana = rig.connect(LIVE)  # a client on the live database, as in production
+    if error is None:
+        # The copy's rename fails for real: another session takes the name first.
+        real = _pg.rename_database
+
+        def taken(conn, old, new):
+            if (old, new) == (COPY, LIVE):
+                rig.query("postgres", "CREATE DATABASE %s" % LIVE)
+                try:
+                    real(conn, old, new)
+                finally:
+                    rig.drop_database(LIVE)
+            return real(conn, old, new)
+
+        monkeypatch.setattr(_pg, "rename_database", taken)
+    else:
+        fail(monkeypatch, function, when, error)
+    conn = _pg.connect(params)
+    try:
+        with pytest.raises(BaseException) as info:
+            with _signals.terminate_raises():
+                _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
+    finally:
+        conn.close()
+        grafana.close()
+    report = info.value if isinstance(info.value, Exception) else info.value.__cause__
+    assert isinstance(report, _restore_extras.RestoreError), info.value
+    assert "%s is back as it was" % LIVE in str(report), str(report)
+    # The real state: the live database under its name, open, with its rows; nothing else left.
+    assert allowconn() == {LIVE: True}
+    assert rig.table_digest(LIVE) == live
+    assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v LIKE 'live %'")[0][0] == 500
+
+
+def test_a_live_database_that_refused_connections_keeps_refusing(monkeypatch, params, live):
+    rig.query("postgres", "ALTER DATABASE %s WITH ALLOW_CONNECTIONS false" % LIVE)
+    fail(monkeypatch, "rename_database", (COPY, LIVE), _pg.PgError("boom"), before=True)
+    conn = _pg.connect(params)
+    try:
+        with pytest.raises(_restore_extras.RestoreError, match="refused, as before"):
+            _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
+    finally:
+        conn.close()
+    assert allowconn() == {LIVE: False}
+    rig.query("postgres", "ALTER DATABASE %s WITH ALLOW_CONNECTIONS true" % LIVE)
+    assert rig.table_digest(LIVE) == live
+
+
+def test_the_swap_that_works_is_unchanged(params, live):
+    conn = _pg.connect(params)
+    try:
+        _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
+    finally:
+        conn.close()
+    assert allowconn() == {LIVE: True, ASIDE: True}
+    assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
+    assert rig.table_digest(ASIDE) == live
+
+
+def test_sigterm_just_after_the_copy_took_the_name_finishes_the_swap(monkeypatch, params, live):
+    fail(monkeypatch, "rename_database", (COPY, LIVE), "sigterm")
+    conn = _pg.connect(params)
+    try:
+        with pytest.raises(_signals.Terminated) as info:
+            with _signals.terminate_raises():
+                _restore_swap.Swap(params, COPY, LIVE, ASIDE, True).run(conn)
+    finally:
+        conn.close()
+    assert "the restore itself went through" in str(info.value.__cause__)
+    assert allowconn() == {LIVE: True, ASIDE: True}
+    assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
+    assert rig.table_digest(ASIDE) == live
