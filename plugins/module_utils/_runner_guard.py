@@ -74,7 +74,7 @@ def note_unuploaded(r, pending, unusable, failures, logger=None, now=None):
         except ValueError:
             continue
     r["unuploaded_sets"] = len(ids)
-    r["oldest_unuploaded_age_seconds"] = round(max(max(ages), 0)) if ages else 0
+    r["oldest_unuploaded_age_seconds"] = round(max(*ages, 0)) if ages else 0
     if stuck:
         r["stuck_sets"] = stuck
         if logger is not None:

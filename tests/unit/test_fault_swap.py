@@ -128,7 +128,7 @@ def test_the_live_database_gets_its_own_datallowconn_back(monkeypatch):
 def test_when_putting_back_fails_the_message_says_what_to_run(monkeypatch):
     cluster = Cluster({LIVE: True, COPY: True}, fail_at=("rename", COPY, LIVE), error=_pg.PgError("boom"))
     conn = cluster.install(monkeypatch)
-    monkeypatch.setattr(_pg, "connect", lambda *a, **k: (_ for _ in ()).throw(_pg.PgError("server gone")))
+    monkeypatch.setattr(_pg, "connect", lambda *a, **k: (never for never in ()).throw(_pg.PgError("server gone")))
     with pytest.raises(_restore_extras.RestoreError) as info:
         _restore_swap.Swap(None, COPY, LIVE, ASIDE, True).run(conn)
     text = str(info.value)
