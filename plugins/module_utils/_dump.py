@@ -35,7 +35,11 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _er
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
-DEFAULT_LEVELS = {"zstd": 3, "lz4": 1, "gzip": 6, "none": 0}
+# zstd level 1: pg_dump 17's level-1 archive of the bench dataset (docs/PERFORMANCE.md) was both
+# smaller (440 MB against 472 MB at level 3, 448 MB for the old gzip -6 pipeline) and a third
+# faster (6.8-7.6 s against 10.5 s; the uncompressed floor 7.2 s): at level 3 pg_dump's one
+# compressing thread is the bottleneck of the whole backup.
+DEFAULT_LEVELS = {"zstd": 1, "lz4": 1, "gzip": 6, "none": 0}
 # How large an archive is relative to pg_database_size when nothing better is known
 # (measured on the rig: zstd:3 ≈ 0.14 of the database, uncompressed ≈ 0.6).
 SIZE_RATIO = {"zstd": 0.35, "lz4": 0.5, "gzip": 0.35, "none": 1.0}
