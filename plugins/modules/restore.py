@@ -207,8 +207,12 @@ def verified_set(module, params, backup_dir, database, backup_id, signing):
     included, by ``signing``). The signature comes first: a refused set leaves no trace, not
     even a verification record."""
     found = _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
+    # Checksum level: sha256 of every file against the signed manifest. Reading the whole archive
+    # once more (archive level) would repeat what pg_restore does next, and the restored copy is
+    # compared with the manifest (every table, its rows) before any swap: a failure there leaves
+    # the live database untouched as well.
     check = _module_glue.run_module(
-        module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive", signing=signing
+        module, None, _verify.verify, params, backup_dir, database, backup_id, level="checksum", signing=signing
     )
     if not check["ok"]:
         module.fail_json(
