@@ -200,7 +200,9 @@ def backup_database(config, database, logger, store=None, azure=None):
         steps.start("dump")
         m = _dump_step(config, database, logger, new_progress, r)
         steps.start("verify")
-        _verify_step(config, database, logger, new_progress, m, r)
+        # The archive travels to Azure while it is verified; its manifest only after (catch-up).
+        with _runner_guard.staged_upload(config, store, m, logger):
+            _verify_step(config, database, logger, new_progress, m, r)
         uploaded_ids = upload_error = None
         if config["upload"]:
             steps.start("upload")
