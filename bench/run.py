@@ -42,6 +42,12 @@ def parse_args(argv):
     p.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"), help="report to write")
     p.add_argument("--no-doc", action="store_true", help="print only")
     p.add_argument("--json", help="also write the raw figures here")
+    p.add_argument(
+        "--scale",
+        default="",
+        help="comma-separated sizes in GB: the floor, backup.yml, serial pg_restore, restore.yml into a new "
+        "database and the transfers' peak RSS once at each size (a table of growth, written after the main one)",
+    )
     return p.parse_args(argv)
 
 
@@ -58,7 +64,8 @@ def took(fn, *args):
 class Figures:
     """Seconds per path and repetition, and what each step of a path took."""
 
-    def __init__(self):
+    def __init__(self, db=None):
+        self.db = db or DB
         self.runs, self.steps, self.facts = {}, {}, {}
 
     def add(self, path, seconds, steps=None):
@@ -71,7 +78,7 @@ class Figures:
 
 
 def floor(f):
-    seconds = took(rig.pg_tool, "pg_dump -Fc -Z0 -d %s > /dev/null" % DB)
+    seconds = took(rig.pg_tool, "pg_dump -Fc -Z0 -d %s > /dev/null" % f.db)
     f.add("floor", seconds)
 
 
@@ -79,7 +86,7 @@ def old_pipeline(f):
     steps = {}
     old = rig.WORK + "/old.dump.gz"
     steps["pg_dump | gzip -6"] = took(
-        rig.pg_tool, "install -d -m 0700 %s && pg_dump -Fc -d %s | gzip -6 > %s" % (rig.WORK, DB, old)
+        rig.pg_tool, "install -d -m 0700 %s && pg_dump -Fc -d %s | gzip -6 > %s" % (rig.WORK, f.db, old)
     )
     steps["md5sum"] = took(rig.pg_tool, "md5sum %s > %s.md5" % (old, old))
     steps["gzip -t"] = took(rig.pg_tool, "gzip -t %s" % old)
@@ -90,22 +97,22 @@ def old_pipeline(f):
 
 
 def backup_playbook(f):
-    seconds, result = timed(rig.backup_playbook, DB, CONTAINER)
+    seconds, result = timed(rig.backup_playbook, f.db, CONTAINER)
     steps = dict(result.get("timings") or {})
     steps["ansible overhead"] = max(0.0, seconds - (result.get("duration_seconds") or 0))
     f.add("backup.yml", seconds, steps)
-    manifest = rig.newest_manifest(DB)
+    manifest = rig.newest_manifest(f.db)
     f.facts["stored_bytes"] = manifest["archive"]["size_bytes"] + manifest.get("globals", {}).get("size_bytes", 0)
     f.facts["backup_id"] = manifest["backup_id"]
 
 
 def backup_parallel(f):
     """backup.yml with one pg_dump worker per core (directory format)."""
-    seconds, result = timed(lambda: rig.backup_playbook(DB, CONTAINER, tsdb_backup_dump_jobs=0))
+    seconds, result = timed(lambda: rig.backup_playbook(f.db, CONTAINER, tsdb_backup_dump_jobs=0))
     steps = dict(result.get("timings") or {})
     steps["ansible overhead"] = max(0.0, seconds - (result.get("duration_seconds") or 0))
     f.add("backup.yml -j", seconds, steps)
-    f.facts["stored_bytes -j"] = rig.newest_manifest(DB)["archive"]["size_bytes"]
+    f.facts["stored_bytes -j"] = rig.newest_manifest(f.db)["archive"]["size_bytes"]
 
 
 def timer(f):
@@ -114,19 +121,19 @@ def timer(f):
 
 
 def serial_restore(f):
-    archive = rig.newest_archive(DB)
-    steps = rig.serial_pg_restore(archive, DB + "_serial")
+    archive = rig.newest_archive(f.db)
+    steps = rig.serial_pg_restore(archive, f.db + "_serial")
     f.add("pg_restore", sum(steps.values()), steps)
-    rig.drop_databases(DB + "_serial")
+    rig.drop_databases(f.db + "_serial")
 
 
 def restore_playbook(f):
-    seconds = took(rig.restore_playbook, DB, DB + "_new", CONTAINER)
+    seconds = took(rig.restore_playbook, f.db, f.db + "_new", CONTAINER)
     f.add("restore.yml new", seconds)
-    rig.drop_databases(DB + "_new", like=DB + "_new__")
-    seconds = took(rig.restore_playbook, DB, DB, CONTAINER)
+    rig.drop_databases(f.db + "_new", like=f.db + "_new__")
+    seconds = took(rig.restore_playbook, f.db, f.db, CONTAINER)
     f.add("restore.yml over", seconds)
-    rig.drop_databases(like=DB + "__pre_restore_")
+    rig.drop_databases(like=f.db + "__pre_restore_")
 
 
 PATHS = (
@@ -200,6 +207,54 @@ def render(f, args, dataset):
     )
 
 
+SCALE_PATHS = (floor, backup_playbook, serial_restore)
+
+
+def scale(args):
+    """One run of the scale paths per size, each on its own dataset (bench_iot_<size>)."""
+    rows = []
+    for size in [float(x) for x in args.scale.split(",") if x]:
+        f = Figures("%s_%s" % (DB, str(size).replace(".", "_")))
+        dataset = rig.ensure_dataset(f.db, size, args.reseed)
+        for fn in SCALE_PATHS:
+            print("bench: scale %s GB: %s ..." % (size, fn.__name__), flush=True)
+            fn(f)
+        seconds = took(rig.restore_playbook, f.db, f.db + "_new", CONTAINER)
+        f.add("restore.yml new", seconds)
+        rig.drop_databases(f.db + "_new", like=f.db + "_new__")
+        f.facts.update(rig.transfer_rss(f.db, CONTAINER))
+        rows.append((size, dataset, f))
+    return render_scale(rows)
+
+
+def render_scale(rows):
+    lines = [
+        "Growth with the data (one run per size):",
+        "",
+        "| size | dataset | floor s | backup.yml s (ratio) | pg_restore s | restore.yml new s (ratio) "
+        "| peak RSS upload / download |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size, dataset, f in rows:
+        fl, bk, pr, rs = (f.median(p) for p in ("floor", "backup.yml", "pg_restore", "restore.yml new"))
+        lines.append(
+            "| %s GB | %s | %.1f | %.1f (%.2f) | %.1f | %.1f (%.2f) | %s / %s |"
+            % (
+                size,
+                dataset,
+                fl,
+                bk,
+                bk / fl,
+                pr,
+                rs,
+                rs / pr,
+                rig.human(f.facts["rss_upload"]),
+                rig.human(f.facts["rss_download"]),
+            )
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     only = set(filter(None, args.only.split(",")))
@@ -214,9 +269,10 @@ def main(argv=None):
                     fn(f)
         if not only or "backup" in only:
             f.facts.update(rig.transfer_rss(DB, CONTAINER))
+        growth = scale(args) if args.scale else ""
     finally:
         rig.restore_agent()
-    report = render(f, args, dataset)
+    report = render(f, args, dataset) + ("\n\n" + growth if growth else "")
     print(report)
     if args.json:
         with open(args.json, "w") as out:

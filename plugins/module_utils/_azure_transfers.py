@@ -138,16 +138,18 @@ class Transfers:
         block_size_mb=DEFAULT_BLOCK_SIZE_MB,
         max_concurrency=DEFAULT_CONCURRENCY,
         check_mode=False,
+        stage=False,
     ):
         """Uploads the set a manifest describes: archive, globals, then the manifest. Blobs that
         exist with the same sha256 are skipped (nothing sent); a blob with other content is a
         ConflictError before anything is sent. access_tier applies to the archive only, so the
-        manifest stays readable for the catalog."""
+        manifest stays readable for the catalog. ``stage``: all but the manifest - a set without
+        its manifest is no backup to any reader; the upload that follows sends only the manifest."""
         timer = _Timer()
         _check_upload_options(access_tier, block_size_mb, max_concurrency, tags)
         manifest, bset = _local_set(manifest_path)
         host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
-        items = self._set_items(bset, manifest, host)
+        items = [i for i in self._set_items(bset, manifest, host) if not (stage and i["kind"] == KIND_MANIFEST)]
         container = self.ensure_container(check_mode=check_mode)
         self._match_remote(items, host, bset, container["exists"])
 

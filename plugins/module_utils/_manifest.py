@@ -355,6 +355,19 @@ def select_backup(entries, backup_id=None, as_of=None, include_safety=False):
     return usable[-1] if usable else None
 
 
+def _found_where_it_belongs(manifest, database, backup_id, path):
+    """A manifest is used only in its own place: every path of a set (and so what prune deletes,
+    what upload sends, what restore reads) is derived from the manifest's database and id, so
+    one copied or planted into another folder must not speak for that folder."""
+    if (manifest["database"], manifest["backup_id"]) != (database, backup_id):
+        raise ManifestError(
+            "%s describes backup %s of database %s, not the set its name and folder say (%s of %s): "
+            "not used (moved or planted?); move it back or remove it"
+            % (path, manifest["backup_id"], manifest["database"], backup_id, database)
+        )
+    return manifest
+
+
 def list_local(backup_dir, database=None):
     """Complete backup sets under backup_dir (those with a readable manifest), oldest first.
 
@@ -379,7 +392,7 @@ def list_local(backup_dir, database=None):
             path = os.path.join(folder, name)
             entry = {"backup_id": backup_id, "database": db, "manifest_path": path, "manifest": None, "error": None}
             try:
-                entry["manifest"] = read_manifest(path)
+                entry["manifest"] = _found_where_it_belongs(read_manifest(path), db, backup_id, path)
             except ManifestError as e:
                 entry["error"] = str(e)
             found.append(entry)

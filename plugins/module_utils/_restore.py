@@ -224,11 +224,10 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                     cur.execute("SELECT timescaledb_post_restore()")
             _restore_extras.add_references(tconn, manifest)
             warnings = _restore_extras.apply_database_properties(tconn, target, manifest)
-            with tconn.cursor() as cur:
-                if analyze:
-                    t1 = time.monotonic()
-                    cur.execute("ANALYZE")
-                    timings["analyze_seconds"] = round(time.monotonic() - t1, 3)
+            if analyze:
+                t1 = time.monotonic()
+                _restore_extras.analyze(params, target, jobs)
+                timings["analyze_seconds"] = round(time.monotonic() - t1, 3)
             facts = _tsdb.table_facts(tconn)
         finally:
             tconn.close()

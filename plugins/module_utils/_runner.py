@@ -54,6 +54,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _prune,
     _runner_guard,
     _runner_history,
+    _signals,
     _signing,
     _verify,
 )
@@ -199,7 +200,9 @@ def backup_database(config, database, logger, store=None, azure=None):
         steps.start("dump")
         m = _dump_step(config, database, logger, new_progress, r)
         steps.start("verify")
-        _verify_step(config, database, logger, new_progress, m, r)
+        # The archive travels to Azure while it is verified; its manifest only after (catch-up).
+        with _runner_guard.staged_upload(config, store, m, logger):
+            _verify_step(config, database, logger, new_progress, m, r)
         uploaded_ids = upload_error = None
         if config["upload"]:
             steps.start("upload")
@@ -428,6 +431,27 @@ def run_history(config, logger, kind):
     return [result]
 
 
+COMMAND_RUN_TYPES = dict(
+    {"run": "backup", "drill": "drill"}, **{"history-" + k: v for k, v in HISTORY_RUN_TYPES.items()}
+)
+
+
+def _run_command(command, config, logger):
+    """Runs one command and reports it; a SIGTERM or SIGHUP (systemctl stop, a unit's timeout)
+    raises _signals.Terminated inside it, so that every cleanup on the way out runs."""
+    with _signals.terminate_raises():
+        if command == "run":
+            results, run_type = run_backup(config, logger), "backup"
+        elif command == "drill":
+            results, run_type = run_drill(config, logger), "drill"
+        else:
+            kind = command.split("-", 1)[1]
+            results, run_type = run_history(config, logger, kind), HISTORY_RUN_TYPES[kind]
+        if run_type:
+            report(config, run_type, results, logger)
+    return results, run_type
+
+
 def main(argv=None, environ=None):
     parser = argparse.ArgumentParser(prog="tsdb-backup", description="TimescaleDB backup agent (scheduled runs)")
     parser.add_argument(
@@ -462,15 +486,18 @@ def main(argv=None, environ=None):
         logger.error("%s; not starting a second one", e)
         return EXIT_LOCKED
     try:
-        if args.command == "run":
-            results, run_type = run_backup(config, logger), "backup"
-        elif args.command == "drill":
-            results, run_type = run_drill(config, logger), "drill"
-        else:
-            kind = args.command.split("-", 1)[1]
-            results, run_type = run_history(config, logger, kind), HISTORY_RUN_TYPES[kind]
-        if run_type:
-            report(config, run_type, results, logger)
+        results, run_type = _run_command(args.command, config, logger)
+    except _signals.Terminated as e:
+        # The step that ran cleaned up on the way out (partial files, its child tool): the run
+        # is reported as failed for every database, so that the alerts see a stopped night.
+        logger.error("%s %s; what it was writing was removed, nothing else changed", args.command, e)
+        results = [
+            {"database": d, "success": False, "error": "%s: %s" % (args.command, e), "error_kind": "service"}
+            for d in config["databases"]
+        ]
+        if COMMAND_RUN_TYPES.get(args.command):
+            report(config, COMMAND_RUN_TYPES[args.command], results, logger)
+        return _signals.exit_status(e)
     finally:
         lock.release()
     for line in summary_lines(results).splitlines():

@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
+import threading
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
@@ -86,3 +88,34 @@ def note_unuploaded(r, pending, unusable, failures, logger=None, now=None):
                     s["reason"],
                 )
     return r
+
+
+@contextlib.contextmanager
+def staged_upload(config, store, manifest, logger):
+    """Sends the new set's archive and globals (never its manifest: without it the blobs are no
+    backup to any reader) in a thread while the block runs - the verification, which reads the
+    same file. The catch-up after it then sends only the manifest, and only for a verified set;
+    a staging that fails is only logged: the catch-up sends what is missing, or says why not."""
+    if not config["upload"] or store is None or not hasattr(store, "upload_backup_set"):
+        yield
+        return
+    path = mf.BackupSet.from_manifest(config["backup_dir"], manifest).manifest
+    failed = []
+
+    def stage():
+        try:
+            store.upload_backup_set(path, host=config["host_label"], stage=True)
+        except Exception as e:  # noqa: BLE001 - the catch-up reports what matters
+            failed.append(e)
+
+    # A daemon: a run stopped (SIGTERM) during the verification does not wait for the upload.
+    thread = threading.Thread(target=stage, name="staged-upload", daemon=True)
+    thread.start()
+    yield
+    thread.join()
+    if failed:
+        logger.warning(
+            "upload %s: sending the archive during its verification failed (%s); the catch-up retries",
+            manifest["backup_id"],
+            failed[0],
+        )

@@ -14,7 +14,7 @@ author:
 version_added: 0.1.0
 description:
   - Refuses to run without O(confirm=true).
-  - Verifies the set first (checksum and archive levels); a set that fails is never restored.
+  - Verifies the set first (the signature and the sha256 of every file); a set that fails is never restored. The restored copy is then compared with the manifest (every table, its rows) before anything is swapped.
   - With a trust store (O(trusted_signers_file), O(trusted_signers)) the set's manifest must be signed by a key trusted
     for the host it claims; an unsigned set is restored only with O(allow_unsigned=true). O(signing_key_file) signs the
     safety backup.
@@ -203,12 +203,16 @@ def latest_backup_id(module, backup_dir, database):
 
 
 def verified_set(module, params, backup_dir, database, backup_id, signing):
-    """The set and its manifest, once the set passed an archive-level verification (its signature
+    """The set and its manifest, once the set passed a checksum-level verification (its signature
     included, by ``signing``). The signature comes first: a refused set leaves no trace, not
     even a verification record."""
     found = _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
+    # Checksum level: sha256 of every file against the signed manifest. Reading the whole archive
+    # once more (archive level) would repeat what pg_restore does next, and the restored copy is
+    # compared with the manifest (every table, its rows) before any swap: a failure there leaves
+    # the live database untouched as well.
     check = _module_glue.run_module(
-        module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive", signing=signing
+        module, None, _verify.verify, params, backup_dir, database, backup_id, level="checksum", signing=signing
     )
     if not check["ok"]:
         module.fail_json(

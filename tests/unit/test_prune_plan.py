@@ -1,4 +1,5 @@
 import datetime
+import os
 
 import pytest
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _prune
@@ -51,3 +52,43 @@ def test_keep_last_and_unreadable_manifests():
 def test_no_rule_is_an_error():
     with pytest.raises(ValueError, match="never guesses"):
         _prune.plan(entries(1), now=NOW)
+
+
+def test_a_manifest_copied_into_another_folder_never_speaks_for_it(tmp_path):
+    """Every path of a set comes from its manifest: one planted (or moved) under another
+    folder's name must not make prune there delete the other database's files."""
+    import shutil
+
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _prune
+
+    backup_dir = tmp_path / "b"
+    backup_dir.mkdir(mode=0o700)
+    files = {}
+    for database in ("iot", "billing"):
+        bset = mf.BackupSet(str(backup_dir), database, "20261101T020000Z")
+        os.makedirs(bset.folder, mode=0o700)
+        for path in (bset.archive, bset.globals_sql):
+            with open(path, "wb") as f:
+                f.write(b"data of " + database.encode())
+        manifest = {
+            "format": mf.MANIFEST_FORMAT,
+            "format_version": mf.MANIFEST_VERSION,
+            "backup_id": bset.backup_id,
+            "database": database,
+            "host": "db1",
+            "dump": {"format": "custom"},
+            "archive": {"file": os.path.basename(bset.archive)},
+            "tables": {},
+        }
+        mf.write_manifest(bset.manifest, manifest)
+        files[database] = bset
+    # billing's manifest planted in iot's folder under a name of iot's.
+    planted = os.path.join(files["iot"].folder, "20261031T020000Z.manifest.json")
+    shutil.copy(files["billing"].manifest, planted)
+
+    entries = {e["backup_id"]: e for e in mf.list_local(str(backup_dir), "iot")}
+    assert entries["20261031T020000Z"]["manifest"] is None
+    assert "describes backup 20261101T020000Z of database billing" in entries["20261031T020000Z"]["error"]
+    _prune.prune(str(backup_dir), "iot", keep_last=1, keep_days=0, force=True)
+    assert os.path.exists(files["billing"].archive) and os.path.exists(files["billing"].manifest)

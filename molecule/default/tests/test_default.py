@@ -56,8 +56,8 @@ def test_config_directory(host):
 def test_credentials_file(host):
     f = host.file(CREDENTIALS)
     assert f.is_file
-    assert f.mode == 0o600
-    assert (f.user, f.group) == (USER, GROUP)
+    assert f.mode == 0o640
+    assert (f.user, f.group) == ("root", GROUP)
     content = f.content_string
     assert content.startswith("#"), "begins with the ansible_managed comment"
     assert "PGPASSWORD=" in content

@@ -29,6 +29,7 @@ TARGET = next(p["name"] for p in MOLECULE["platforms"] if "dr_target" in p["grou
 DATABASE = SETTINGS["tsdb_backup_databases"][0]
 BACKUP_DIR = SETTINGS["tsdb_backup_dir"]
 USER = GROUP = "tsdb-backup"
+TRUST_STORE = "/etc/tsdb-backup/trusted-signers.json"
 
 # User tables: everything but the catalogs (TimescaleDB's chunks live in _timescaledb_*).
 USER_TABLES = r"""
@@ -116,7 +117,7 @@ def snapshot(name):
         conn.close()
 
 
-def playbook(name, extra_vars):
+def playbook(name, extra_vars, limit=None):
     """Runs a playbook of the collection on this scenario's inventory; (rc, json output)."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1")
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
@@ -128,7 +129,8 @@ def playbook(name, extra_vars):
             str(ROOT / "playbooks" / name),
             "-e",
             json.dumps(extra_vars),
-        ],
+        ]
+        + (["--limit", limit] if limit else []),
         cwd=str(ROOT),
         env=env,
         capture_output=True,
@@ -201,7 +203,13 @@ def disaster():
     target_sets_before = local_sets(target)
     target_databases_before = databases(TARGET)
 
-    # 3. Rebuild on B from A's backups in Azure.
+    # 3. B trusts A's key only as an operator pins it (docs/SIGNING.md): setup.yml on B alone,
+    #    with the key A's setup printed. B never saw A in a play of its own.
+    pinned = json.loads(source.file(TRUST_STORE).content_string)[SOURCE]
+    setup_rc, setup_out = playbook("setup.yml", {"tsdb_trusted_signers": {SOURCE: pinned}}, limit=TARGET)
+    target_trust = json.loads(target.file(TRUST_STORE).content_string)
+
+    # 4. Rebuild on B from A's backups in Azure.
     restore_rc, restore_out = playbook(
         "restore.yml",
         {
@@ -221,10 +229,22 @@ def disaster():
         "source_databases_after": databases(SOURCE),
         "target_sets_before": target_sets_before,
         "target_databases_before": target_databases_before,
+        "pinned": pinned,
+        "setup_rc": setup_rc,
+        "setup_out": setup_out,
+        "target_trust": target_trust,
         "restore_rc": restore_rc,
         "restore_out": restore_out,
         "after": snapshot(TARGET) if restore_rc == 0 else None,
     }
+
+
+def test_b_trusts_a_only_through_the_pinned_key(disaster):
+    assert disaster["setup_rc"] == 0, json.dumps(disaster["setup_out"])[-3000:]
+    trust = {k: v for k, v in disaster["target_trust"].items() if not k.startswith("_")}
+    assert set(trust) == {SOURCE, TARGET}  # B's own key and A's as pinned: no play with A needed
+    assert trust[SOURCE] == disaster["pinned"] and len(disaster["pinned"]) == 1
+    assert trust[SOURCE] != trust[TARGET]
 
 
 def test_host_a_was_backed_up_to_azure(disaster):

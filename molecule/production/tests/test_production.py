@@ -580,7 +580,7 @@ def test_only_the_drill_unit_logs_in_as_the_restore_superuser(site, name):
         "systemctl cat tsdb-backup-drill.service"
     )
     drill = host.file(CONFIG_DIR + "/drill-credentials.env")
-    assert (drill.user, drill.group, drill.mode) == (USER, GROUP, 0o600)
+    assert (drill.user, drill.group, drill.mode) == ("root", GROUP, 0o640)
     assert 'PGUSER="%s"' % RESTORE_LOGIN in drill.content_string
 
 
@@ -603,10 +603,7 @@ def test_directories_and_secrets_are_private(site, name):
         assert (d.user, d.group, d.mode) == (USER, GROUP, 0o700), path
     d = host.file(CONFIG_DIR)
     assert (d.user, d.group, d.mode) == ("root", GROUP, 0o750)
-    for path in ("credentials.env", "drill-credentials.env", "notify.json"):
-        f = host.file(CONFIG_DIR + "/" + path)
-        assert (f.user, f.group, f.mode) == (USER, GROUP, 0o600), path
-    for path in ("agent.env", "history.env"):
+    for path in ("credentials.env", "drill-credentials.env", "notify.json", "agent.env", "history.env"):
         f = host.file(CONFIG_DIR + "/" + path)
         assert (f.user, f.group, f.mode) == ("root", GROUP, 0o640), path
     assert host.run("runuser -u nobody -- cat %s/credentials.env", CONFIG_DIR).rc != 0
