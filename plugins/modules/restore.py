@@ -14,7 +14,8 @@ author:
 version_added: 0.1.0
 description:
   - Refuses to run without O(confirm=true).
-  - Verifies the set first (the signature and the sha256 of every file); a set that fails is never restored. The restored copy is then compared with the manifest (every table, its rows) before anything is swapped.
+  - Verifies the set first (the signature and the sha256 of every file); a set that fails is never restored.
+    The restored copy is then compared with the manifest (every table, its rows) before anything is swapped.
   - With a trust store (O(trusted_signers_file), O(trusted_signers)) the set's manifest must be signed by a key trusted
     for the host it claims; an unsigned set is restored only with O(allow_unsigned=true). O(signing_key_file) signs the
     safety backup.
