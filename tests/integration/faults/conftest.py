@@ -51,7 +51,14 @@ def env(faults_rig):
 
 @pytest.fixture(scope="session")
 def agent(faults_rig, agent_host):
-    """The suite's container with setup.yml applied (the agent's venv, units, key)."""
+    """The suite's container with setup.yml applied (the agent's venv, units, key). Its timers are
+    stopped: the suite starts the units itself, and an hourly archive must not take the run lock
+    in the middle of a test."""
+    rig.sh(
+        agent_host,
+        "systemctl stop tsdb-backup.timer tsdb-history-archive.timer tsdb-history-retention.timer "
+        "tsdb-backup-drill.timer 2>/dev/null; true",
+    )
     return agent_host
 
 

@@ -19,6 +19,11 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _az
 OVERRIDE = "/etc/tsdb-backup/faults.env"
 PREFIX = "backups"
 SMALL = "/var/backups/small"  # the container's small tmpfs (tests/rig/faults-rig.sh)
+HOST = "tsdb-local"  # the role's host label: the trust store knows this host's key under it
+
+
+def azurite_port(env):
+    return int(env["AZURE_STORAGE_BLOB_ENDPOINT"].rsplit(":", 1)[1].split("/")[0])
 
 
 def connection_string(env, port):
@@ -90,14 +95,16 @@ class Unit:
 
 def wait_pid(c, pattern, timeout=60, exact=True):
     """The PID of a process in the container (pgrep -x NAME, or -f PATTERN), polled inside the
-    container every 20 ms so that a short-lived process is caught."""
+    container every 20 ms so that a short-lived process is caught. A -f pattern must be anchored
+    (^...): the polling shell's own command line holds the pattern too."""
+    assert exact or pattern.startswith("^"), pattern
     flag = "-x" if exact else "-f"
     script = (
         "end=$((SECONDS+%d)); until p=$(pgrep -o %s %s); do [ $SECONDS -lt $end ] || exit 1; sleep 0.02; done; "
         "echo $p" % (timeout, flag, json.dumps(pattern))
     )
     out = rig.sh(c, script, check=False).strip()
-    assert out, "no process %s appeared in %s in %d s" % (pattern, c, timeout)
+    assert out, "no process %s appeared in %s in %d s:\n%s" % (pattern, c, timeout, rig.sh(c, "ps -eo pid,args"))
     return int(out)
 
 
@@ -138,9 +145,9 @@ def assert_local_sets_whole(c, folder):
 def container_client(env, container):
     from azure.storage.blob import BlobServiceClient
 
-    return BlobServiceClient.from_connection_string(
-        connection_string(env, int(env["AZURE_STORAGE_BLOB_ENDPOINT"].rsplit(":", 1)[1].split("/")[0]))
-    ).get_container_client(container)
+    return BlobServiceClient.from_connection_string(connection_string(env, azurite_port(env))).get_container_client(
+        container
+    )
 
 
 def azure_sets(env, container, host, database):
@@ -291,3 +298,57 @@ def wait_lock_waiter(database, timeout=60):
             return
         time.sleep(0.05)
     raise AssertionError("no pg_dump of %s waited on the lock within %d s" % (database, timeout))
+
+
+class Case:
+    """A test's own backup directory and Azure container, and the unit set up to use them."""
+
+    def __init__(self, c, env, db, base="/var/backups/tsdb", azure_port=None):
+        self.c, self.env, self.db = c, env, db
+        tag = uuid.uuid4().hex[:8]
+        self.dir = "%s/faults-%s" % (base, tag)
+        self.folder = "%s/%s" % (self.dir, db)
+        self.container = "faults-%s" % tag
+        rig.sh(c, "install -d -o tsdb-backup -g tsdb-backup -m 0700 %s" % self.dir)
+        port = azure_port or azurite_port(env)
+        self.unit = Unit(
+            c,
+            "tsdb-backup.service",
+            {
+                "TSDB_BACKUP_DATABASES": db,
+                "TSDB_BACKUP_DIR": self.dir,
+                "AZURE_STORAGE_CONNECTION_STRING": connection_string(env, port),
+                "AZURE_STORAGE_CONTAINER": self.container,
+                "TSDB_BACKUP_AZURE_MAX_RETRIES": "4",
+                "TSDB_BACKUP_AZURE_RETRY_BACKOFF": "0",
+                "TSDB_BACKUP_LOCK_WAIT_MINUTES": "2",
+            },
+            rw_paths=(base,) if base != "/var/backups/tsdb" else (),
+        ).configure()
+
+    def local(self):
+        return assert_local_sets_whole(self.c, self.folder)
+
+    def partials(self):
+        return [n for n in local_sets(self.c, self.folder) if n.endswith(".partial")]
+
+    def azure(self, expect=None):
+        return assert_azure_complete(self.env, self.container, HOST, self.db, expect)
+
+    def next_run_recovers(self, digest, expect_sets):
+        """The run after the fault: succeeds, leaves no partial, every local set is in Azure
+        whole, and the newest set restores to exactly the database's rows."""
+        assert self.unit.run() == "inactive", self.unit.journal()
+        assert self.partials() == []
+        ids = self.local()
+        assert len(ids) == expect_sets, ids
+        assert self.azure(expect=ids) == ids
+        assert restored_digest(self.c, self.env, self.folder, ids[-1]) == digest
+        return ids
+
+    def cleanup(self):
+        self.unit.cleanup()
+        rig.sh(self.c, "rm -rf %s" % self.dir, check=False)
+        cc = container_client(self.env, self.container)
+        if cc.exists():
+            cc.delete_container()

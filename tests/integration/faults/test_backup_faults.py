@@ -11,7 +11,6 @@ holds exactly the rows of the database (table digest): rows lost = 0."""
 import os
 import subprocess
 import threading
-import uuid
 
 import faults_helpers as fh
 import pytest
@@ -21,7 +20,7 @@ from proxy import Rule
 pytestmark = pytest.mark.rig
 
 DB = "flt_backup"
-HOST = "tsdb-local"  # the role's host label: the trust store knows this host's key under it
+HOST = fh.HOST
 
 
 @pytest.fixture(scope="module")
@@ -33,66 +32,12 @@ def digest(agent):
     rig.drop_database(DB)
 
 
-class Case:
-    """A test's own backup directory and Azure container, and the unit set up to use them."""
-
-    def __init__(self, c, env, base="/var/backups/tsdb", azure_port=None):
-        self.c, self.env = c, env
-        tag = uuid.uuid4().hex[:8]
-        self.dir = "%s/faults-%s" % (base, tag)
-        self.folder = "%s/%s" % (self.dir, DB)
-        self.container = "faults-%s" % tag
-        rig.sh(c, "install -d -o tsdb-backup -g tsdb-backup -m 0700 %s" % self.dir)
-        port = azure_port or int(env["AZURE_STORAGE_BLOB_ENDPOINT"].rsplit(":", 1)[1].split("/")[0])
-        self.unit = fh.Unit(
-            c,
-            "tsdb-backup.service",
-            {
-                "TSDB_BACKUP_DATABASES": DB,
-                "TSDB_BACKUP_DIR": self.dir,
-                "AZURE_STORAGE_CONNECTION_STRING": fh.connection_string(env, port),
-                "AZURE_STORAGE_CONTAINER": self.container,
-                "TSDB_BACKUP_AZURE_MAX_RETRIES": "4",
-                "TSDB_BACKUP_AZURE_RETRY_BACKOFF": "0",
-                "TSDB_BACKUP_LOCK_WAIT_MINUTES": "2",
-            },
-            rw_paths=(base,) if base != "/var/backups/tsdb" else (),
-        ).configure()
-
-    def local(self):
-        return fh.assert_local_sets_whole(self.c, self.folder)
-
-    def partials(self):
-        return [n for n in fh.local_sets(self.c, self.folder) if n.endswith(".partial")]
-
-    def azure(self, expect=None):
-        return fh.assert_azure_complete(self.env, self.container, HOST, DB, expect)
-
-    def next_run_recovers(self, digest, expect_sets):
-        """The run after the fault: succeeds, leaves no partial, every local set is in Azure
-        whole, and the newest set restores to exactly the database's rows."""
-        assert self.unit.run() == "inactive", self.unit.journal()
-        assert self.partials() == []
-        ids = self.local()
-        assert len(ids) == expect_sets, ids
-        assert self.azure(expect=ids) == ids
-        assert fh.restored_digest(self.c, self.env, self.folder, ids[-1]) == digest
-        return ids
-
-    def cleanup(self):
-        self.unit.cleanup()
-        rig.sh(self.c, "rm -rf %s" % self.dir, check=False)
-        cc = fh.container_client(self.env, self.container)
-        if cc.exists():
-            cc.delete_container()
-
-
 @pytest.fixture
 def case(agent, env, digest):
     made = []
 
     def make(**kwargs):
-        made.append(Case(agent, env, **kwargs))
+        made.append(fh.Case(agent, env, DB, **kwargs))
         return made[-1]
 
     yield make
@@ -261,7 +206,7 @@ def test_the_timer_and_backup_yml_at_once(case, digest):
             text=True,
         )
         # The playbook's run reaches the run lock and waits on it (the journal/holder says who).
-        fh.wait_pid(k.c, "agent_run", timeout=120, exact=False)
+        fh.wait_pid(k.c, "^[^ ]*python3 .*AnsiballZ_agent_run", timeout=120, exact=False)
     finally:
         lock.release()
     assert k.unit.wait() == "inactive", k.unit.journal()
