@@ -69,6 +69,17 @@ class FaultProxy:
             time.sleep(0.02)
         raise AssertionError("the proxy saw no %s %s in %d s: %s" % (method, path, timeout, self.log[-20:]))
 
+    def wait_held(self, timeout=60):
+        """Waits until a request is being held (a hold rule matched it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                held = [e for e in self.log if e[2] == "held"]
+            if held:
+                return held[0]
+            time.sleep(0.02)
+        raise AssertionError("the proxy held no request in %d s: %s" % (timeout, self.log[-20:]))
+
     def _decide(self, method, path):
         with self.lock:
             for rule in self.rules:
@@ -111,6 +122,10 @@ class FaultProxy:
                     upstream.request(method, path, body=body, headers=headers)
                     resp = upstream.getresponse()
                     data = resp.read()
+                except OSError:  # Azurite is down: the client sees the connection drop
+                    proxy._record(method, path, "upstream-down")
+                    self.close_connection = True
+                    return
                 finally:
                     upstream.close()
                 proxy._record(method, path, resp.status)
@@ -123,7 +138,10 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if method != "HEAD":
-                    self.wfile.write(data)
+                    try:
+                        self.wfile.write(data)
+                    except OSError:  # the client was killed meanwhile: what the test is about
+                        self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _any  # noqa: N815 - http.server's naming
 

@@ -91,7 +91,7 @@ def test_kill9_of_the_runner_during_the_upload(case, proxy, digest, held):
     proxy.add(Rule(method="PUT", path=held, action=("hold", gate), limit=1))
     try:
         k.unit.start()
-        proxy.wait_seen("PUT", held, timeout=120)
+        proxy.wait_held(timeout=120)
         fh.kill9(k.c, k.unit.main_pid())
         assert k.unit.wait() == "failed"
     finally:
