@@ -205,8 +205,10 @@ def test_the_timer_and_backup_yml_at_once(case, digest):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        # The playbook's run reaches the run lock and waits on it (the journal/holder says who).
-        fh.wait_pid(k.c, "^[^ ]*python3 .*AnsiballZ_agent_run", timeout=120, exact=False)
+        # The playbook's agent_run (pipelined: its command line is the venv's interpreter alone)
+        # is on the host while the timer's run still holds the run lock in pg_dump.
+        fh.wait_pid(k.c, "^/opt/tsdb-backup/venv/bin/python$", timeout=120, exact=False)
+        assert k.unit.state() == "activating"
     finally:
         lock.release()
     assert k.unit.wait() == "inactive", k.unit.journal()
