@@ -174,6 +174,35 @@ def add_signatures(backups, local, policy):
         b["signature"] = found
 
 
+def select(module, store, backups, local):
+    """The set backup_id / as_of selects, with its manifest: local when this host has it, else
+    the remote one. A set whose remote manifest is unreadable or refused (signature) is never
+    selected: the next one that matches is."""
+    p = module.params
+    refused = set()
+    while True:
+        candidates = [
+            b
+            for b in backups
+            if (b["database"], b["backup_id"]) not in refused and not (b["remote"] or {}).get("manifest_error")
+        ]
+        selected = _azure.select_backup(candidates, backup_id=p["backup_id"], as_of=p["as_of"])
+        if selected is None:
+            return None
+        selected = dict(selected)
+        mine = [e for e in local if (e["database"], e["backup_id"]) == (selected["database"], selected["backup_id"])]
+        if mine and mine[0]["manifest"]:
+            selected["manifest"] = mine[0]["manifest"]
+            return selected
+        if selected["remote"] is None:
+            return selected
+        read = store.with_manifests([dict(selected["remote"])])[0]
+        if read.get("manifest") is not None:
+            selected["manifest"] = read["manifest"]
+            return selected
+        refused.add((selected["database"], selected["backup_id"]))
+
+
 def catalog(module, store):
     p = module.params
     if p["database"]:
@@ -190,16 +219,7 @@ def catalog(module, store):
             store.with_manifests(remote)
     backups = _azure.merge_catalog(local, remote)
     add_signatures(backups, local, store.signing if store is not None else _module_glue.signing_policy(module))
-    selected = _azure.select_backup(backups, backup_id=p["backup_id"], as_of=p["as_of"])
-    if selected is not None:
-        selected = dict(selected)
-        local_entry = [
-            e for e in local if (e["database"], e["backup_id"]) == (selected["database"], selected["backup_id"])
-        ]
-        if local_entry and local_entry[0]["manifest"]:
-            selected["manifest"] = local_entry[0]["manifest"]
-        elif selected["remote"] is not None:
-            selected["manifest"] = store.with_manifests([dict(selected["remote"])])[0].get("manifest")
+    selected = select(module, store, backups, local)
     not_uploaded = [
         {
             "backup_id": b["backup_id"],

@@ -204,7 +204,9 @@ def latest_backup_id(module, backup_dir, database):
 
 def verified_set(module, params, backup_dir, database, backup_id, signing):
     """The set and its manifest, once the set passed an archive-level verification (its signature
-    included, by ``signing``)."""
+    included, by ``signing``). The signature comes first: a refused set leaves no trace, not
+    even a verification record."""
+    found = _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
     check = _module_glue.run_module(
         module, None, _verify.verify, params, backup_dir, database, backup_id, level="archive", signing=signing
     )
@@ -215,7 +217,7 @@ def verified_set(module, params, backup_dir, database, backup_id, signing):
             failures=check["failures"],
             error_kind="integrity",
         )
-    return _module_glue.run_module(module, None, _restore.backup_set_for, backup_dir, database, backup_id, signing)
+    return found
 
 
 def exit_check_mode(module, params, backup_id, target):
