@@ -9,6 +9,8 @@ import sys
 import time
 import uuid
 
+import psycopg2
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import rig  # noqa: E402
@@ -44,6 +46,7 @@ class Unit:
     def __init__(self, c, name, settings, rw_paths=()):
         self.c, self.name, self.settings, self.rw_paths = c, name, settings, rw_paths
         self.dropin = "/etc/systemd/system/%s.d/faults.conf" % name
+        self.since, self.before = "-1h", None
 
     def configure(self):
         body = "\n".join('%s="%s"' % kv for kv in sorted(self.settings.items())) + "\n"
@@ -55,9 +58,23 @@ class Unit:
         return self
 
     def start(self):
+        """Starts a run (no waiting); wait() then waits for this very run (its own InvocationID)."""
         self.since = rig.sh(self.c, "date -u '+%Y-%m-%d %H:%M:%S'").strip()
+        self.before = self.invocation()
         rig.sh(self.c, "systemctl reset-failed %s; systemctl start --no-block %s" % (self.name, self.name))
         return self
+
+    def props(self):
+        shown = rig.sh(
+            self.c,
+            "systemctl show -p ActiveState -p InvocationID -p ExecMainStartTimestampMonotonic -p Job %s" % self.name,
+        )
+        return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+    def invocation(self):
+        """What tells this run from the one before: its InvocationID and its start time."""
+        p = self.props()
+        return (p.get("InvocationID"), p.get("ExecMainStartTimestampMonotonic"))
 
     def state(self):
         return rig.sh(self.c, "systemctl show -p ActiveState --value %s" % self.name).strip()
@@ -69,11 +86,15 @@ class Unit:
         return rig.sh(self.c, "systemctl show -p Result --value %s" % self.name).strip()
 
     def wait(self, timeout=180):
+        """The state this run ended in (failed / inactive): a run that has not begun yet (the start
+        job still queued, the old InvocationID) is not mistaken for a finished one."""
         deadline = time.monotonic() + timeout
-        time.sleep(0.3)
         while time.monotonic() < deadline:
-            if self.state() in ("failed", "inactive"):
-                return self.state()
+            p = self.props()
+            state, queued = p.get("ActiveState"), p.get("Job") not in (None, "", "0")
+            seen = (p.get("InvocationID"), p.get("ExecMainStartTimestampMonotonic")) != self.before
+            if state in ("failed", "inactive") and seen and not queued:
+                return state
             time.sleep(0.3)
         raise AssertionError("%s did not finish in %d s:\n%s" % (self.name, timeout, self.journal()))
 
@@ -281,8 +302,8 @@ class TableLock:
         try:
             self.conn.rollback()
             self.conn.close()
-        except Exception:  # noqa: BLE001,S110 - the server may have been restarted under it
-            pass
+        except psycopg2.Error:  # the server may have been restarted under it: the session is gone anyway
+            self.conn = None
 
 
 def wait_lock_waiter(database, timeout=60):
@@ -303,8 +324,9 @@ def wait_lock_waiter(database, timeout=60):
 class Case:
     """A test's own backup directory and Azure container, and the unit set up to use them."""
 
-    def __init__(self, c, env, db, base="/var/backups/tsdb", azure_port=None):
+    def __init__(self, c, env, db, base="/var/backups/tsdb", azure_port=None, settings=None):
         self.c, self.env, self.db = c, env, db
+        self.digest = None  # the database's digest, for the test's own use
         tag = uuid.uuid4().hex[:8]
         self.dir = "%s/faults-%s" % (base, tag)
         self.folder = "%s/%s" % (self.dir, db)
@@ -322,6 +344,7 @@ class Case:
                 "TSDB_BACKUP_AZURE_MAX_RETRIES": "4",
                 "TSDB_BACKUP_AZURE_RETRY_BACKOFF": "0",
                 "TSDB_BACKUP_LOCK_WAIT_MINUTES": "2",
+                **(settings or {}),
             },
             rw_paths=(base,) if base != "/var/backups/tsdb" else (),
         ).configure()

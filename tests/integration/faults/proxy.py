@@ -80,14 +80,14 @@ class FaultProxy:
             time.sleep(0.02)
         raise AssertionError("the proxy held no request in %d s: %s" % (timeout, self.log[-20:]))
 
-    def _decide(self, method, path):
+    def decide(self, method, path):
         with self.lock:
             for rule in self.rules:
                 if rule.applies(method, path):
                     return rule.action
         return None
 
-    def _record(self, method, path, outcome):
+    def record(self, method, path, outcome):
         with self.lock:
             self.log.append((method, path, outcome))
 
@@ -101,9 +101,9 @@ class FaultProxy:
                 method, path = self.command, self.path
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                action = proxy._decide(method, path)
+                action = proxy.decide(method, path)
                 if action and action[0] == "status":
-                    proxy._record(method, path, action[1])
+                    proxy.record(method, path, action[1])
                     payload = b"injected fault"
                     self.send_response(action[1])
                     self.send_header("Content-Length", str(len(payload)))
@@ -112,7 +112,7 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 if action and action[0] == "hold":
-                    proxy._record(method, path, "held")
+                    proxy.record(method, path, "held")
                     action[1].wait(300)
                 if action and action[0] == "delay":
                     time.sleep(action[1])
@@ -123,12 +123,12 @@ class FaultProxy:
                     resp = upstream.getresponse()
                     data = resp.read()
                 except OSError:  # Azurite is down: the client sees the connection drop
-                    proxy._record(method, path, "upstream-down")
+                    proxy.record(method, path, "upstream-down")
                     self.close_connection = True
                     return
                 finally:
                     upstream.close()
-                proxy._record(method, path, resp.status)
+                proxy.record(method, path, resp.status)
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     # HEAD: the upstream's Content-Length is the blob's size; keep it.

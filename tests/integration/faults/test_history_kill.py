@@ -53,6 +53,7 @@ def chunk_count():
 class History:
     def __init__(self, c, env, port):
         self.c, self.env = c, env
+        self.days = None  # rows per day of the fresh database
         self.container = "faults-h-%s" % uuid.uuid4().hex[:8]
         settings = {
             "TSDB_BACKUP_DATABASES": DB,
@@ -116,6 +117,7 @@ class History:
 @pytest.fixture
 def history(agent, env, proxy, days):
     h = History(agent, env, proxy.port)
+    h.days = days
     yield h
     h.cleanup()
 

@@ -66,8 +66,7 @@ def restore_args(env, source, **kw):
 
 
 def live_is_untouched(digest):
-    """The live database under its name, open, with exactly its rows; no copy of the restore left
-    open under a name a client could mistake for it."""
+    """The live database under its name, accepting connections, with exactly its rows."""
     allow = dict(rig.query("postgres", "SELECT datname, datallowconn FROM pg_database WHERE datname = %s", (DB,)))
     assert allow == {DB: True}, allow
     assert rig.table_digest(DB) == digest
@@ -127,11 +126,17 @@ def test_kill9_of_the_restore_module_during_the_safety_backup(agent, env, source
     finally:
         lock.release()
     live_is_untouched(live)
+    folder = "%s/%s" % (source["dir"], DB)
+    assert [n for n in fh.local_sets(agent, folder) if n.endswith(".partial")], (
+        "the killed safety backup left no partial"
+    )
     the_next_restore_works(env, source)
+    # The next safety backup removed the killed one's partial (under the folder's lock).
+    assert not [n for n in fh.local_sets(agent, folder) if n.endswith(".partial")]
 
 
 def test_disk_full_during_a_download(agent, env, digest_set):
-    k, bid = digest_set
+    k, bid, digest = digest_set
     dest = "%s/dl-%s" % (fh.SMALL, uuid.uuid4().hex[:8])
     fill = "%s/fill-%s" % (fh.SMALL, uuid.uuid4().hex[:8])
     # Leave 1 MiB: the 7 MiB archive runs out of room mid-stream.
@@ -163,18 +168,19 @@ def test_disk_full_during_a_download(agent, env, digest_set):
     assert res.get("failed") is not True, res
     got = fh.assert_local_sets_whole(agent, "%s/%s" % (dest, k.db))
     assert got == [bid]
-    assert fh.restored_digest(agent, env, "%s/%s" % (dest, k.db), bid) == rig.table_digest(k.db)
+    assert fh.restored_digest(agent, env, "%s/%s" % (dest, k.db), bid) == digest
     rig.sh(agent, "rm -rf %s" % dest)
 
 
 @pytest.fixture
-def digest_set(agent, env, source):
-    """A set of flt_restore in Azure, taken by the backup unit (signed by the host's key)."""
+def digest_set(agent, env, live):
+    """A set of the live flt_restore in Azure, taken by the backup unit (signed by the host's key),
+    and the live database's digest."""
     k = fh.Case(agent, env, DB)
     try:
         assert k.unit.run() == "inactive", k.unit.journal()
         ids = k.azure()
         assert len(ids) == 1
-        yield k, ids[0]
+        yield k, ids[0], live
     finally:
         k.cleanup()
