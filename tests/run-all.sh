@@ -53,7 +53,23 @@ lint() {
 sanity() { tests/sanity.sh; }
 unit() { run_pytest unit -q tests/unit; }
 # --durations: the slowest tests, so growth of the longest stage stays visible.
-integration() { run_pytest integration -q -p no:cacheprovider --durations=12 tests/integration; }
+# The fault suite (tests/integration/faults) runs on a rig instance of its own
+# (tests/rig/faults-rig.sh: its container, ports and Azurite), so it runs in the background, in
+# parallel with the rest; its output is in .local/pytest-faults.log.
+integration() {
+  local rc=0 faults_pid
+  run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null &
+  faults_pid=$!
+  run_pytest integration -q -p no:cacheprovider --durations=12 --ignore=tests/integration/faults tests/integration || rc=1
+  if wait "$faults_pid"; then
+    tail -n 1 .local/pytest-faults.log
+  else
+    printf '\nthe fault suite failed (.local/pytest-faults.log):\n' >&2
+    tail -n 40 .local/pytest-faults.log >&2
+    rc=1
+  fi
+  return "$rc"
+}
 molecule_all() {
   local rc=0 s
   for s in molecule/*/molecule.yml; do
@@ -92,7 +108,8 @@ else
   stage molecule molecule_all
   stage build build
 fi
-[ "${KEEP_ENV:-0}" = 1 ] || tests/rig/env-down.sh
+# The fault suite stops its own instance; this catches one a killed run left behind.
+[ "${KEEP_ENV:-0}" = 1 ] || { tests/rig/faults-rig.sh down >/dev/null 2>&1; tests/rig/env-down.sh; }
 
 printf '\n=== summary (total %ds) ===\n' $((SECONDS - t_all))
 printf '%s\n' "${summary[@]}"

@@ -8,7 +8,8 @@ import shlex
 import subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV_FILE = os.path.join(REPO, ".local", "env.sh")
+# RIG_ENV_FILE: another rig instance's env.sh (the fault suite runs its own, tests/rig/faults-rig.sh).
+ENV_FILE = os.environ.get("RIG_ENV_FILE") or os.path.join(REPO, ".local", "env.sh")
 # Tests keep their sets in a container of their own: the demo's (tsdb-backups, what `make demo`
 # lists) shows only the demo's data however many test runs came before.
 TEST_CONTAINER = "it-tests"

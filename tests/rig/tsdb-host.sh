@@ -2,6 +2,7 @@
 # start NAME PORT: a TimescaleDB host container (systemd as PID 1, host network, PostgreSQL
 #                  17 listening on 127.0.0.1:PORT, password of role postgres from .local/).
 # stop NAME:       remove that container.
+# TSDB_TMPFS=PATH:OPTIONS adds a tmpfs mount to a new container (the fault suite's small disk).
 source "$(dirname "$0")/lib.sh"
 action=${1:-}; name=${2:-$TSDB_CONTAINER}; port=${3:-$TSDB_PORT}
 pwfile="$LOCAL_DIR/pgpassword"
@@ -15,9 +16,11 @@ case "$action" in
       fresh=1
     fi
     [ "$fresh" = 0 ] || { "$DOCKER" rm -f "$name" >/dev/null 2>&1 || true; }
+    extra=()
+    [ -z "${TSDB_TMPFS:-}" ] || extra+=(--tmpfs "$TSDB_TMPFS")
     # Host network keeps all traffic on loopback and lets the host reach Azurite on 127.0.0.1.
     [ "$fresh" = 0 ] || "$DOCKER" create --name "$name" --network host \
-      --cap-add SYS_ADMIN --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3 \
+      --cap-add SYS_ADMIN --tmpfs /run --tmpfs /run/lock "${extra[@]}" --stop-signal SIGRTMIN+3 \
       --label insa.timescaledb_backup.rig=1 "$(image_ref)" /lib/systemd/systemd >/dev/null
     if [ "$fresh" = 1 ]; then
       printf 'port = %s\n' "$port" >"$LOCAL_DIR/$name-port.conf"
