@@ -99,11 +99,11 @@ def staged_upload(config, store, manifest, logger):
     if not config["upload"] or store is None or not hasattr(store, "upload_backup_set"):
         yield
         return
-    path = mf.BackupSet.from_manifest(config["backup_dir"], manifest).manifest
     failed = []
 
     def stage():
         try:
+            path = mf.BackupSet.from_manifest(config["backup_dir"], manifest).manifest
             store.upload_backup_set(path, host=config["host_label"], stage=True)
         except Exception as e:  # noqa: BLE001 - the catch-up reports what matters
             failed.append(e)
