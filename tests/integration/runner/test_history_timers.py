@@ -5,6 +5,7 @@ nothing. Settings come through a drop-in, so the shared demo database is not tou
 
 import os
 import sys
+import uuid
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -32,7 +33,9 @@ def test_archive_then_gated_retention_under_systemd(env):
         pytest.fail("setup.yml did not install history_guard (inventories/local sets history_guard_retention)")
     rig.drop_database(DB)
     rig.seed(DB, devices=2, days=36, interval=1800)
-    container = "it-history-guard"
+    # A container of this run's own: the history of an earlier rig container (another signing
+    # key, under the same host label) would be refused as unknown-key, as for a rebuilt host.
+    container = "it-history-guard-%s" % uuid.uuid4().hex[:8]
     rig.write_file(
         c,
         OVERRIDE,
@@ -92,3 +95,4 @@ def test_archive_then_gated_retention_under_systemd(env):
             check=False,
         )
         rig.drop_database(DB)
+        BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).delete_container(container)
