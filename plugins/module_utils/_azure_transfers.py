@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     DEFAULT_BLOCK_SIZE_MB,
@@ -148,6 +149,14 @@ class Transfers:
         timer = _Timer()
         _check_upload_options(access_tier, block_size_mb, max_concurrency, tags)
         manifest, bset = _local_set(manifest_path)
+        with _lock.reading_folder(bset.folder):  # no prune removes the set while it is sent
+            return self._upload_set(
+                manifest, bset, host, access_tier, tags, block_size_mb, max_concurrency, check_mode, stage, timer
+            )
+
+    def _upload_set(
+        self, manifest, bset, host, access_tier, tags, block_size_mb, max_concurrency, check_mode, stage, timer
+    ):
         host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
         items = [i for i in self._set_items(bset, manifest, host) if not (stage and i["kind"] == KIND_MANIFEST)]
         container = self.ensure_container(check_mode=check_mode)
@@ -249,6 +258,10 @@ class Transfers:
         bset = mf.BackupSet.from_manifest(dest_dir, manifest)
         result["manifest_path"] = bset.manifest
         result["archive_path"] = bset.archive
+        with _lock.reading_folder(bset.folder):  # no prune removes a set being written or checked
+            return self._download_set(entry, bset, manifest, manifest_bytes, host, result, timer, check_mode)
+
+    def _download_set(self, entry, bset, manifest, manifest_bytes, host, result, timer, check_mode):
         if self._have_locally(bset, manifest, entry):
             result["duration"] = timer.seconds()
             return result

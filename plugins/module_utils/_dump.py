@@ -50,6 +50,9 @@ class BackupError(_errors.OperatorError):
     """A backup cannot be taken; the message says why and what to do."""
 
 
+FolderReaders, reading_folder = _lock.FolderReaders, _lock.reading_folder
+
+
 class FolderLock(_lock.FileLock):
     """An exclusive, non-blocking lock on a backup folder (``.lock``): backup and prune of one
     folder never run at the same time."""

@@ -49,6 +49,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_s
     _range_where,
     abort,
     resolve_columns,
+    server_type,
     sql,
     use_connection,
 )
@@ -98,7 +99,7 @@ def restore_range(
         with _privileges.advising("history-restore", _privileges.login_for(params, conn), table=target):
             first = selected[0][2][0]
             columns, result["warnings"] = resolve_columns(conn, first["columns"])
-            info = {"name": name, "time_column": first["time_column"], "time_type": first["time_type"]}
+            info = {"name": name, "time_column": first["time_column"], "time_type": _time_type(conn, first)}
             result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
             loader = _RangeLoader(conn, store, work, columns, info, target, {"lo": start, "hi": end})
             for label, entry, manifests in selected:
@@ -113,6 +114,20 @@ def restore_range(
         work.close()
     result["changed"] = bool(result["rows_inserted"]) or result["table_created"]
     return result
+
+
+def _time_type(conn, manifest):
+    """The time column's type in the server's spelling (server_type); only timestamptz, timestamp
+    and date are ever archived."""
+    found = server_type(conn, manifest["time_type"])
+    base = _pg.scalar(conn, "SELECT to_regtype(%s)::text", (found,)) if found else None
+    if base not in ("timestamp with time zone", "timestamp without time zone", "date"):
+        raise HistoryError(
+            "the archived time column %s has type %r, which is not a timestamp or date type here: the manifest "
+            "is not one this collection writes" % (manifest["time_column"], manifest["time_type"]),
+            kind="integrity",
+        )
+    return found
 
 
 def _nothing_archived(store, place, start, end):

@@ -14,7 +14,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_layout import (
     HistoryError,
     qualified,
@@ -145,16 +145,40 @@ WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY
 """
 
 
+def server_type(conn, text):
+    """The type ``text`` names, written by this server's format_type (None when the database has
+    no such type): the DDL of a restore uses the server's own spelling of the type it resolved,
+    never the manifest's text. The typmod (numeric(10,2), varchar(20)) comes from
+    to_regtypemod, which PostgreSQL has since 17; before that the checked text is kept."""
+    checked = _pg_type({"name": "?", "pg_type": text})
+    try:
+        if _pg.scalar(conn, "SELECT current_setting('server_version_num')::int") >= 170000:
+            return _pg.scalar(conn, "SELECT format_type(to_regtype(%s), to_regtypemod(%s))", (checked, checked))
+        return checked if _pg.scalar(conn, "SELECT to_regtype(%s) IS NOT NULL", (checked,)) else None
+    except Exception as e:
+        if not _errors.is_postgres_error(e):
+            raise
+        abort(conn)
+        # 'text DEFAULT now()' and the like: words after a type that DDL would have taken as clauses.
+        raise HistoryError(
+            "the archived type %r is not a type name (PostgreSQL: %s): the manifest is not one this collection "
+            "writes" % (text, str(e).strip().splitlines()[0]),
+            kind="integrity",
+        ) from None
+
+
 def resolve_columns(conn, columns):
-    """The archived columns as this database can hold them: a type it lacks is replaced by the
-    column's recorded fallback (text for manifests written before fallbacks were recorded).
-    Returns (columns, warnings)."""
+    """The archived columns as this database can hold them, each type in the server's spelling
+    (server_type): a type it lacks is replaced by the column's recorded fallback (text for
+    manifests written before fallbacks were recorded). Returns (columns, warnings)."""
     resolved, warnings = [], []
     for c in columns:
-        if _pg.scalar(conn, "SELECT to_regtype(%s) IS NOT NULL", (_pg_type(c),)):
-            resolved.append(c)
+        _pg_type(c)  # the column's name in the error
+        found = server_type(conn, c["pg_type"])
+        if found:
+            resolved.append(dict(c, pg_type=found))
             continue
-        fallback = c.get("fallback_type") or "text"
+        fallback = server_type(conn, c.get("fallback_type") or "text") or "text"
         resolved.append(dict(c, pg_type=fallback))
         warnings.append(
             "column %s: type %s does not exist in database %s; restored as %s (the same text form). Create the type "

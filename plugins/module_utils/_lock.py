@@ -12,11 +12,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import datetime
 import errno
 import fcntl
 import json
 import os
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
 
 
 class FileLock:
@@ -28,13 +31,14 @@ class FileLock:
     a job), so that a second run can say who is in its way (``holder_record``, ``describe``).
     """
 
-    def __init__(self, path, holder=None):
+    def __init__(self, path, holder=None, mode=0o600):
         self.path = path
         self.holder = holder
+        self.mode = mode
         self.fd = None
 
     def _lock(self, flags):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, self.mode)
         try:
             fcntl.flock(self.fd, flags)
         except OSError as e:
@@ -63,6 +67,10 @@ class FileLock:
 
     def acquire(self):
         return self._lock(fcntl.LOCK_EX)
+
+    def acquire_shared(self):
+        """Waits for a shared hold: any number of shared holders, none while an exclusive one."""
+        return self._lock(fcntl.LOCK_SH)
 
     def release(self):
         if self.fd is not None:
@@ -96,6 +104,37 @@ class FileLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+class FolderReaders(FileLock):
+    """The readers of a backup folder (``.readers``): a restore, a verification, an upload or a
+    download holds it shared while it reads or writes a set there; prune takes it exclusively and,
+    when it cannot, removes nothing this time. A set is never deleted under a reader's feet
+    (pg_restore of a directory-format set opens its files one by one)."""
+
+    def __init__(self, folder):
+        super(FolderReaders, self).__init__(os.path.join(folder, ".readers"))
+
+
+@contextlib.contextmanager
+def reading_folder(folder):
+    """Holds ``folder``'s readers lock shared, waiting only while a prune deletes; nothing when the
+    folder does not exist (nothing in it can be pruned)."""
+    if not os.path.isdir(folder):
+        yield
+        return
+    lock = FolderReaders(folder)
+    try:
+        lock.acquire_shared()
+    except OSError as e:
+        raise _errors.ConfigError(
+            "cannot take the readers lock %s (%s): the backup folder and its files must belong to the user "
+            "running the job" % (lock.path, e.strerror or e)
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _utc_text(moment):

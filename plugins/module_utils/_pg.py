@@ -580,6 +580,27 @@ def close_database(conn, dbname):
         raise
 
 
+def comment_database(conn, dbname, text):
+    """COMMENT ON DATABASE (None removes it): a note stored in the cluster's shared catalog."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(dbname), sql.SQL("NULL") if text is None else sql.Literal(text)
+            )
+        )
+
+
+def database_comments(conn, prefix):
+    """(oid, name, comment) of the databases whose comment starts with ``prefix``."""
+    return rows(
+        conn,
+        "SELECT d.oid, d.datname::text, c.description FROM pg_database d "
+        "JOIN pg_shdescription c ON c.objoid = d.oid AND c.classoid = 'pg_database'::regclass "
+        "WHERE starts_with(c.description, %s) ORDER BY d.oid",
+        (prefix,),
+    )
+
+
 def open_database(conn, dbname):
     set_allow_connections(conn, dbname, True)
 

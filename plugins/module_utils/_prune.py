@@ -113,11 +113,31 @@ def prune(
     with _dump.FolderLock(folder):
         entries = mf.list_local(backup_dir, database)
         delete, keep = plan(entries, keep_days, keep_last, uploaded_ids, force, now, verified)
-        removed = []
-        if not dry_run:
+        if dry_run or not delete:
+            return {"deleted": delete, "kept": keep, "removed_paths": []}
+        readers = _dump.FolderReaders(folder)
+        if not readers.try_acquire():
+            return _busy(folder, delete, keep)
+        try:
+            removed = []
             by_id = {e["backup_id"]: e for e in entries}
             for d in delete:
                 removed += remove_set(backup_dir, by_id[d["backup_id"]]["manifest"])
                 if audit:
                     audit("prune", database=database, backup_id=d["backup_id"], reason=d["reason"])
+        finally:
+            readers.release()
     return {"deleted": delete, "kept": keep, "removed_paths": removed}
+
+
+def _busy(folder, delete, keep):
+    """Nothing removed while a restore, a verification, an upload or a download reads the folder:
+    the sets it would have removed are kept, and the next prune removes them."""
+    waiting = [dict(d, reason="%s; kept for now: the folder is being read" % d["reason"]) for d in delete]
+    return {
+        "deleted": [],
+        "kept": keep + waiting,
+        "removed_paths": [],
+        "busy": "%s is being read by a restore, verification, upload or download (lock %s): %d set(s) due for removal "
+        "are kept until the next prune" % (folder, os.path.join(folder, ".readers"), len(delete)),
+    }

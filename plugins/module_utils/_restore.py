@@ -26,6 +26,7 @@ import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _dump,
+    _lock,
     _pg,
     _privileges,
     _restore_extras,
@@ -371,9 +372,12 @@ def restore_backup(
     owner = manifest.get("database_owner")
     with (
         _signals.terminate_raises(),
+        _lock.reading_folder(backup_set.folder),  # no prune removes the set while it is restored
         _stopped(target, strategy, result),
         _privileges.advising("restore", params.user, database=target, owner=owner),
     ):
+        # A restore of target killed in its swap left the live database aside: put it back first.
+        result["warnings"] += _restore_swap.recover_killed(params, target)
         exists = _check_target(params, manifest, target, strategy)
         if roles:
             result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)

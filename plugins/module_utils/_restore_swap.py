@@ -9,6 +9,11 @@ connection, Ctrl-C, SIGTERM (see _signals) - the live database gets its name and
 in which state each database is. Only when the restored copy already carries the name (the
 last rename went through) is the swap finished instead of undone.
 
+A run killed outright (kill -9, the OOM killer, a reboot) can do none of that, so before its
+first change the swap writes its journal into the cluster: a comment on the restored copy
+(pg_shdescription, by oid, so it follows the renames). The next restore of the database reads
+it (``recover_killed``) and puts things back, or finishes, the same way.
+
 Private to the collection. No Ansible imports: the scheduled runner (restore drill) uses this.
 """
 
@@ -17,8 +22,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import json
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _restore_extras
+
+JOURNAL_MARK = "insa.timescaledb_backup swap in progress: "
 
 
 @contextlib.contextmanager
@@ -59,6 +67,8 @@ class Swap:
         if self.exists:
             self.step = "reading the connection setting of %s" % self.target
             self.original = _pg.allows_connections(conn, self.target)
+        self.step = "writing the swap's journal (a comment on %s)" % self.staging
+        self._write_journal(conn)
         self.step = "closing the restored copy %s" % self.staging
         _pg.close_database(conn, self.staging)
         if self.exists:
@@ -78,6 +88,48 @@ class Swap:
         if self.exists:
             self.step = "restoring the connection setting of %s" % self.replaced
             _pg.set_allow_connections(conn, self.replaced, self.original is not False)
+        self.step = "removing the swap's journal from %s" % self.target
+        _pg.comment_database(conn, self.target, None)
+
+    def _write_journal(self, conn):
+        """What a later restore needs to put things back should this run be killed: the names, the
+        oids, the live database's datallowconn and this session (alive = the swap is running)."""
+        pid, started = _pg.rows(
+            conn, "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )[0]
+        record = {
+            "target": self.target,
+            "staging": self.staging,
+            "replaced": self.replaced,
+            "exists": bool(self.exists),
+            "original": self.original,
+            "live_oid": self.oids[0],
+            "copy_oid": self.oids[1],
+            "backend_pid": pid,
+            "backend_start": started,
+        }
+        _pg.comment_database(conn, self.staging, JOURNAL_MARK + json.dumps(record, sort_keys=True))
+
+    @classmethod
+    def from_journal(cls, params, record):
+        swap = cls(params, record["staging"], record["target"], record["replaced"], record["exists"])
+        swap.original = record["original"]
+        swap.oids = (record["live_oid"], record["copy_oid"])
+        swap.step = "its session ended (killed, or the host went down) in the middle of the swap"
+        return swap
+
+    def recover(self, conn):
+        """Puts a killed swap back (or finishes it); returns what happened. Raises RestoreError
+        with the SQL to run by hand when that fails."""
+        try:
+            self._observe(conn)
+            return self._finish_after(conn) if self.swapped else self._undo(conn)
+        except Exception as e:  # noqa: BLE001 - said in the message, with what to run by hand
+            raise _restore_extras.RestoreError(
+                "a restore of %s was killed during its swap and putting things back failed (%s). %s"
+                % (self.target, _describe(e), self._by_hand()),
+                kind="service",
+            ) from None
 
     def _recover(self, error):
         """Puts the live database back (or finishes the swap) over a new connection; returns the
@@ -161,6 +213,54 @@ class Swap:
                 % (_q(self.target), _q(self.target), allow, _q(self.staging))
             )
         return "The restored copy is %s: DROP DATABASE %s; removes it." % (_q(self.staging), _q(self.staging))
+
+
+def recover_killed(params, target):
+    """Finds the journal of a swap into ``target`` whose run was killed (see the module's doc) and
+    puts the live database back, or finishes the swap when the copy already has the name.
+    Returns what was found and done (one message per journal); raises RestoreError (conflict)
+    while that swap's session is still running."""
+    messages = []
+    with _connection(params) as conn:
+        for oid, name, comment in _pg.database_comments(conn, JOURNAL_MARK):
+            record = read_journal(comment, oid, target)
+            if record is None:
+                continue
+            if _pg.scalar(
+                conn,
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_start::text = %s",
+                (record["backend_pid"], record["backend_start"]),
+            ):
+                raise _restore_extras.RestoreError(
+                    "a restore of %s is swapping right now (server process %d, the comment on %s): wait for it to end"
+                    % (target, record["backend_pid"], name),
+                    kind="conflict",
+                )
+            done = Swap.from_journal(params, record).recover(conn)
+            messages.append("an earlier restore of %s was killed during its swap; %s" % (target, done))
+    return messages
+
+
+def read_journal(comment, oid, target):
+    """The journal in a database's comment when it is one of ``target``'s and holds together: on the
+    restored copy itself, with the names a swap into ``target`` uses. None otherwise."""
+    try:
+        record = json.loads(comment[len(JOURNAL_MARK) :])
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("target") != target or record.get("copy_oid") != oid:
+        return None
+    names_fit = str(record.get("staging", "")).startswith(target + "__restore_") and str(
+        record.get("replaced", "")
+    ).startswith(target + "__pre_restore_")
+    typed = (
+        isinstance(record.get("exists"), bool)
+        and record.get("original") in (True, False, None)
+        and isinstance(record.get("backend_pid"), int)
+        and isinstance(record.get("backend_start"), str)
+        and (record.get("live_oid") is None or isinstance(record.get("live_oid"), int))
+    )
+    return record if names_fit and typed else None
 
 
 def _oid(conn, name):

@@ -223,6 +223,8 @@ def backup_database(config, database, logger, store=None, azure=None):
         )
         steps.stop()
         r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
+        if pr.get("busy"):
+            logger.warning("prune %s: %s", database, pr["busy"])
         if upload_error is not None:
             steps.name = "upload"
             raise upload_error

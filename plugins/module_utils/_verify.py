@@ -23,8 +23,8 @@ import json
 import os
 import time
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock, _pg, _privileges, _restore, _signing
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _privileges, _restore, _signing
 
 LEVELS = ("checksum", "archive", "restore")
 VERIFY_SUFFIX = ".verify.json"
@@ -246,9 +246,15 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
 def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None, signing=None):
     """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration, signature.
     ``progress``: reporter factory for the restore level's restore (see _restore.restore_into);
-    ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check."""
+    ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check.
+    Holds the folder's readers lock: no prune removes the set while it is read."""
     if level not in LEVELS:
         raise ValueError("level must be one of %s" % ", ".join(LEVELS))
+    with _lock.reading_folder(os.path.join(backup_dir, mf.database_segment(database))):
+        return _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing)
+
+
+def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing):
     t0 = time.monotonic()
     checks = Checks()
     bset, manifest = verify_checksum(backup_dir, database, backup_id, checks, signing)

@@ -3,6 +3,7 @@ its name and its datallowconn, and the error says what happened and where each d
 The cluster is a model (name -> datallowconn) behind the _pg functions the swap calls; the
 rig's test (tests/integration/engine/test_restore_faults.py) does the same on PostgreSQL."""
 
+import json
 import signal
 
 import pytest
@@ -21,6 +22,7 @@ class Cluster:
         self.fail_at, self.error = fail_at, error
         self.calls = []
         self.connections = 0
+        self.comments = {}
 
     def _maybe_fail(self, call):
         self.calls.append(call)
@@ -75,8 +77,14 @@ class Cluster:
                 return cluster.oid.get(args[0])
             return next((n for n, o in cluster.oid.items() if o == args[0]), None)
 
+        def comment(conn, name, text):
+            cluster._maybe_fail(("comment", name))
+            cluster.comments[cluster.oid[name]] = text
+
         monkeypatch.setattr(_pg, "drop_database", drop)
         monkeypatch.setattr(_pg, "scalar", scalar)
+        monkeypatch.setattr(_pg, "comment_database", comment)
+        monkeypatch.setattr(_pg, "rows", lambda conn, query, args=None: [(4242, "2026-11-27 02:00:00+00")])
         return Conn()
 
 
@@ -190,3 +198,55 @@ def test_an_interrupt_just_after_a_rename_took_effect_is_seen_in_the_catalog(mon
     else:
         assert cluster.db == {LIVE: True, ASIDE: True}
         assert "the restore itself went through" in str(info.value.__cause__)
+
+
+def journal(**changes):
+    record = {
+        "target": "iot",
+        "staging": "iot__restore_20261127T020000Z",
+        "replaced": "iot__pre_restore_20261127T020000Z",
+        "exists": True,
+        "original": True,
+        "live_oid": 16384,
+        "copy_oid": 16385,
+        "backend_pid": 4242,
+        "backend_start": "2026-11-27 02:00:00+00",
+    }
+    record.update(changes)
+    return _restore_swap.JOURNAL_MARK + json.dumps(record)
+
+
+@pytest.mark.parametrize(
+    "comment,oid,target",
+    [
+        (journal(), 16384, "iot"),  # a comment copied onto another database than the copy
+        (journal(), 16385, "billing"),  # another database's swap
+        (journal(staging="billing"), 16385, "iot"),  # names a swap into iot never uses
+        (journal(replaced="iot_live"), 16385, "iot"),
+        (journal(exists="yes"), 16385, "iot"),
+        (journal(backend_pid="4242"), 16385, "iot"),
+        (_restore_swap.JOURNAL_MARK + "{not json", 16385, "iot"),
+    ],
+)
+def test_only_a_journal_that_holds_together_is_acted_on(comment, oid, target):
+    assert _restore_swap.read_journal(comment, oid, target) is None
+
+
+def test_the_journal_of_the_copy_is_read():
+    assert _restore_swap.read_journal(journal(), 16385, "iot")["replaced"] == "iot__pre_restore_20261127T020000Z"
+
+
+def test_the_swap_writes_its_journal_before_any_change_and_removes_it_at_the_end(monkeypatch):
+    cluster = Cluster({LIVE: True, COPY: True})
+    conn = cluster.install(monkeypatch)
+    written = []
+    store = _pg.comment_database
+    monkeypatch.setattr(
+        _pg, "comment_database", lambda conn, name, text: written.append(text) or store(conn, name, text)
+    )
+    copy_oid = cluster.oid[COPY]
+    _restore_swap.Swap(None, COPY, LIVE, ASIDE, True).run(conn)
+    assert cluster.calls[0] == ("comment", COPY)  # before the first change
+    record = _restore_swap.read_journal(written[0], copy_oid, LIVE)
+    assert record["live_oid"] == 16384 and record["original"] is True and record["replaced"] == ASIDE
+    assert written[-1] is None and cluster.comments[copy_oid] is None  # the copy, now iot, keeps no journal

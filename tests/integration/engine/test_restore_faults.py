@@ -6,6 +6,7 @@ real SIGTERM to this process). docs/RELIABILITY.md lists these rows."""
 
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -142,6 +143,86 @@ def test_the_swap_that_works_is_unchanged(params, live):
     assert allowconn() == {LIVE: True, ASIDE: True}
     assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
     assert rig.table_digest(ASIDE) == live
+    assert journals() == []
+
+
+def journals():
+    return rig.query(
+        "postgres",
+        "SELECT d.datname::text FROM pg_database d JOIN pg_shdescription c ON c.objoid = d.oid "
+        "WHERE starts_with(c.description, %s)",
+        (_restore_swap.JOURNAL_MARK,),
+    )
+
+
+# The swap in a process of its own that kills itself (SIGKILL: no handler, no cleanup) right after
+# the step ``sys.argv[2:]`` took effect on the server, as kill -9 or the OOM killer would.
+KILLED_SWAP = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pg, _restore_swap
+function, when = sys.argv[2], tuple(sys.argv[3:])
+real = getattr(_pg, function)
+def killed(conn, *args):
+    out = real(conn, *args)
+    if args[: len(when)] == when:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+setattr(_pg, function, killed)
+params = _pg.ConnectionParams(login_host="127.0.0.1", port=int(os.environ["PGPORT"]),
+                              login_user=os.environ["PGUSER"], login_password=os.environ["PGPASSWORD"])
+conn = _pg.connect(params)
+_restore_swap.Swap(params, %r, %r, %r, True).run(conn)
+""" % (COPY, LIVE, ASIDE)
+
+
+@pytest.mark.parametrize(
+    "function,when,finished",
+    [
+        ("close_database", (LIVE,), False),  # the live database closed to connections
+        ("rename_database", (LIVE, ASIDE), False),  # the live database aside: its name is free
+        ("rename_database", (COPY, LIVE), True),  # the copy has the name, both closed
+    ],
+    ids=["killed-after-close", "killed-after-move", "killed-after-copy-renamed"],
+)
+def test_a_swap_killed_outright_is_put_back_by_the_next_restore(env, params, live, function, when, finished):
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_SWAP, os.path.join(rig.REPO, "collections"), function, *when],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert journals() and not any(allowconn().values())  # the damage is real: no client gets in
+    messages = _restore_swap.recover_killed(params, LIVE)
+    assert len(messages) == 1 and "was killed during its swap" in messages[0], messages
+    if finished:
+        assert "the restore itself went through" in messages[0]
+        assert allowconn() == {LIVE: True, ASIDE: True}
+        assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
+        assert rig.table_digest(ASIDE) == live
+    else:
+        assert "%s is back as it was" % LIVE in messages[0]
+        assert allowconn() == {LIVE: True}
+        assert rig.table_digest(LIVE) == live
+    assert journals() == []
+    assert _restore_swap.recover_killed(params, LIVE) == []  # nothing left to do
+
+
+def test_a_swap_whose_session_still_runs_is_left_alone(params, live):
+    conn = _pg.connect(params)
+    try:
+        swap = _restore_swap.Swap(params, COPY, LIVE, ASIDE, True)
+        swap.oids = (_restore_swap._oid(conn, LIVE), _restore_swap._oid(conn, COPY))
+        swap.original = True
+        swap._write_journal(conn)  # this session is the swap's, and it is alive
+        with pytest.raises(_restore_extras.RestoreError, match="is swapping right now"):
+            _restore_swap.recover_killed(params, LIVE)
+        assert allowconn() == {LIVE: True, COPY: True}
+    finally:
+        conn.close()
 
 
 def test_sigterm_just_after_the_copy_took_the_name_finishes_the_swap(monkeypatch, params, live):
