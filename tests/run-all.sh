@@ -108,8 +108,12 @@ else
   stage molecule molecule_all
   stage build build
 fi
-# The fault suite stops its own instance; this catches one a killed run left behind.
-[ "${KEEP_ENV:-0}" = 1 ] || { tests/rig/faults-rig.sh down >/dev/null 2>&1; tests/rig/env-down.sh; }
+# Only a run that brought the rig up takes it down (`STAGES="lint unit"` beside a bench or another
+# checkout's run leaves it alone). The fault suite stops its own instance; this catches one a
+# killed run left behind.
+case " $STAGES " in
+  *" setup "*) [ "${KEEP_ENV:-0}" = 1 ] || { tests/rig/faults-rig.sh down >/dev/null 2>&1; tests/rig/env-down.sh; } ;;
+esac
 
 printf '\n=== summary (total %ds) ===\n' $((SECONDS - t_all))
 printf '%s\n' "${summary[@]}"
