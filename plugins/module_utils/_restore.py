@@ -26,6 +26,7 @@ import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _dump,
+    _errors,
     _lock,
     _pg,
     _privileges,
@@ -381,11 +382,11 @@ def restore_backup(
         exists = _check_target(params, manifest, target, strategy)
         if roles:
             result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
-        if exists and safety_backup:
-            result["safety_backup"] = _safety_backup(params, target, backup_dir, host_label, signing)
-            result["warnings"] += result["safety_backup"].pop("warnings")
         run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
         if strategy == "in_place":
+            if exists and safety_backup:
+                result["safety_backup"] = _safety_backup(params, target, _safety_dir(backup_dir), host_label, signing)
+                result["warnings"] += result["safety_backup"].pop("warnings")
             if exists:
                 _drop_database(params, target)
                 if audit:
@@ -396,9 +397,61 @@ def restore_backup(
         staging = scratch_name(target, "restore", backup_id)
         replaced = free_replaced_name(params, target, backup_id)
         _drop_database(params, staging)  # a leftover of an earlier failed attempt
-        diffs = run.restore_as(staging)
+        # The live database is only read until the swap: its safety backup runs beside the restore
+        # of the copy, and the swap waits for it (a failed safety backup: no swap, the copy removed).
+        wanted = exists and safety_backup
+        safety_args = (params, target, _safety_dir(backup_dir) if wanted else None, host_label, signing)
+        with _beside(wanted, _safety_backup, *safety_args) as safety:
+            diffs = run.restore_as(staging)
+        if safety.error is not None:
+            _drop_database(params, staging)
+            kind = _errors.kind_of(safety.error)
+            raise RestoreError(
+                "the safety backup of %s failed (%s); %s was left untouched and the restored copy removed"
+                % (target, safety.error, target),
+                kind=kind if kind in ("config", "service", "conflict") else "service",
+            ) from safety.error
+        if safety.value is not None:
+            result["safety_backup"] = safety.value
+            result["warnings"] += safety.value.pop("warnings")
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
+
+
+class _Beside:
+    """The outcome of a function run in a thread beside the caller's block (see _beside)."""
+
+    def __init__(self):
+        self.value, self.error = None, None
+
+
+@contextlib.contextmanager
+def _beside(wanted, fn, *args):
+    """Runs ``fn(*args)`` in a thread while the block runs, when ``wanted``; waits for it when the
+    block ends, however it ends (a safety backup is never left half-written by a failed restore
+    of the copy). Yields a _Beside whose ``value`` or ``error`` is set after the block."""
+    outcome = _Beside()
+    if not wanted:
+        yield outcome
+        return
+
+    def work():
+        try:
+            outcome.value = fn(*args)
+        except Exception as e:  # noqa: BLE001 - handed to the caller after the block
+            outcome.error = e
+
+    # A daemon: a restore ended by SIGTERM does not wait for it (its pg_dump ends with the pipe).
+    thread = threading.Thread(target=work, name="safety-backup", daemon=True)
+    thread.start()
+    try:
+        yield outcome
+    except _signals.Terminated:
+        raise
+    except BaseException:
+        thread.join()
+        raise
+    thread.join()
 
 
 @contextlib.contextmanager
@@ -483,9 +536,13 @@ def check_room(conn, manifest, what, advice):
         )
 
 
-def _safety_backup(params, target, backup_dir, host_label, signing=None):
+def _safety_dir(backup_dir):
     if not backup_dir:
         raise RestoreError("a safety backup needs backup_dir (or set safety_backup: false)", kind="config")
+    return backup_dir
+
+
+def _safety_backup(params, target, backup_dir, host_label, signing=None):
     safety = _dump.dump(
         params,
         target,

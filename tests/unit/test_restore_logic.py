@@ -123,3 +123,69 @@ def test_jobs_zero_is_one_worker_per_core_at_most_eight(monkeypatch):
     with pytest.raises(_restore.RestoreError) as e:
         _restore.effective_jobs(-1)
     assert e.value.kind == "config" and "one per core" in str(e.value)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _beside_restore(monkeypatch, tmp_path, safety):
+    """restore_backup over an existing database with its steps replaced by records of the calls."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+    calls = []
+    monkeypatch.setattr(_restore, "check_trusted", lambda *a: None)
+    monkeypatch.setattr(_restore._restore_swap, "recover_killed", lambda params, target: [])
+    monkeypatch.setattr(_restore, "_check_target", lambda *a: True)
+    monkeypatch.setattr(_restore, "free_replaced_name", lambda params, target, bid: target + "__pre_restore_" + bid)
+    monkeypatch.setattr(_restore, "_drop_database", lambda params, name: calls.append(("drop", name)))
+    monkeypatch.setattr(_restore, "_safety_backup", safety)
+
+    def restore_as(self, database):
+        calls.append(("restore_as", database))
+        return []
+
+    monkeypatch.setattr(_restore._Restore, "restore_as", restore_as)
+    monkeypatch.setattr(_restore._Restore, "swap", lambda self, *a: calls.append(("swap",) + a[:2]))
+    bset = mf.BackupSet(str(tmp_path), "iot", "20261127T020000Z")
+    params = type("P", (), {"user": "tsdb_backup"})()
+    manifest = {"backup_id": bset.backup_id, "database": "iot"}
+    return calls, lambda: _restore.restore_backup(params, bset, manifest, "iot", backup_dir=str(tmp_path), roles=False)
+
+
+def test_the_safety_backup_runs_beside_the_copy_and_the_swap_waits_for_it(monkeypatch, tmp_path):
+    import threading
+
+    copy_restored = threading.Event()
+
+    def safety(params, target, backup_dir, host_label, signing=None):
+        # Running while the copy is restored: it sees the restore begin, and the swap not yet.
+        assert copy_restored.wait(5)
+        assert ("swap", "iot__restore_20261127T020000Z", "iot__pre_restore_20261127T020000Z") not in calls
+        return {"backup_id": "20261127T030000Z", "path": "a", "manifest_path": "m", "warnings": ["w"]}
+
+    calls, run = _beside_restore(monkeypatch, tmp_path, safety)
+    real = _restore._Restore.restore_as
+
+    def restore_as(self, database):
+        out = real(self, database)
+        copy_restored.set()
+        return out
+
+    monkeypatch.setattr(_restore._Restore, "restore_as", restore_as)
+    result = run()
+    assert calls[-1] == ("swap", "iot__restore_20261127T020000Z", "iot__pre_restore_20261127T020000Z")
+    assert result["safety_backup"]["backup_id"] == "20261127T030000Z" and "w" in result["warnings"]
+
+
+def test_a_failed_safety_backup_means_no_swap_and_no_copy(monkeypatch, tmp_path):
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump
+
+    def safety(*_args, **_kwargs):
+        raise _dump.BackupError("no space left for the safety backup", kind="service")
+
+    calls, run = _beside_restore(monkeypatch, tmp_path, safety)
+    with pytest.raises(_restore.RestoreError, match="safety backup of iot failed .*no space left.*left untouched"):
+        run()
+    assert not [c for c in calls if c[0] == "swap"]
+    assert calls[-1] == ("drop", "iot__restore_20261127T020000Z")  # the restored copy removed
