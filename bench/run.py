@@ -51,6 +51,21 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def cpu_times():
+    """(busy, total) jiffies of all cores from /proc/stat: the rig's containers, Azurite and
+    Ansible share this kernel, so this is the whole machine's load."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cores_busy(before, after):
+    """How many cores were busy on average between two cpu_times()."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * busy / total if total else 0.0
+
+
 def timed(fn, *args):
     t0 = time.monotonic()
     out = fn(*args)
@@ -67,9 +82,11 @@ class Figures:
     def __init__(self, db=None):
         self.db = db or DB
         self.runs, self.steps, self.facts = {}, {}, {}
+        self.cpu, self.current = {}, None  # cores busy on average during each path
 
     def add(self, path, seconds, steps=None):
         self.runs.setdefault(path, []).append(seconds)
+        self.current = path
         for name, value in (steps or {}).items():
             self.steps.setdefault(path, {}).setdefault(name, []).append(value)
 
@@ -131,6 +148,9 @@ def restore_playbook(f):
     seconds = took(rig.restore_playbook, f.db, f.db + "_new", CONTAINER)
     f.add("restore.yml new", seconds)
     rig.drop_databases(f.db + "_new", like=f.db + "_new__")
+
+
+def restore_over(f):
     seconds = took(rig.restore_playbook, f.db, f.db, CONTAINER)
     f.add("restore.yml over", seconds)
     rig.drop_databases(like=f.db + "__pre_restore_")
@@ -144,6 +164,7 @@ PATHS = (
     ("timer", timer),
     ("restore", serial_restore),
     ("restore", restore_playbook),
+    ("restore", restore_over),
 )
 
 
@@ -169,11 +190,14 @@ def table(f):
 
 def render(f, args, dataset):
     lines = [
-        "| path | median s | min s | ratio | to |",
-        "|---|---|---|---|---|",
+        "| path | median s | min s | ratio | to | cores busy (of %d) |" % (os.cpu_count() or 1),
+        "|---|---|---|---|---|---|",
     ]
     for path, med, low, ratio, base in table(f):
-        lines.append("| %s | %.1f | %.1f | %s | %s |" % (path, med, low, "%.2f" % ratio if ratio else "-", base))
+        cpu = "%.1f" % statistics.median(f.cpu[path]) if f.cpu.get(path) else "-"
+        lines.append(
+            "| %s | %.1f | %.1f | %s | %s | %s |" % (path, med, low, "%.2f" % ratio if ratio else "-", base, cpu)
+        )
     if "old_bytes" in f.facts and "stored_bytes" in f.facts:
         lines.append(
             "| stored bytes: old %s, this collection %s | | | %.2f | old |"
@@ -266,7 +290,9 @@ def main(argv=None):
             for name, fn in PATHS:
                 if not only or name in only:
                     print("bench: %s (%d of %d) ..." % (fn.__name__, repetition + 1, args.repeat), flush=True)
+                    before = cpu_times()
                     fn(f)
+                    f.cpu.setdefault(f.current, []).append(cores_busy(before, cpu_times()))
         if not only or "backup" in only:
             f.facts.update(rig.transfer_rss(DB, CONTAINER))
         growth = scale(args) if args.scale else ""
@@ -276,7 +302,7 @@ def main(argv=None):
     print(report)
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"runs": f.runs, "steps": f.steps, "facts": f.facts}, out, indent=2)
+            json.dump({"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu}, out, indent=2)
     if not args.no_doc:
         rig.write_doc(args.doc, report)
     return 0
