@@ -93,9 +93,15 @@ def backup_playbook(database, azure_container, **settings):
 
 
 def restore_playbook(source, target, azure_container):
+    """Runs restore.yml; returns its phases in seconds (download, then the restore module's timings)."""
     extra = dict(site(source, azure_container))
     extra.update(restore_host=HOST, restore_database=target, restore_source_database=source, restore_confirm=True)
-    playbook("restore.yml", extra)
+    out = playbook("restore.yml", extra, json_output=True)
+    download = _task_result(out, "Download from Azure the backup")
+    restored = _task_result(out, "Verify, take a safety backup")
+    phases = {"download": download.get("duration") or 0.0}
+    phases.update({k[: -len("_seconds")]: v for k, v in (restored.get("timings") or {}).items()})
+    return phases
 
 
 SDK_DEFAULT_UPLOAD = r"""

@@ -107,13 +107,13 @@ class FileLock:
 
 
 class FolderReaders(FileLock):
-    """The readers of a backup folder (``.readers``): a restore, a verification, an upload or a
+    """The readers of a backup folder (``.readers.lock``): a restore, a verification, an upload or a
     download holds it shared while it reads or writes a set there; prune takes it exclusively and,
     when it cannot, removes nothing this time. A set is never deleted under a reader's feet
     (pg_restore of a directory-format set opens its files one by one)."""
 
     def __init__(self, folder):
-        super(FolderReaders, self).__init__(os.path.join(folder, ".readers"))
+        super(FolderReaders, self).__init__(os.path.join(folder, ".readers.lock"))
 
 
 @contextlib.contextmanager

@@ -139,5 +139,5 @@ def _busy(folder, delete, keep):
         "kept": keep + waiting,
         "removed_paths": [],
         "busy": "%s is being read by a restore, verification, upload or download (lock %s): %d set(s) due for removal "
-        "are kept until the next prune" % (folder, os.path.join(folder, ".readers"), len(delete)),
+        "are kept until the next prune" % (folder, os.path.join(folder, ".readers.lock"), len(delete)),
     }

@@ -384,14 +384,18 @@ def restore_backup(
             result["warnings"] += _restore_extras.restore_roles(params, backup_set.globals_sql)
         run = _Restore(params, backup_set, manifest, target, jobs, audit, progress, result)
         if strategy == "in_place":
+            safety_seconds = None
             if exists and safety_backup:
                 result["safety_backup"] = _safety_backup(params, target, _safety_dir(backup_dir), host_label, signing)
                 result["warnings"] += result["safety_backup"].pop("warnings")
+                safety_seconds = result["safety_backup"].pop("seconds")
             if exists:
                 _drop_database(params, target)
                 if audit:
                     audit("drop_database", database=target, reason="in_place restore of %s" % backup_id)
             run.restore_as(target)
+            if safety_seconds is not None:
+                result.setdefault("timings", {})["safety_backup_seconds"] = safety_seconds
             return result
 
         staging = scratch_name(target, "restore", backup_id)
@@ -414,6 +418,7 @@ def restore_backup(
         if safety.value is not None:
             result["safety_backup"] = safety.value
             result["warnings"] += safety.value.pop("warnings")
+            result.setdefault("timings", {})["safety_backup_seconds"] = safety.value.pop("seconds")
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
 
@@ -543,6 +548,7 @@ def _safety_dir(backup_dir):
 
 
 def _safety_backup(params, target, backup_dir, host_label, signing=None):
+    started = time.monotonic()
     safety = _dump.dump(
         params,
         target,
@@ -556,6 +562,7 @@ def _safety_backup(params, target, backup_dir, host_label, signing=None):
         "path": safety["backup_set"].archive,
         "manifest_path": safety["backup_set"].manifest,
         "warnings": safety.get("warnings") or [],
+        "seconds": round(time.monotonic() - started, 3),
     }
 
 

@@ -44,6 +44,7 @@ class Swap:
     def __init__(self, params, staging, target, replaced, exists):
         self.params, self.staging, self.target, self.replaced, self.exists = params, staging, target, replaced, exists
         self.original = None  # the live database's datallowconn before the swap
+        self.comment = None  # the restored copy's own COMMENT ON DATABASE, which the journal holds meanwhile
         self.step = None
         self.moved = False  # target renamed to replaced
         self.swapped = False  # staging renamed to target
@@ -88,16 +89,20 @@ class Swap:
         if self.exists:
             self.step = "restoring the connection setting of %s" % self.replaced
             _pg.set_allow_connections(conn, self.replaced, self.original is not False)
-        self.step = "removing the swap's journal from %s" % self.target
-        _pg.comment_database(conn, self.target, None)
+        self.step = "putting back the comment of %s in place of the swap's journal" % self.target
+        _pg.comment_database(conn, self.target, self.comment)
 
     def _write_journal(self, conn):
         """What a later restore needs to put things back should this run be killed: the names, the
         oids, the live database's datallowconn and this session (alive = the swap is running)."""
-        pid, started = _pg.rows(
-            conn, "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        pid, started, self.comment = _pg.rows(
+            conn,
+            "SELECT pid, backend_start::text, shobj_description(%s, 'pg_database') FROM pg_stat_activity "
+            "WHERE pid = pg_backend_pid()",
+            (self.oids[1],),
         )[0]
         record = {
+            "comment": self.comment,  # the restored database's own comment, given back at the end
             "target": self.target,
             "staging": self.staging,
             "replaced": self.replaced,
@@ -114,6 +119,7 @@ class Swap:
     def from_journal(cls, params, record):
         swap = cls(params, record["staging"], record["target"], record["replaced"], record["exists"])
         swap.original = record["original"]
+        swap.comment = record.get("comment")
         swap.oids = (record["live_oid"], record["copy_oid"])
         swap.step = "its session ended (killed, or the host went down) in the middle of the swap"
         return swap
@@ -258,6 +264,7 @@ def read_journal(comment, oid, target):
         and record.get("original") in (True, False, None)
         and isinstance(record.get("backend_pid"), int)
         and isinstance(record.get("backend_start"), str)
+        and (record.get("comment") is None or isinstance(record.get("comment"), str))
         and (record.get("live_oid") is None or isinstance(record.get("live_oid"), int))
     )
     return record if names_fit and typed else None

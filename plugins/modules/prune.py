@@ -18,7 +18,7 @@ description:
   - Never removes the newest verified set (see M(insa.timescaledb_backup.verify)), a set whose manifest cannot be read
     (reported for a human), or - when O(upload_required=true) - a set not yet uploaded to Azure unless O(force=true).
   - A set goes whole - manifest first, then archive, roles file, legacy checksum and verification record.
-  - Removes nothing while a restore, verification, upload or download reads the folder (they hold its C(.readers) lock);
+  - Removes nothing while a restore, verification, upload or download reads the folder (they hold its C(.readers.lock) lock);
     the sets due are kept and reported in RV(busy), and the next prune removes them.
 extends_documentation_fragment: [insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode,
   insa.timescaledb_backup.attributes.idempotent]
@@ -89,7 +89,7 @@ removed_paths:
 busy:
   description:
     - Why nothing was removed although sets were due - a restore, verification, upload or download was reading the folder
-      (it holds the folder's C(.readers) lock). The sets due are in RV(kept); the next prune removes them.
+      (it holds the folder's C(.readers.lock) lock). The sets due are in RV(kept); the next prune removes them.
   returned: when the folder was being read
   type: str
 """

@@ -152,7 +152,8 @@ safety_backup:
   returned: success
   type: dict
 timings:
-  description: Seconds spent in pg_restore, ANALYZE, the whole restore and the swap.
+  description: Seconds spent verifying the set, in pg_restore, ANALYZE, the whole restore, the safety backup (beside the
+    restore) and the swap.
   returned: success
   type: dict
 differences:
@@ -170,6 +171,8 @@ warnings_roles:
   type: list
   elements: str
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -303,10 +306,13 @@ def main():
     _module_glue.run_module(module, None, mf.validate_backup_id, backup_id)
     params = _module_glue.connection_params(module)
     signing = _module_glue.signing_policy(module)
+    started = time.monotonic()
     bset, manifest = verified_set(module, params, p["backup_dir"], database, backup_id, signing)
+    verify_seconds = round(time.monotonic() - started, 3)
     if module.check_mode:
         exit_check_mode(module, params, backup_id, target)
     result, audit_lines = restore(module, params, bset, manifest, target, signing)
+    result["timings"]["verify_seconds"] = verify_seconds
     if result.get("differences"):
         module.fail_json(
             msg="restored %s differs from the manifest: %s" % (target, _restore.describe_diffs(result["differences"])),

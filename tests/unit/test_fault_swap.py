@@ -84,7 +84,9 @@ class Cluster:
         monkeypatch.setattr(_pg, "drop_database", drop)
         monkeypatch.setattr(_pg, "scalar", scalar)
         monkeypatch.setattr(_pg, "comment_database", comment)
-        monkeypatch.setattr(_pg, "rows", lambda conn, query, args=None: [(4242, "2026-11-27 02:00:00+00")])
+        monkeypatch.setattr(
+            _pg, "rows", lambda conn, query, args=None: [(4242, "2026-11-27 02:00:00+00", "the copy's own comment")]
+        )
         return Conn()
 
 
@@ -249,4 +251,6 @@ def test_the_swap_writes_its_journal_before_any_change_and_removes_it_at_the_end
     assert cluster.calls[0] == ("comment", COPY)  # before the first change
     record = _restore_swap.read_journal(written[0], copy_oid, LIVE)
     assert record["live_oid"] == 16384 and record["original"] is True and record["replaced"] == ASIDE
-    assert written[-1] is None and cluster.comments[copy_oid] is None  # the copy, now iot, keeps no journal
+    assert record["comment"] == "the copy's own comment"
+    # The copy, now iot, keeps no journal: its own comment is back.
+    assert written[-1] == "the copy's own comment" and cluster.comments[copy_oid] == "the copy's own comment"

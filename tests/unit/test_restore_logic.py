@@ -162,7 +162,7 @@ def test_the_safety_backup_runs_beside_the_copy_and_the_swap_waits_for_it(monkey
         # Running while the copy is restored: it sees the restore begin, and the swap not yet.
         assert copy_restored.wait(5)
         assert ("swap", "iot__restore_20261127T020000Z", "iot__pre_restore_20261127T020000Z") not in calls
-        return {"backup_id": "20261127T030000Z", "path": "a", "manifest_path": "m", "warnings": ["w"]}
+        return {"backup_id": "20261127T030000Z", "path": "a", "manifest_path": "m", "warnings": ["w"], "seconds": 1.5}
 
     calls, run = _beside_restore(monkeypatch, tmp_path, safety)
     real = _restore._Restore.restore_as
@@ -176,6 +176,7 @@ def test_the_safety_backup_runs_beside_the_copy_and_the_swap_waits_for_it(monkey
     result = run()
     assert calls[-1] == ("swap", "iot__restore_20261127T020000Z", "iot__pre_restore_20261127T020000Z")
     assert result["safety_backup"]["backup_id"] == "20261127T030000Z" and "w" in result["warnings"]
+    assert result["timings"]["safety_backup_seconds"] == 1.5
 
 
 def test_a_failed_safety_backup_means_no_swap_and_no_copy(monkeypatch, tmp_path):

@@ -24,6 +24,7 @@ LIVE = "it_swapfault"
 BID = "20261127T020000Z"
 COPY = LIVE + "__restore_" + BID
 ASIDE = LIVE + "__pre_restore_" + BID
+COPY_COMMENT = "readings of the pumps, 'quoted' and \"double\""
 
 
 @pytest.fixture
@@ -44,6 +45,8 @@ def live():
             "CREATE TABLE readings (id int PRIMARY KEY, v text); "
             "INSERT INTO readings SELECT g, %s FROM generate_series(1, 500) g" % value,
         )
+    # The restored copy's own comment (restored from the backup): the swap's journal must give it back.
+    rig.query("postgres", "COMMENT ON DATABASE %s IS %%s" % _pg.quote_ident(COPY), (COPY_COMMENT,))
     digest = rig.table_digest(LIVE)
     yield digest
     for name in (LIVE, COPY, ASIDE):
@@ -143,7 +146,12 @@ def test_the_swap_that_works_is_unchanged(params, live):
     assert allowconn() == {LIVE: True, ASIDE: True}
     assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
     assert rig.table_digest(ASIDE) == live
-    assert journals() == []
+    assert journals() == [] and comment_of(LIVE) == COPY_COMMENT
+
+
+def comment_of(name):
+    query = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s"
+    return rig.query("postgres", query, (name,))[0][0]
 
 
 def journals():
@@ -203,6 +211,7 @@ def test_a_swap_killed_outright_is_put_back_by_the_next_restore(env, params, liv
         assert allowconn() == {LIVE: True, ASIDE: True}
         assert rig.query(LIVE, "SELECT count(*) FROM readings WHERE v = 'restored'")[0][0] == 500
         assert rig.table_digest(ASIDE) == live
+        assert comment_of(LIVE) == COPY_COMMENT
     else:
         assert "%s is back as it was" % LIVE in messages[0]
         assert allowconn() == {LIVE: True}
