@@ -433,8 +433,8 @@ class _Beside:
 @contextlib.contextmanager
 def _beside(wanted, fn, *args):
     """Runs ``fn(*args)`` in a thread while the block runs, when ``wanted``; waits for it when the
-    block ends, however it ends (a safety backup is never left half-written by a failed restore
-    of the copy). Yields a _Beside whose ``value`` or ``error`` is set after the block."""
+    block ends or fails (a safety backup is never left half-written by a failed restore of the
+    copy), not on an interrupt. Yields a _Beside whose ``value`` or ``error`` is set after the block."""
     outcome = _Beside()
     if not wanted:
         yield outcome
@@ -451,12 +451,10 @@ def _beside(wanted, fn, *args):
     thread.start()
     try:
         yield outcome
-    except _signals.Terminated:
+    except Exception:
+        thread.join()  # a failed restore of the copy: the safety backup still completes
         raise
-    except BaseException:
-        thread.join()
-        raise
-    thread.join()
+    thread.join()  # an interrupt (SIGTERM, Ctrl-C) does not wait: its pg_dump ends with the process
 
 
 @contextlib.contextmanager
