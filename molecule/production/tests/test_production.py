@@ -363,7 +363,10 @@ def site():
     # before tsdb_history_login_user. setup.yml (on host 3 only) names it and revokes nothing;
     # then the statement it printed is run as the DBA would.
     as_postgres(TARGET, 'GRANT "%s" TO "%s"' % (OWNER, LOGIN))
-    s["move_rc"], s["move_out"] = playbook("setup.yml", {"tsdb_backup_target": TARGET})
+    # (The lifecycle policy is the play's hosts' (azure_lifecycle_hosts): not from a play of one.)
+    s["move_rc"], s["move_out"] = playbook(
+        "setup.yml", {"tsdb_backup_target": TARGET, "azure_lifecycle_account_name": ""}
+    )
     s["move_member_of"] = role_facts(TARGET, LOGIN)[1]
     said = task_results(s["move_out"], REVOKE_TASK).get(TARGET, {}).get("msg", "")
     s["move_said"] = said
