@@ -21,7 +21,7 @@ DERIVED = {"tsdb_backup_target"}
 FACTS = {"tsdb_backup_results", "tsdb_backup_run", "tsdb_backup_table", "tsdb_backup_hosts", "tsdb_backup_failed_hosts"}
 FACTS |= {"tsdb_drill"}
 # A variable name, not a file name such as tsdb_backup_run.py or tsdb_backup_status.prom.
-SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore)\w*)\b(?!\.[a-z])")
+SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore|history)\w*)\b(?!\.[a-z])")
 
 
 def text(path):

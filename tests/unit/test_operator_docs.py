@@ -208,7 +208,7 @@ ROLE_TOKEN = re.compile(
     r"\b((?:tsdb|%s)_[a-z0-9_]*[a-z0-9])\b" % "|".join(r for r in ROLES if r != "tsdb") + NOT_A_NAME
 )
 # What the roles' files read from the site's settings (as tests/unit/test_one_settings.py finds it).
-SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill)\w*)\b(?!\.[a-z])")
+SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore|history)\w*)\b(?!\.[a-z])")
 
 
 def readme(role):

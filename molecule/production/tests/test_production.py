@@ -10,7 +10,10 @@ least-privilege login), in this order, once (the fixture `site`):
 4. restore.yml rebuilding host 3's `iot` from host 1's backups in Azure (restore_source_host);
 5. the history guard on every host (its archive, then its retention services);
 6. a failure provoked on host 2 (its PostgreSQL stopped under the nightly unit), which must
-   reach the webhook, then the unit again with PostgreSQL back.
+   reach the webhook, then the unit again with PostgreSQL back;
+7. host 3 as a site that moves from one login to a history login of its own: the backup login
+   holds the owner's role from before, setup.yml names it and revokes nothing, and the statement
+   it prints revokes it.
 
 The tests then check rows, files, owners and modes, units, metrics, blobs, the lifecycle policy
 and the notifications, and that no file of another package (PostgreSQL, node_exporter) changed
@@ -50,8 +53,11 @@ BACKUP_DIR = SETTINGS["tsdb_backup_dir"]
 USER = GROUP = SETTINGS["tsdb_backup_user"]
 LOGIN = SETTINGS["tsdb_login_user"]
 RESTORE_LOGIN = SETTINGS["tsdb_restore_login_user"]
+HISTORY_LOGIN = SETTINGS["tsdb_history_login_user"]
 # Molecule expands $NAME in molecule.yml, so a "$" of the password is written "$$" there.
 PASSWORD = SETTINGS["vault_tsdb_login_password"].replace("$$", "$")
+HISTORY_PASSWORD = SETTINGS["vault_tsdb_history_login_password"].replace("$$", "$")
+RESTORE_PASSWORD = SETTINGS["vault_tsdb_restore_login_password"].replace("$$", "$")
 OWNER = SETTINGS["backup_logins_owner_roles"][0]
 CONTAINER = SETTINGS["tsdb_azure_container"]
 PREFIX = SETTINGS["tsdb_azure_prefix"]
@@ -64,6 +70,14 @@ CONFIG_DIR = "/etc/tsdb-backup"
 OWNERSHIP_BEFORE = "/root/molecule-ownership-before.txt"  # written by prepare.yml
 OTHER_PACKAGES = ["/etc/postgresql", "/var/lib/postgresql", "/var/lib/prometheus"]
 PG_SERVICE = "postgresql@17-main"
+HISTORY_UNITS = ["tsdb-history-archive.service", "tsdb-history-retention.service", "tsdb-history-migrate.service"]
+# What each unit reads (EnvironmentFile=, in order): its own secrets file and no other.
+UNIT_FILES = dict(
+    {"tsdb-backup.service": ["agent.env", "credentials.env"]},
+    **{"tsdb-backup-drill.service": ["agent.env", "drill-credentials.env"]},
+    **{u: ["agent.env", "history-credentials.env", "history.env"] for u in HISTORY_UNITS},
+)
+REVOKE_TASK = "Say which owner roles to revoke from the backup login by hand"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z$")
 # A line of the summary table (playbooks/templates/backup_summary.j2); SIZE holds a space.
 LINE = re.compile(
@@ -170,8 +184,8 @@ def root(name):
     return testinfra.get_host("docker://" + name)
 
 
-def connect(name, dbname=DATABASE):
-    conn = psycopg2.connect(host="127.0.0.1", port=PORT[name], user=LOGIN, password=PASSWORD, dbname=dbname)
+def connect(name, dbname=DATABASE, user=LOGIN, password=PASSWORD):
+    conn = psycopg2.connect(host="127.0.0.1", port=PORT[name], user=user, password=password, dbname=dbname)
     conn.autocommit = True
     return conn
 
@@ -228,6 +242,28 @@ def parse_ownership(text):
         owner, mode, kind, path = line.split(" ", 3)
         found[path] = "%s %s %s" % (owner, mode, kind)
     return found
+
+
+def as_postgres(name, statement):
+    """One statement as PostgreSQL's administrative role on the host (peer, the socket)."""
+    return root(name).check_output(
+        "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p %s -c %s", str(PORT[name]), statement
+    )
+
+
+def env_values(text):
+    """KEY="value" lines of an environment file the roles write, unescaped (the roles' env.j2)."""
+    values = {}
+    for line in text.splitlines():
+        m = re.match(r'^([A-Z_]+)="(.*)"$', line)
+        if m:
+            values[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))
+    return values
+
+
+def environment_files(name, unit):
+    text = root(name).check_output("systemctl cat %s", unit)
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("EnvironmentFile=")]
 
 
 def webhook_events():
@@ -322,6 +358,22 @@ def site():
         time.sleep(1)
     s["recovered_rc"] = sudo(TIMER, "systemctl start tsdb-backup.service")[0]
     s["recovered_result"] = unit_result(TIMER, "tsdb-backup.service")
+
+    # 7. Host 3 as a site moving from one login: its backup login holds the owner's role from
+    # before tsdb_history_login_user. setup.yml (on host 3 only) names it and revokes nothing;
+    # then the statement it printed is run as the DBA would.
+    as_postgres(TARGET, 'GRANT "%s" TO "%s"' % (OWNER, LOGIN))
+    # (The lifecycle policy is the play's hosts' (azure_lifecycle_hosts): not from a play of one.)
+    s["move_rc"], s["move_out"] = playbook(
+        "setup.yml", {"tsdb_backup_target": TARGET, "azure_lifecycle_account_name": ""}
+    )
+    s["move_member_of"] = role_facts(TARGET, LOGIN)[1]
+    said = task_results(s["move_out"], REVOKE_TASK).get(TARGET, {}).get("msg", "")
+    s["move_said"] = said
+    s["move_statements"] = re.findall(r"REVOKE [^;]+;", said)
+    for statement in s["move_statements"]:
+        as_postgres(TARGET, statement)
+    s["moved_member_of"] = role_facts(TARGET, LOGIN)[1]
 
     s["after"] = {h: ownership(h) for h in HOSTS}
     s["seconds"] = round(time.monotonic() - t0)
@@ -551,24 +603,82 @@ def role_facts(name, role):
     return dict(zip(["super", "createrole", "createdb", "replication", "bypassrls", "login"], flags)), member_of
 
 
+LEAST = {
+    "super": False,
+    "createrole": False,
+    "createdb": False,
+    "replication": False,
+    "bypassrls": False,
+    "login": True,
+}
+
+
 @pytest.mark.parametrize("name", HOSTS)
 def test_the_backup_login_is_least_privilege(site, name):
     flags, member_of = role_facts(name, LOGIN)
-    assert flags == {
-        "super": False,
-        "createrole": False,
-        "createdb": False,
-        "replication": False,
-        "bypassrls": False,
-        "login": True,
-    }
-    assert member_of == sorted(["pg_read_all_data", OWNER])
+    assert flags == LEAST
+    # The history guard has a login of its own: the nightly backup's only reads (host 3's owner
+    # role from before was revoked by the statement setup.yml printed, step 7).
+    assert member_of == ["pg_read_all_data"]
     host = root(name)
     assert 'PGUSER="%s"' % LOGIN in host.file(CONFIG_DIR + "/agent.env").content_string
-    # The nightly backup and the history guard never see the restore login.
-    for unit in ("tsdb-backup.service", "tsdb-history-archive.service", "tsdb-history-retention.service"):
-        assert "drill-credentials" not in host.check_output("systemctl cat %s", unit), unit
-    assert RESTORE_LOGIN not in host.file(CONFIG_DIR + "/credentials.env").content_string
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_each_unit_reads_only_its_own_secrets_file(site, name):
+    for unit, files in UNIT_FILES.items():
+        assert environment_files(name, unit) == [CONFIG_DIR + "/" + f for f in files], unit
+    host = root(name)
+    credentials = host.file(CONFIG_DIR + "/credentials.env").content_string
+    # The nightly backup never sees the history or the restore login, not even their names.
+    assert env_values(credentials) == {"PGPASSWORD": PASSWORD, "AZURE_STORAGE_CONNECTION_STRING": CONNECTION_STRING}
+    for other in (HISTORY_LOGIN, HISTORY_PASSWORD, RESTORE_LOGIN, RESTORE_PASSWORD):
+        assert other not in credentials
+    history = env_values(host.file(CONFIG_DIR + "/history-credentials.env").content_string)
+    assert history == {
+        "PGUSER": HISTORY_LOGIN,
+        "PGPASSWORD": HISTORY_PASSWORD,
+        "AZURE_STORAGE_CONNECTION_STRING": CONNECTION_STRING,
+    }
+    # The drill restores a local set: its login, and no Azure secret.
+    drill = env_values(host.file(CONFIG_DIR + "/drill-credentials.env").content_string)
+    assert drill == {"PGUSER": RESTORE_LOGIN, "PGPASSWORD": RESTORE_PASSWORD}
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_the_history_login_can_drop_chunks_and_the_backup_login_cannot(site, name):
+    flags, member_of = role_facts(name, HISTORY_LOGIN)
+    assert flags == LEAST
+    assert member_of == sorted(["pg_read_all_data", OWNER])
+    # drop_chunks checks the hypertable's owner first; nothing is that old, and it is rolled back.
+    statement = "SELECT count(*) FROM drop_chunks('public.esp_telemetry', older_than => interval '100 years')"
+    conn = connect(name, user=HISTORY_LOGIN, password=HISTORY_PASSWORD)
+    try:
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            assert cur.fetchone() == (0,)
+        conn.rollback()
+    finally:
+        conn.close()
+    conn = connect(name)
+    try:
+        conn.autocommit = False
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege, match="must be owner"):
+            cur.execute(statement)
+        conn.rollback()
+    finally:
+        conn.close()
+
+
+def test_a_site_moving_to_a_history_login_is_told_what_to_revoke_and_nothing_is_revoked(site):
+    assert site["move_rc"] == 0, failures(site["move_out"])
+    # setup.yml kept the owner's role the DBA had given (the role never revokes) and said so.
+    assert site["move_member_of"] == sorted(["pg_read_all_data", OWNER])
+    assert LOGIN in site["move_said"] and "never revokes" in site["move_said"], site["move_said"]
+    assert site["move_statements"] == ['REVOKE "%s" FROM "%s";' % (OWNER, LOGIN)], site["move_said"]
+    # The printed statement, run as the DBA, leaves the backup login reading only.
+    assert site["moved_member_of"] == ["pg_read_all_data"]
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -576,9 +686,10 @@ def test_only_the_drill_unit_logs_in_as_the_restore_superuser(site, name):
     flags = role_facts(name, RESTORE_LOGIN)[0]
     assert (flags["super"], flags["login"]) == (True, True)
     host = root(name)
-    assert "EnvironmentFile=%s/drill-credentials.env" % CONFIG_DIR in host.check_output(
-        "systemctl cat tsdb-backup-drill.service"
-    )
+    assert environment_files(name, "tsdb-backup-drill.service") == [
+        CONFIG_DIR + "/agent.env",
+        CONFIG_DIR + "/drill-credentials.env",
+    ]
     drill = host.file(CONFIG_DIR + "/drill-credentials.env")
     assert (drill.user, drill.group, drill.mode) == ("root", GROUP, 0o640)
     assert 'PGUSER="%s"' % RESTORE_LOGIN in drill.content_string
@@ -603,10 +714,18 @@ def test_directories_and_secrets_are_private(site, name):
         assert (d.user, d.group, d.mode) == (USER, GROUP, 0o700), path
     d = host.file(CONFIG_DIR)
     assert (d.user, d.group, d.mode) == ("root", GROUP, 0o750)
-    for path in ("credentials.env", "drill-credentials.env", "notify.json", "agent.env", "history.env"):
+    for path in (
+        "credentials.env",
+        "history-credentials.env",
+        "drill-credentials.env",
+        "notify.json",
+        "agent.env",
+        "history.env",
+    ):
         f = host.file(CONFIG_DIR + "/" + path)
         assert (f.user, f.group, f.mode) == ("root", GROUP, 0o640), path
-    assert host.run("runuser -u nobody -- cat %s/credentials.env", CONFIG_DIR).rc != 0
+    for path in ("credentials.env", "history-credentials.env", "drill-credentials.env"):
+        assert host.run("runuser -u nobody -- cat %s/%s", CONFIG_DIR, path).rc != 0, path
     credentials = host.file(CONFIG_DIR + "/credentials.env").content_string
     assert "PGPASSWORD=" in credentials and "AZURE_STORAGE_CONNECTION_STRING=" in credentials
 
@@ -651,6 +770,21 @@ def test_metrics_reach_node_exporter_through_links_in_its_own_directory(site, na
             scraped,
             re.M,
         ), run_type
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_the_backup_user_writes_only_its_own_metrics_files(site, name):
+    """Issue 12: the metrics directory is not writable by the backup user beyond its own files."""
+    host = root(name)
+    # node_exporter's directory: no file added, none deleted or replaced (a link, or another
+    # collector's file) - the directory is root's 0755, each link root's.
+    assert host.run("runuser -u %s -- test -w %s", USER, TEXTFILE_DIR).rc != 0
+    assert host.run("runuser -u %s -- sh -c ': > %s/tsdb_probe.prom'", USER, TEXTFILE_DIR).rc != 0
+    assert host.run("runuser -u %s -- rm -f %s/tsdb_backup_status.prom", USER, TEXTFILE_DIR).rc != 0
+    assert host.file(TEXTFILE_DIR + "/tsdb_backup_status.prom").is_symlink
+    assert not host.file(TEXTFILE_DIR + "/tsdb_probe.prom").exists
+    # Its write directory holds its own files and nothing else.
+    assert host.check_output("find %s -mindepth 1 ! -user %s", METRICS_DIR, USER) == ""
 
 
 # --- No file of another package changed its owner -----------------------------------------------

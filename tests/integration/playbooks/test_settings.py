@@ -28,8 +28,12 @@ import rig  # noqa: E402
 
 AGENT_ENV = "/etc/tsdb-backup/agent.env"
 CREDENTIALS = "/etc/tsdb-backup/credentials.env"
-# Read by the drill unit after the two above: the restore login (tsdb_restore_login_user), if any.
+# Read by the drill unit after agent.env, instead of credentials.env: the restore login
+# (tsdb_restore_login_user), else the backup login's password.
 DRILL_CREDENTIALS = "/etc/tsdb-backup/drill-credentials.env"
+# Read by the history units after agent.env, instead of credentials.env: the Azure secrets and the
+# history login (tsdb_history_login_user), else the backup login's password.
+HISTORY_CREDENTIALS = "/etc/tsdb-backup/history-credentials.env"
 # agent.env key -> agent_run option of backup.yml. A key that is absent in the file must be an
 # option the playbook leaves unset (None), and the other way round.
 SAME = {
@@ -184,7 +188,7 @@ def differences(agent, credentials, backup, drill, drill_credentials):
     for key, option in SAME_DRILL.items():
         if normal(drill_env.get(key)) != normal(drill[option]):
             bad.append("%s=%r but drill.yml %s=%r" % (key, drill_env.get(key), option, drill[option]))
-    if ("PGPASSWORD" in drill_credentials or "PGPASSWORD" in credentials) != (drill["login_password"] is not None):
+    if ("PGPASSWORD" in drill_credentials) != (drill["login_password"] is not None):
         bad.append("the drill unit's password and drill.yml's login_password disagree on being set")
     if json.loads(agent["TSDB_BACKUP_DATABASES"]) != drill["databases"]:
         bad.append(
@@ -220,7 +224,10 @@ def test_the_timer_and_the_playbooks_read_the_same_settings_local(agent_host):
         c, ("inventories/local",), "tsdb-local", {}
     )
     assert differences(agent, credentials, backup, drill, drill_credentials) == []
-    assert drill_credentials == {}, "inventories/local sets no restore login"
+    # inventories/local sets no restore login and no history login: the drill's file holds the
+    # backup login's password alone, the history units' the same secrets as the nightly unit's.
+    assert drill_credentials == {"PGPASSWORD": credentials["PGPASSWORD"]}
+    assert env_file(c, HISTORY_CREDENTIALS) == credentials
     # And they are the inventory's values.
     assert (agent["PGUSER"], agent["TSDB_BACKUP_HOST_LABEL"], agent["TSDB_BACKUP_AZURE_AUTH_MODE"]) == (
         "postgres",
@@ -275,6 +282,12 @@ def test_the_timer_and_the_playbooks_read_the_same_settings_example(example_host
         "tsdb_backup",
     )
     assert drill_credentials["PGPASSWORD"] == "change-me-too"  # vault.yml's placeholder
+    # The history units log in as the example's history login; no unit sees another's login.
+    history_credentials = env_file(c, HISTORY_CREDENTIALS)
+    assert (history_credentials["PGUSER"], history_credentials["PGPASSWORD"]) == ("tsdb_history", "change-me-three")
+    assert history_credentials["AZURE_CLIENT_SECRET"] == EXAMPLE_SITE["tsdb_azure_client_secret"]
+    assert "PGUSER" not in credentials and "change-me-three" not in credentials.values()
+    assert "change-me-too" not in credentials.values() and "AZURE_CLIENT_SECRET" not in drill_credentials
     # And they are the example inventory's values (and the service principal given above).
     assert {k: agent.get(k) for k in ("PGUSER", "PGPORT", "PGDATABASE", "PGSSLMODE", "TSDB_BACKUP_HOST_LABEL")} == {
         "PGUSER": "tsdb_backup",
