@@ -27,7 +27,7 @@ seed: env-up ## seed the demo database (DEVICES=10 DAYS=30 INTERVAL=60)
 lint sanity unit integration molecule build: venv
 	STAGES="setup $@" KEEP_ENV=1 tests/run-all.sh
 
-bench: env-up ## benchmarks (ratios against a baseline in the same run); BENCH_ARGS="--scale 0.5,1,2" adds growth
+bench: env-up ## benchmarks (ratios against a baseline in the same run); BENCH_ARGS="--scale 0.5,1,2" adds growth, "--fleet 4" 4 hosts against 1
 	. .local/env.sh && $(VENV)/python bench/run.py $(BENCH_ARGS)
 
 clean: env-down

@@ -3,6 +3,8 @@ measured side by side in one run on the rig (docs/PERFORMANCE.md is written from
 
     make bench                                   # ~2 GB dataset, 3 repetitions
     . .local/env.sh && .venv/bin/python bench/run.py --size 0.5 --repeat 1 --no-doc
+    BENCH_ARGS="--fleet 4" make bench            # and backup.yml across 4 hosts against 1
+    . .local/env.sh && .venv/bin/python bench/run.py --only fleet --fleet 4 --fleet-size 0.2 --repeat 1 --no-doc
 
 Paths measured, each --repeat times (median and min reported):
   floor        pg_dump -Fc -Z0 > /dev/null: the cost of reading the data at all
@@ -14,11 +16,19 @@ Paths measured, each --repeat times (median and min reported):
 Backups are given as ratios to the floor, restores to serial pg_restore: absolute times on a
 shared 2-core VM vary by 2x between machines, ratios within one run do not. No timing is
 asserted anywhere; this only measures and reports.
+
+--fleet N adds a fleet of N hosts: the rig's host and N-1 more containers beside it
+(tests/rig/extra-host.sh, the same Azurite), each seeded with the same dataset at --fleet-size, the
+agent set up on all; then, --repeat times: the floor on 1 host and on all N at once, backup.yml on
+1 host and on all N in one play. Its own table (docs/PERFORMANCE.md, between the fleet markers);
+the extra containers are removed at the end, also on failure or Ctrl-C.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -37,7 +47,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=float, default=2.0, help="dataset size in GB (default 2.0, ~9.2 M rows)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each path (default 3)")
-    p.add_argument("--only", default="", help="comma-separated paths to run (floor,old,backup,timer,restore)")
+    p.add_argument(
+        "--only", default="", help="comma-separated paths to run (floor,old,backup,timer,restore; fleet with --fleet)"
+    )
     p.add_argument("--reseed", action="store_true", help="drop and generate the dataset again")
     p.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"), help="report to write")
     p.add_argument("--no-doc", action="store_true", help="print only")
@@ -48,7 +60,22 @@ def parse_args(argv):
         help="comma-separated sizes in GB: the floor, backup.yml, serial pg_restore, restore.yml into a new "
         "database and the transfers' peak RSS once at each size (a table of growth, written after the main one)",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="also measure backup.yml across this many hosts against 1 (the rig's host and N-1 containers "
+        "started for it, removed at the end); off by default",
+    )
+    p.add_argument(
+        "--fleet-size", type=float, default=0.5, help="dataset size in GB on each host of the fleet (default 0.5)"
+    )
+    a = p.parse_args(argv)
+    if a.fleet == 1 or a.fleet < 0:
+        p.error("--fleet needs at least 2 hosts")
+    if "fleet" in a.only.split(",") and not a.fleet:
+        p.error("--only fleet needs --fleet N")
+    return a
 
 
 def cpu_times():
@@ -290,32 +317,167 @@ def render_scale(rows):
     return "\n".join(lines)
 
 
+FLEET_DB = DB + "_fleet"
+
+
+def at_once(fn, items):
+    """fn(item) for every item at the same time, in threads; the results in order. On an error or
+    Ctrl-C, what has not started is cancelled and the exception goes on at once."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(items))
+    try:
+        results = [job.result() for job in [pool.submit(fn, item) for item in items]]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def fleet_floor(f, hosts, path):
+    """The floor on every host of hosts at the same time: the time until the last one is done."""
+    command = "pg_dump -Fc -Z0 -d %s > /dev/null" % f.db
+    seconds, each = timed(at_once, lambda host: took(rig.pg_tool, command, host), hosts)
+    f.add(path, seconds, {"fastest host": min(each), "slowest host": max(each)} if len(hosts) > 1 else None)
+
+
+def fleet_backup(f, fleet, group, path):
+    """backup.yml in one play on the hosts of group; steps: the median host's, and Ansible's own
+    time (the play's beyond the slowest host's agent run)."""
+    seconds, results = timed(rig.fleet_backup_playbook, f.db, CONTAINER, fleet, group)
+    durations = [r.get("duration_seconds") or 0 for r in results.values()]
+    steps = {}
+    for name in sorted({n for r in results.values() for n in (r.get("timings") or {})}):
+        steps[name] = statistics.median([(r.get("timings") or {}).get(name, 0) for r in results.values()])
+    if len(results) > 1:
+        steps["slowest host's agent run"] = max(durations)
+    steps["ansible overhead"] = max(0.0, seconds - max(durations))
+    f.add(path, seconds, steps)
+
+
+def fleet(args):
+    """backup.yml across args.fleet hosts against 1, each against its own floor."""
+    n = args.fleet
+    f = Figures(FLEET_DB)
+    with rig.Fleet(n) as hosts:
+        print("bench: fleet of %d hosts: %s" % (n, ", ".join(map(repr, hosts.hosts))), flush=True)
+        print("bench: fleet: seeding %s GB on each host ..." % args.fleet_size, flush=True)
+        datasets = at_once(lambda host: rig.ensure_dataset(f.db, args.fleet_size, args.reseed, host), hosts.hosts)
+        print("bench: fleet: setup.yml on %d hosts ..." % n, flush=True)
+        rig.setup_fleet(f.db, CONTAINER, hosts)
+        # No hourly archive or nightly run in the middle of a measurement (setup.yml at the end
+        # starts the rig host's timers again; the other hosts are removed).
+        at_once(rig.stop_timers, hosts.hosts)
+        runs = (
+            (fleet_floor, [hosts.main], "floor 1"),
+            (fleet_floor, hosts.hosts, "floor N"),
+            (fleet_backup, hosts, "bench_one", "backup.yml 1"),
+            (fleet_backup, hosts, "bench_fleet", "backup.yml N"),
+        )
+        for repetition in range(args.repeat):
+            print("bench: fleet (%d of %d) ..." % (repetition + 1, args.repeat), flush=True)
+            for fn, *rest in runs:
+                before = cpu_times()
+                fn(f, *rest)
+                f.cpu.setdefault(rest[-1], []).append(cores_busy(before, cpu_times()))
+        machine = "%s, and %s" % (rig.machine(), ", ".join(h.container for h in hosts.extras))
+    dataset = "; ".join(sorted(set(datasets)))  # one line: the same rows everywhere
+    return f, render_fleet(f, args, dataset, machine)
+
+
+def render_fleet(f, args, dataset, machine):
+    n = args.fleet
+    med = f.median
+    rows = (
+        ("floor, 1 host", "floor 1", None),
+        ("floor, %d hosts at once" % n, "floor N", None),
+        ("backup.yml, 1 host", "backup.yml 1", "floor 1"),
+        ("backup.yml, %d hosts in one play" % n, "backup.yml N", "floor N"),
+    )
+    one = {"floor 1": "floor 1", "floor N": "floor 1", "backup.yml 1": "backup.yml 1", "backup.yml N": "backup.yml 1"}
+    lines = [
+        "Dataset on each of the %d hosts: %s. Machine: %s. %d repetition(s), medians and minima in seconds."
+        % (n, dataset, machine, args.repeat),
+        "",
+        "| run | median s | min s | to its floor | to 1 host | cores busy (of %d) |" % (os.cpu_count() or 1),
+        "|---|---|---|---|---|---|",
+    ]
+    for label, path, base in rows:
+        lines.append(
+            "| %s | %.1f | %.1f | %s | %.2f | %s |"
+            % (
+                label,
+                med(path),
+                min(f.runs[path]),
+                "%.2f" % (med(path) / med(base)) if base else "-",
+                med(path) / med(one[path]),
+                "%.1f" % statistics.median(f.cpu[path]) if f.cpu.get(path) else "-",
+            )
+        )
+    lines += [
+        "",
+        "backup.yml on %d hosts takes %.2fx backup.yml on 1 host (goal: at most 1.5x); %d pg_dumps at once alone "
+        "take %.2fx one, on %d cores (cores busy: the whole machine's, from /proc/stat)."
+        % (n, med("backup.yml N") / med("backup.yml 1"), n, med("floor N") / med("floor 1"), os.cpu_count()),
+        "",
+        "Where the time goes (medians; the %d-host play: the median host's steps):" % n,
+        "",
+    ]
+    for path in ("backup.yml 1", "backup.yml N", "floor N"):
+        parts = ", ".join("%s %.1f s" % (name, statistics.median(v)) for name, v in f.steps.get(path, {}).items())
+        label = {"backup.yml 1": "backup.yml, 1 host", "backup.yml N": "backup.yml, %d hosts" % n}.get(
+            path, "floor, %d hosts at once" % n
+        )
+        lines.append("- %s: %s" % (label, parts))
+    return "\n".join(lines)
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # A plain kill ends the run the way Ctrl-C does: the finally blocks remove what it started.
+    signal.signal(signal.SIGTERM, _terminate)
     only = set(filter(None, args.only.split(",")))
-    dataset = rig.ensure_dataset(DB, args.size, args.reseed)
-    rig.setup_agent(DB, CONTAINER)
-    f = Figures()
+    main_paths = not only or bool(only - {"fleet"})
+    f, report, fleet_report, fleet_figures = Figures(), "", "", None
     try:
-        for repetition in range(args.repeat):
-            for name, fn in PATHS:
-                if not only or name in only:
-                    print("bench: %s (%d of %d) ..." % (fn.__name__, repetition + 1, args.repeat), flush=True)
-                    before = cpu_times()
-                    fn(f)
-                    f.cpu.setdefault(f.current, []).append(cores_busy(before, cpu_times()))
-        if not only or "backup" in only:
-            f.facts.update(rig.transfer_rss(DB, CONTAINER))
-        growth = scale(args) if args.scale else ""
+        if main_paths:
+            dataset = rig.ensure_dataset(DB, args.size, args.reseed)
+            rig.setup_agent(DB, CONTAINER)
+            for repetition in range(args.repeat):
+                for name, fn in PATHS:
+                    if not only or name in only:
+                        print("bench: %s (%d of %d) ..." % (fn.__name__, repetition + 1, args.repeat), flush=True)
+                        before = cpu_times()
+                        fn(f)
+                        f.cpu.setdefault(f.current, []).append(cores_busy(before, cpu_times()))
+            if not only or "backup" in only:
+                f.facts.update(rig.transfer_rss(DB, CONTAINER))
+            growth = scale(args) if args.scale else ""
+            report = render(f, args, dataset) + ("\n\n" + growth if growth else "")
+        if args.fleet and (not only or "fleet" in only or "backup" in only):
+            fleet_figures, fleet_report = fleet(args)
     finally:
         rig.restore_agent()
-    report = render(f, args, dataset) + ("\n\n" + growth if growth else "")
-    print(report)
+    print("\n\n".join(r for r in (report, fleet_report) if r))
     if args.json:
+        raw = {"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu}
+        if fleet_figures:
+            raw["fleet"] = {
+                "hosts": args.fleet,
+                "runs": fleet_figures.runs,
+                "steps": fleet_figures.steps,
+                "cores_busy": fleet_figures.cpu,
+            }
         with open(args.json, "w") as out:
-            json.dump({"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu}, out, indent=2)
+            json.dump(raw, out, indent=2)
     if not args.no_doc:
-        rig.write_doc(args.doc, report)
+        if report:
+            rig.write_doc(args.doc, report)
+        if fleet_report:
+            rig.write_doc(args.doc, fleet_report, rig.FLEET_BEGIN, rig.FLEET_END)
     return 0
 
 

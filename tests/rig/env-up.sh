@@ -9,10 +9,7 @@ source "$(dirname "$0")/lib.sh"
 "$RIG_DIR/tsdb-host.sh" start "$TSDB_CONTAINER" "$TSDB_PORT"
 
 # The demo database, with the extension, so that `psql` lands somewhere useful.
-"$DOCKER" exec -u postgres "$TSDB_CONTAINER" bash -c "
-  psql -qAt -p $TSDB_PORT -c \"select 1 from pg_database where datname='iot'\" | grep -q 1 \
-  || createdb -p $TSDB_PORT iot
-  psql -q -p $TSDB_PORT -d iot -c 'CREATE EXTENSION IF NOT EXISTS timescaledb' 2>&1 | grep -v WARNING || true"
+demo_database "$TSDB_CONTAINER" "$TSDB_PORT"
 
 blob="http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT"
 (

@@ -44,3 +44,12 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# The demo database iot, with the extension, in host container $1 (PostgreSQL on port $2).
+demo_database() {
+  local name=$1 port=$2
+  "$DOCKER" exec -u postgres "$name" bash -c "
+    psql -qAt -p $port -c \"select 1 from pg_database where datname='iot'\" | grep -q 1 \
+    || createdb -p $port iot
+    psql -q -p $port -d iot -c 'CREATE EXTENSION IF NOT EXISTS timescaledb' 2>&1 | grep -v WARNING || true"
+}
