@@ -21,6 +21,7 @@ BACKUP_DIR = "/var/backups/tsdb"
 WORK = "/var/tmp/insa-bench"  # noqa: S108
 BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 FLEET_BEGIN, FLEET_END = "<!-- make bench fleet: begin -->", "<!-- make bench fleet: end -->"
+SCALE_BEGIN, SCALE_END = "<!-- make bench scale: begin -->", "<!-- make bench scale: end -->"
 EXTRA_HOST = os.path.join(REPO, "tests", "rig", "extra-host.sh")
 
 

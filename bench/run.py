@@ -48,7 +48,9 @@ def parse_args(argv):
     p.add_argument("--size", type=float, default=2.0, help="dataset size in GB (default 2.0, ~9.2 M rows)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each path (default 3)")
     p.add_argument(
-        "--only", default="", help="comma-separated paths to run (floor,old,backup,timer,restore; fleet with --fleet)"
+        "--only",
+        default="",
+        help="comma-separated paths to run: floor,old,backup,timer,restore; scale (with --scale), fleet (with --fleet)",
     )
     p.add_argument("--reseed", action="store_true", help="drop and generate the dataset again")
     p.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"), help="report to write")
@@ -440,8 +442,8 @@ def main(argv=None):
     # A plain kill ends the run the way Ctrl-C does: the finally blocks remove what it started.
     signal.signal(signal.SIGTERM, _terminate)
     only = set(filter(None, args.only.split(",")))
-    main_paths = not only or bool(only - {"fleet"})
-    f, report, fleet_report, fleet_figures = Figures(), "", "", None
+    main_paths = not only or bool(only - {"fleet", "scale"})
+    f, report, fleet_report, fleet_figures, growth = Figures(), "", "", None, ""
     try:
         if main_paths:
             dataset = rig.ensure_dataset(DB, args.size, args.reseed)
@@ -455,13 +457,16 @@ def main(argv=None):
                         f.cpu.setdefault(f.current, []).append(cores_busy(before, cpu_times()))
             if not only or "backup" in only:
                 f.facts.update(rig.transfer_rss(DB, CONTAINER))
-            growth = scale(args) if args.scale else ""
-            report = render(f, args, dataset) + ("\n\n" + growth if growth else "")
+            report = render(f, args, dataset)
+        if args.scale and (not only or "scale" in only):
+            if not main_paths:
+                rig.setup_agent(DB, CONTAINER)
+            growth = scale(args)
         if args.fleet and (not only or "fleet" in only or "backup" in only):
             fleet_figures, fleet_report = fleet(args)
     finally:
         rig.restore_agent()
-    print("\n\n".join(r for r in (report, fleet_report) if r))
+    print("\n\n".join(r for r in (report, growth, fleet_report) if r))
     if args.json:
         raw = {"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu}
         if fleet_figures:
@@ -476,6 +481,8 @@ def main(argv=None):
     if not args.no_doc:
         if report:
             rig.write_doc(args.doc, report)
+        if growth:
+            rig.write_doc(args.doc, growth, rig.SCALE_BEGIN, rig.SCALE_END)
         if fleet_report:
             rig.write_doc(args.doc, fleet_report, rig.FLEET_BEGIN, rig.FLEET_END)
     return 0
