@@ -258,8 +258,14 @@ def newest_manifest(database, host=None):
 
 
 def newest_archive(database):
-    m = newest_manifest(database)
-    return "%s/%s/%s.dump" % (BACKUP_DIR, database, m["backup_id"])
+    """The newest custom-format archive (the serial baseline restores one file; a run without the
+    timer path may have a directory-format set of backup.yml -j as its newest)."""
+    paths = _exec("ls -1r %s/%s/*.manifest.json | grep -v '\\.verify\\.'" % (BACKUP_DIR, database)).split()
+    for path in paths:
+        manifest = json.loads(_exec("cat %s" % path))
+        if (manifest.get("dump") or {}).get("format", "custom") == "custom":
+            return "%s/%s/%s" % (BACKUP_DIR, database, manifest["archive"]["file"])
+    raise RuntimeError("no custom-format backup of %s in %s" % (database, BACKUP_DIR))
 
 
 def serial_pg_restore(archive, target):
