@@ -22,7 +22,14 @@ import json
 import os
 import re
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _restore, _signals, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _errors,
+    _lock,
+    _pg,
+    _restore,
+    _signals,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 PURPOSE = "verify"
@@ -92,7 +99,13 @@ def run_drill(config, logger, progress=None, audit=None, signing=None):
 
 
 def drill_database(config, database, logger, progress, audit, r, signing=None):
-    """One database's drill into the result ``r``."""
+    """One database's drill into the result ``r``. The folder's readers lock is held from choosing
+    the set to the end of its restore: no prune removes it in between."""
+    with _lock.reading_folder(os.path.join(config["backup_dir"], mf.database_segment(database))):
+        _drill_set(config, database, logger, progress, audit, r, signing)
+
+
+def _drill_set(config, database, logger, progress, audit, r, signing):
     entry = mf.select_backup(mf.list_local(config["backup_dir"], database))
     if entry is None:
         r.update(error="no local backup to drill", error_kind="not_found")

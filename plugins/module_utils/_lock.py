@@ -127,14 +127,36 @@ def reading_folder(folder):
     try:
         lock.acquire_shared()
     except OSError as e:
-        raise _errors.ConfigError(
-            "cannot take the readers lock %s (%s): the backup folder and its files must belong to the user "
-            "running the job" % (lock.path, e.strerror or e)
-        ) from None
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise _errors.ConfigError("cannot take the readers lock %s (%s)" % (lock.path, e.strerror or e)) from None
+        lock.fd = _read_only_shared(lock.path)  # a read-only or foreign folder: what no prune of ours can touch
     try:
         yield
     finally:
         lock.release()
+
+
+def hold_reading_folder(folder):
+    """reading_folder for the rest of this process (a module run: the kernel releases the flock
+    when it exits), from choosing a set to the end of what is done with it."""
+    held = reading_folder(folder)
+    held.__enter__()
+    return held
+
+
+def _read_only_shared(path):
+    """A shared flock on an existing lock file opened read-only (flock needs no write access), or
+    None when there is none to open."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _utc_text(moment):

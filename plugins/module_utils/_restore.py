@@ -405,22 +405,32 @@ def restore_backup(
         # of the copy, and the swap waits for it (a failed safety backup: no swap, the copy removed).
         wanted = exists and safety_backup
         safety_args = (params, target, _safety_dir(backup_dir) if wanted else None, host_label, signing)
-        with _beside(wanted, _safety_backup, *safety_args) as safety:
-            diffs = run.restore_as(staging)
-        if safety.error is not None:
+        try:
+            with _beside(wanted, _safety_backup, *safety_args) as safety:
+                diffs = run.restore_as(staging)
+            _take_safety_backup(safety, wanted, target, result)
+        except BaseException:
+            # Also an interrupt while the swap waited for the safety backup: the copy goes.
             _drop_database(params, staging)
-            kind = _errors.kind_of(safety.error)
-            raise RestoreError(
-                "the safety backup of %s failed (%s); %s was left untouched and the restored copy removed"
-                % (target, safety.error, target),
-                kind=kind if kind in ("config", "service", "conflict") else "service",
-            ) from safety.error
-        if safety.value is not None:
-            result["safety_backup"] = safety.value
-            result["warnings"] += safety.value.pop("warnings")
-            result.setdefault("timings", {})["safety_backup_seconds"] = safety.value.pop("seconds")
+            raise
         run.swap(staging, replaced, exists, keep_replaced, diffs)
     return result
+
+
+def _take_safety_backup(safety, wanted, target, result):
+    """The safety backup that ran beside the restore into ``result``; RestoreError when it failed
+    (then there is no swap)."""
+    if wanted and (safety.error is not None or safety.value is None):
+        kind = _errors.kind_of(safety.error) if safety.error is not None else "service"
+        raise RestoreError(
+            "the safety backup of %s failed (%s); %s was left untouched and the restored copy removed"
+            % (target, safety.error or "it ended without a result", target),
+            kind=kind if kind in ("config", "service", "conflict") else "service",
+        ) from safety.error
+    if safety.value is not None:
+        result["safety_backup"] = safety.value
+        result["warnings"] += safety.value.pop("warnings")
+        result.setdefault("timings", {})["safety_backup_seconds"] = safety.value.pop("seconds")
 
 
 class _Beside:
@@ -443,7 +453,7 @@ def _beside(wanted, fn, *args):
     def work():
         try:
             outcome.value = fn(*args)
-        except Exception as e:  # noqa: BLE001 - handed to the caller after the block
+        except BaseException as e:  # noqa: BLE001 - handed to the caller after the block
             outcome.error = e
 
     # A daemon: a restore ended by SIGTERM does not wait for it (its pg_dump ends with the pipe).

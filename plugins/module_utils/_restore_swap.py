@@ -118,7 +118,8 @@ class Swap:
     @classmethod
     def from_journal(cls, params, record):
         swap = cls(params, record["staging"], record["target"], record["replaced"], record["exists"])
-        swap.original = record["original"]
+        # A put-back from a journal only ever opens: a journal can be written by the copy's owner.
+        swap.original = None
         swap.comment = record.get("comment")
         swap.oids = (record["live_oid"], record["copy_oid"])
         swap.step = "its session ended (killed, or the host went down) in the middle of the swap"
@@ -230,21 +231,42 @@ def recover_killed(params, target):
     with _connection(params) as conn:
         for oid, name, comment in _pg.database_comments(conn, JOURNAL_MARK):
             record = read_journal(comment, oid, target)
-            if record is None:
+            if record is None or not _where_a_swap_leaves(conn, record, name):
                 continue
-            if _pg.scalar(
-                conn,
-                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_start::text = %s",
-                (record["backend_pid"], record["backend_start"]),
-            ):
-                raise _restore_extras.RestoreError(
-                    "a restore of %s is swapping right now (server process %d, the comment on %s): wait for it to end"
-                    % (target, record["backend_pid"], name),
-                    kind="conflict",
-                )
+            _refuse_while_running(conn, record, target, name)
             done = Swap.from_journal(params, record).recover(conn)
             messages.append("an earlier restore of %s was killed during its swap; %s" % (target, done))
     return messages
+
+
+def _where_a_swap_leaves(conn, record, name):
+    """Whether the databases are where this swap can have left them: the commented copy under its
+    own name or (renamed) the target's, the live database under the target's or the aside name.
+    A journal that a role with CREATEDB wrote on a database of its own fails this."""
+    if name not in (record["staging"], record["target"]):
+        return False
+    live = _name_of(conn, record["live_oid"]) if record["live_oid"] is not None else None
+    return record["live_oid"] is None or live in (record["target"], record["replaced"])
+
+
+def _refuse_while_running(conn, record, target, name):
+    """RestoreError (conflict) while the journal's server session still runs, or when this login
+    cannot see it (another role's session without pg_read_all_stats)."""
+    found = _pg.rows(conn, "SELECT backend_start::text FROM pg_stat_activity WHERE pid = %s", (record["backend_pid"],))
+    if not found or (found[0][0] is not None and found[0][0] != record["backend_start"]):
+        return  # that session is gone (its pid is free, or another session's now)
+    raise _restore_extras.RestoreError(
+        "a restore of %s may be swapping right now (server process %d, the journal on %s%s): wait for it to end, "
+        "or, if its client is gone, end that session (SELECT pg_terminate_backend(%d);) and run the restore again"
+        % (
+            target,
+            record["backend_pid"],
+            name,
+            "" if found[0][0] is not None else "; this login cannot see that session's start",
+            record["backend_pid"],
+        ),
+        kind="conflict",
+    )
 
 
 def read_journal(comment, oid, target):
@@ -256,9 +278,9 @@ def read_journal(comment, oid, target):
         return None
     if not isinstance(record, dict) or record.get("target") != target or record.get("copy_oid") != oid:
         return None
-    names_fit = str(record.get("staging", "")).startswith(target + "__restore_") and str(
-        record.get("replaced", "")
-    ).startswith(target + "__pre_restore_")
+    # A long target's scratch names are shortened (scratch_name): the marks, not the whole name.
+    staging, replaced = str(record.get("staging", "")), str(record.get("replaced", ""))
+    names_fit = "__restore_" in staging and "__pre_restore_" in replaced and target not in (staging, replaced)
     typed = (
         isinstance(record.get("exists"), bool)
         and record.get("original") in (True, False, None)

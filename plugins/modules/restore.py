@@ -172,17 +172,19 @@ warnings_roles:
   elements: str
 """
 
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _lock,
     _module_glue,
     _pg,
     _restore,
     _signing,
     _verify,
 )
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -300,6 +302,10 @@ def main():
     _module_glue.require_psycopg2(module)
     database = _module_glue.run_module(module, None, mf.validate_database_name, p["database"])
     target = _module_glue.run_module(module, None, mf.validate_database_name, p["target"] or database)
+    # Held until the module ends: no prune removes the set between choosing it and restoring it.
+    _module_glue.run_module(
+        module, None, _lock.hold_reading_folder, os.path.join(p["backup_dir"], mf.database_segment(database))
+    )
     backup_id = p["backup_id"]
     if backup_id == "latest":
         backup_id = latest_backup_id(module, p["backup_dir"], database)

@@ -132,3 +132,18 @@ def test_restore_holds_the_folder_while_it_restores(folder, monkeypatch):
     with pytest.raises(_restore.RestoreError, match="stop here"):
         _restore.restore_backup(params, sets[0], manifest, "iot")
     assert seen == ["iot", True] and not held(sets[0].folder)
+
+
+def test_a_read_only_folder_is_read_without_the_lock(folder, monkeypatch):
+    """A folder on a read-only mount (a snapshot, DR media) cannot take the lock file, and nothing
+    can prune there either: the reader goes on (before the readers lock, these restores worked)."""
+    import errno
+
+    _backup_dir, sets = folder
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(_lock.FolderReaders, "acquire_shared", read_only)
+    with _lock.reading_folder(sets[0].folder):
+        pass

@@ -4,6 +4,7 @@ again, and nothing of the restore may be left. The swap runs in this process aga
 server (as the restore module runs it); the fault is injected at the step (an error, Ctrl-C, a
 real SIGTERM to this process). docs/RELIABILITY.md lists these rows."""
 
+import json
 import os
 import signal
 import subprocess
@@ -227,11 +228,42 @@ def test_a_swap_whose_session_still_runs_is_left_alone(params, live):
         swap.oids = (_restore_swap._oid(conn, LIVE), _restore_swap._oid(conn, COPY))
         swap.original = True
         swap._write_journal(conn)  # this session is the swap's, and it is alive
-        with pytest.raises(_restore_extras.RestoreError, match="is swapping right now"):
+        with pytest.raises(_restore_extras.RestoreError, match="may be swapping right now"):
             _restore_swap.recover_killed(params, LIVE)
         assert allowconn() == {LIVE: True, COPY: True}
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("named", ["as-its-journal-says", "under-another-name"])
+def test_a_planted_journal_never_closes_or_moves_the_live_database(params, live, named):
+    """A role that may create a database may comment on it: a journal planted there, aimed at the
+    live database (original: refuse connections), must not close, rename or drop anything else."""
+    planted = LIVE + "__restore_planted"
+    rig.drop_database(planted)
+    rig.query("postgres", "CREATE DATABASE %s" % _pg.quote_ident(planted))
+    try:
+        live_oid = rig.query("postgres", "SELECT oid FROM pg_database WHERE datname = %s", (LIVE,))[0][0]
+        planted_oid = rig.query("postgres", "SELECT oid FROM pg_database WHERE datname = %s", (planted,))[0][0]
+        record = {
+            "target": LIVE,
+            "staging": planted if named == "as-its-journal-says" else COPY,
+            "replaced": ASIDE,
+            "exists": True,
+            "original": False,
+            "live_oid": live_oid,
+            "copy_oid": planted_oid,
+            "backend_pid": 1,
+            "backend_start": "2026-01-01 00:00:00+00",
+            "comment": None,
+        }
+        text = _restore_swap.JOURNAL_MARK + json.dumps(record)
+        rig.query("postgres", "COMMENT ON DATABASE %s IS %%s" % _pg.quote_ident(planted), (text,))
+        _restore_swap.recover_killed(params, LIVE)
+        assert allowconn()[LIVE] is True and rig.table_digest(LIVE) == live
+        assert allowconn()[COPY] is True  # another restore's copy is never dropped on a journal's word
+    finally:
+        rig.drop_database(planted)
 
 
 def test_sigterm_just_after_the_copy_took_the_name_finishes_the_swap(monkeypatch, params, live):
