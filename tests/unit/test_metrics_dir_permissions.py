@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+import local_play
 import pytest
 import yaml
 
@@ -38,11 +39,6 @@ def write_dir_task():
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     """{"apart": {owner, group, mode}, "shared": {...}} as the role's task computes them."""
-    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    if not os.path.exists(binary):
-        binary = shutil.which("ansible-playbook")
-    if binary is None:
-        pytest.skip("ansible-playbook is not installed")
     tmp = tmp_path_factory.mktemp("metrics-dir")
     task = write_dir_task()
     common = {"ansible_connection": "local", "tsdb_backup_user": "tsdb-backup", "backup_agent_group": "tsdb-backup"}
@@ -58,7 +54,6 @@ def layouts(tmp_path_factory):
             __backup_agent_write_dir="/var/lib/prometheus/node-exporter",
         ),
     }
-    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     args = task["ansible.builtin.file"]
     play = {
         "hosts": "all",
@@ -71,25 +66,8 @@ def layouts(tmp_path_factory):
             }
         ],
     }
-    (tmp / "evaluate.yml").write_text(yaml.safe_dump([play]))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-        ANSIBLE_LOCAL_TEMP=str(tmp),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-    )
-    proc = subprocess.run(
-        [binary, "-i", str(tmp / "inventory.yml"), str(tmp / "evaluate.yml")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    (result,) = json.loads(proc.stdout)["plays"][0]["tasks"]
-    return {h: r["ansible_facts"]["layout"] for h, r in result["hosts"].items()}
+    results = local_play.run_one_task(tmp, {"all": {"hosts": hosts}}, play)
+    return {h: r["ansible_facts"]["layout"] for h, r in results.items()}
 
 
 def test_its_own_directory_is_the_backup_users(layouts):

@@ -15,12 +15,9 @@ node only) with the roles' defaults and vars, per site below; systemd's Environm
 (roles/backup_logins) are evaluated from its tasks file the same way. molecule/production checks
 the same on real hosts."""
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 
+import local_play
 import pytest
 import yaml
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _runner_config
@@ -132,18 +129,12 @@ def expression(condition):
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """site -> {"files": {name: text}, "logins": {task: {...}}, "history_check": bool}."""
-    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    if not os.path.exists(binary):
-        binary = shutil.which("ansible-playbook")
-    if binary is None:
-        pytest.skip("ansible-playbook is not installed")
     tmp = tmp_path_factory.mktemp("unit-credentials")
     hosts = {}
     for site, settings in dict(SITES, **REFUSED).items():
         hosts[site] = dict(COMMON, **settings)
         hosts[site].update(ansible_connection="local", job={"command": "retention", "what": "retention"})
     inventory = {"all": {"vars": role_defaults(), "hosts": hosts}}
-    (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     that, when = history_checks()
     logins = {
         name: {
@@ -175,27 +166,8 @@ def rendered(tmp_path_factory):
             }
         ],
     }
-    (tmp / "render.yml").write_text(yaml.safe_dump([play]))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-        ANSIBLE_LOCAL_TEMP=str(tmp),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_NOCOLOR="1",
-    )
-    proc = subprocess.run(
-        [binary, "-i", str(tmp / "inventory.yml"), str(tmp / "render.yml")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    (task,) = json.loads(proc.stdout)["plays"][0]["tasks"]
     out = {}
-    for site, result in task["hosts"].items():
+    for site, result in local_play.run_one_task(tmp, inventory, play).items():
         facts = result["ansible_facts"]
         out[site] = {
             "files": facts["rendered_files"],
