@@ -150,6 +150,7 @@ def backup_playbook(f):
     manifest = rig.newest_manifest(f.db)
     f.facts["stored_bytes"] = manifest["archive"]["size_bytes"] + manifest.get("globals", {}).get("size_bytes", 0)
     f.facts["backup_id"] = manifest["backup_id"]
+    f.facts["read_during_dump"] = ", ".join(result.get("read_during_dump") or []) or "nothing"
 
 
 def backup_parallel(f):
@@ -256,6 +257,8 @@ def render(f, args, dataset):
     for path, named in sorted(f.steps.items()):
         parts = ", ".join("%s %.1f s" % (n, statistics.median(v)) for n, v in named.items())
         steps.append("- %s: %s" % (path, parts))
+    if "read_during_dump" in f.facts:
+        steps.append("- backup.yml read the archive while pg_dump wrote it for: %s" % f.facts["read_during_dump"])
     for name, value in sorted(f.facts.items()):
         if name.startswith("rss_"):
             steps.append("- peak RSS of %s: %s" % (name[4:], rig.human(value)))

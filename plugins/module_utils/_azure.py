@@ -31,7 +31,12 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure_catalog, _azure_transfers, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure_catalog,
+    _azure_transfers,
+    _follow,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     AUTH_MODES,
@@ -44,6 +49,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     KIND_ARCHIVE,
     KIND_ARCHIVE_PART,
     KIND_MANIFEST,
+    MAX_BLOCKS,
     MAX_SEGMENT,
     MIB,
     SECRET_KEYS,
@@ -59,6 +65,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_nam
     ServiceError,
     _iso,
     _metadata_value,
+    _NoProgress,
     _throughput,
     _Timer,
     blob_name,
@@ -343,23 +350,24 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
             "metadata": metadata,
         }
 
-    def upload_file(self, item, metadata, tier, tags, block_size_mb, concurrency):
+    def upload_file(self, item, metadata, tier, tags, block_size_mb, concurrency, staged=None):
         """Stages the file as blocks (one pass: read, hash, send), commits only when the content
         matches the expected sha256, and only if the blob does not exist (If-None-Match: *).
 
         The one way any file reaches Azure (backup sets here, chunk archives in _history).
         ``item``: ``name`` (blob name), ``path``, ``kind`` (KIND_*), ``part``, ``sha256`` and
-        ``size`` expected. Returns (blob result dict, warning or None)."""
+        ``size`` expected. ``staged``: the result of a FollowingUpload of this file, whose blocks
+        are committed instead of staging them again when it staged exactly this content.
+        Returns (blob result dict, warning or None)."""
         timer = _Timer()
         name, path = item["name"], item["path"]
         blob = self.container_client.get_blob_client(name)
-        size = os.path.getsize(path)
-        block_size, warning = block_size_for(name, size, block_size_mb)
-        with self._transfer("upload", name, size) as reporter:
-            try:
-                block_ids, digest, sent = self._stage_blocks(blob, path, block_size, concurrency, reporter)
-            except AzureError as e:
-                raise self.explain(e, "upload %s" % name) from None
+        warning = None
+        use_staged = staged is not None and staged["sha256"] == item["sha256"] and staged["size"] == item["size"]
+        if use_staged:
+            block_ids, digest, sent = staged["block_ids"], staged["sha256"], staged["size"]
+        else:
+            block_ids, digest, sent, warning = self._stage_file(blob, path, block_size_mb, concurrency)
         if digest != item["sha256"] or (item["size"] is not None and sent != item["size"]):
             raise IntegrityError(
                 "%s does not match its manifest (sha256 %s, %d bytes; expected %s, %s bytes): not uploaded. "
@@ -385,7 +393,29 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
             )
         seconds = timer.seconds()
         remote.update({"duration": seconds, "throughput_mib_s": _throughput(sent, seconds)})
-        return self._blob_result(item, "uploaded", remote), warning
+        result = self._blob_result(item, "uploaded", remote)
+        if use_staged:
+            result["staged_during_dump"] = True
+        return result, warning
+
+    def _stage_file(self, blob, path, block_size_mb, concurrency):
+        name = blob.blob_name
+        size = os.path.getsize(path)
+        block_size, warning = block_size_for(name, size, block_size_mb)
+        with self._transfer("upload", name, size) as reporter, open(path, "rb") as f:
+            try:
+                blocks = iter(lambda: f.read(block_size), b"")
+                block_ids, digest, sent = _stage_blocks(blob, blocks, concurrency, reporter)
+            except AzureError as e:
+                raise self.explain(e, "upload %s" % name) from None
+        return block_ids, digest, sent, warning
+
+    def following_upload(self, name, growing, size_bound, concurrency=DEFAULT_CONCURRENCY):
+        """A FollowingUpload of blob ``name`` from a _follow.GrowingFile (not started), with blocks
+        large enough for an archive of up to ``size_bound`` bytes."""
+        validate_blob_name(name)
+        block_size, _warning = block_size_for(name, size_bound, DEFAULT_BLOCK_SIZE_MB)
+        return FollowingUpload(self, name, growing, block_size, concurrency)
 
     def _commit(self, blob, name, block_ids, digest, kwargs):
         """Commits the staged blocks if the blob does not exist. Returns None, or the properties
@@ -410,50 +440,6 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
         except AzureError as e:
             raise self.explain(e, "commit %s" % name) from None
         return None
-
-    @staticmethod
-    def _stage_blocks(blob, path, block_size, concurrency, reporter):
-        """At most `concurrency` blocks in flight, one more being read: memory stays at about
-        (concurrency + 1) x block_size whatever the file size. Block ids are the offsets, so a
-        retried run restages the same ids. `reporter` hears the bytes the service has taken."""
-        digest = hashlib.sha256()
-        block_ids = []
-        offset = 0
-        acked = [0]
-        in_flight = collections.deque()
-
-        def wait_oldest():
-            future, length = in_flight.popleft()
-            future.result()
-            acked[0] += length
-            reporter(acked[0])
-
-        with open(path, "rb") as f, ThreadPoolExecutor(max_workers=concurrency) as pool:
-            try:
-                while True:
-                    data = f.read(block_size)
-                    if not data:
-                        break
-                    digest.update(data)
-                    block_id = "%032d" % offset
-                    block_ids.append(block_id)
-                    in_flight.append(
-                        (
-                            pool.submit(blob.stage_block, block_id, data, length=len(data), validate_content=True),
-                            len(data),
-                        )
-                    )
-                    offset += len(data)
-                    data = None
-                    while len(in_flight) >= concurrency:
-                        wait_oldest()
-                while in_flight:
-                    wait_oldest()
-            except BaseException:
-                for future, _length in in_flight:
-                    future.cancel()
-                raise
-        return block_ids, digest.hexdigest(), offset
 
     def read_blob(self, name, max_bytes=64 * MIB):
         """A small blob's content (manifests)."""
@@ -549,6 +535,74 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
 
 
 # The Azure tier's API for modules, the runner and the tests, wherever it lives.
+def _stage_blocks(blob, blocks, concurrency, reporter):
+    """Stages the iterable's blocks. At most `concurrency` blocks in flight, one more being
+    read: memory stays at about (concurrency + 1) x block_size whatever the file size. Block
+    ids are the offsets, so a retried run restages the same ids. `reporter` hears the bytes
+    the service has taken. Returns (block ids, sha256, bytes)."""
+    digest = hashlib.sha256()
+    block_ids = []
+    offset = 0
+    acked = [0]
+    in_flight = collections.deque()
+
+    def wait_oldest():
+        future, length = in_flight.popleft()
+        future.result()
+        acked[0] += length
+        reporter(acked[0])
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        try:
+            for data in blocks:
+                if len(block_ids) >= MAX_BLOCKS:
+                    raise IntegrityError("%s: more than %d blocks; not staged" % (blob.blob_name, MAX_BLOCKS))
+                digest.update(data)
+                block_id = "%032d" % offset
+                block_ids.append(block_id)
+                in_flight.append(
+                    (
+                        pool.submit(blob.stage_block, block_id, data, length=len(data), validate_content=True),
+                        len(data),
+                    )
+                )
+                offset += len(data)
+                data = None
+                while len(in_flight) >= concurrency:
+                    wait_oldest()
+            while in_flight:
+                wait_oldest()
+        except BaseException:
+            for future, _length in in_flight:
+                future.cancel()
+            raise
+    return block_ids, digest.hexdigest(), offset
+
+
+class FollowingUpload(_follow.Follower):
+    """Stages a one-file archive's blocks in Azure while pg_dump writes it, reading the file
+    behind the dump (never holding it up). It never commits: the upload of the verified set
+    commits these blocks (upload_file's ``staged``) when it staged exactly the archive the
+    manifest describes, and stages from the file otherwise. Uncommitted blocks are no blob:
+    Azure discards them after a week. After join(): ``result`` (block_ids, sha256, size) or
+    ``error`` (redacted)."""
+
+    name = "following-upload"
+
+    def __init__(self, store, blob_name, growing, block_size, concurrency):
+        super().__init__(growing, block_size)
+        self.store, self.blob_name, self.concurrency = store, blob_name, concurrency
+
+    def work(self, blocks):
+        blob = self.store.container_client.get_blob_client(self.blob_name)
+        try:
+            self.store.ensure_container()  # a first run creates it here, as its upload would
+            block_ids, digest, sent = _stage_blocks(blob, blocks, self.concurrency, _NoProgress())
+        except AzureError as e:
+            raise self.store.explain(e, "upload %s" % self.blob_name) from None
+        return {"block_ids": block_ids, "sha256": digest, "size": sent}
+
+
 __all__ = [
     "AUTH_MODES",
     "AZURE_STORAGE_IMPORT_ERROR",
@@ -562,6 +616,7 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE_MB",
     "DEFAULT_CONCURRENCY",
     "ENV_FALLBACK",
+    "FollowingUpload",
     "HAS_AZURE_STORAGE",
     "IntegrityError",
     "KIND_ARCHIVE",

@@ -140,23 +140,27 @@ class Transfers:
         max_concurrency=DEFAULT_CONCURRENCY,
         check_mode=False,
         stage=False,
+        staged=None,
     ):
         """Uploads the set a manifest describes: archive, globals, then the manifest. Blobs that
         exist with the same sha256 are skipped (nothing sent); a blob with other content is a
         ConflictError before anything is sent. access_tier applies to the archive only, so the
         manifest stays readable for the catalog. ``stage``: all but the manifest - a set without
-        its manifest is no backup to any reader; the upload that follows sends only the manifest."""
+        its manifest is no backup to any reader; the upload that follows sends only the manifest.
+        ``staged``: {blob name: FollowingUpload result} for blocks staged during the dump."""
         timer = _Timer()
         _check_upload_options(access_tier, block_size_mb, max_concurrency, tags)
         manifest, bset = _local_set(manifest_path)
+        options = (access_tier, tags, int(block_size_mb), int(max_concurrency), staged or {})
         with _lock.reading_folder(bset.folder):  # no prune removes the set while it is sent
-            return self._upload_set(
-                manifest, bset, host, access_tier, tags, block_size_mb, max_concurrency, check_mode, stage, timer
-            )
+            return self._upload_set(manifest, bset, host, options, check_mode, stage, timer)
 
-    def _upload_set(
-        self, manifest, bset, host, access_tier, tags, block_size_mb, max_concurrency, check_mode, stage, timer
-    ):
+    def archive_blob_name(self, host, bset):
+        """The blob a one-file set's archive is uploaded as."""
+        return blob_name(self.prefix, validate_segment(host, "host"), bset.database, bset.backup_id, mf.ARCHIVE_SUFFIX)
+
+    def _upload_set(self, manifest, bset, host, options, check_mode, stage, timer):
+        access_tier, tags, block_size_mb, max_concurrency, staged = options
         host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
         items = [i for i in self._set_items(bset, manifest, host) if not (stage and i["kind"] == KIND_MANIFEST)]
         container = self.ensure_container(check_mode=check_mode)
@@ -174,7 +178,9 @@ class Transfers:
                 continue
             tier = access_tier if item["kind"] in (KIND_ARCHIVE, KIND_ARCHIVE_PART) else None
             metadata = self._metadata(manifest, host, item["kind"], item["sha256"], item["part"])
-            info, warning = self.upload_file(item, metadata, tier, tags, int(block_size_mb), int(max_concurrency))
+            info, warning = self.upload_file(
+                item, metadata, tier, tags, block_size_mb, max_concurrency, staged.get(item["name"])
+            )
             if warning:
                 warnings.append(warning)
             blobs.append(info)

@@ -12,7 +12,8 @@ Order of events (why it is safe):
    same snapshot, so the manifest describes exactly what the archive holds even while
    telemetry keeps arriving.
 3. The archive streams from pg_dump's stdout through sha256 into ``<id>.dump.partial``
-   (one pass); fsync; rename. The globals follow the same path.
+   (one pass); fsync; rename. The globals follow the same path. Followers (``_follow``: the
+   nightly run's verification read and upload) read the partial file as it grows.
 4. The manifest is written last (atomically): a set without a manifest is not a backup.
 """
 
@@ -31,7 +32,14 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _lock, _pg, _privileges, _tsdb
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _errors,
+    _follow,
+    _lock,
+    _pg,
+    _privileges,
+    _tsdb,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -240,8 +248,9 @@ def human(n):
     return "%.1f TiB" % n  # pragma: no cover
 
 
-def _stream_to_file(proc, partial, progress=None):
-    """Copies pg_dump's stdout into partial, hashing as it goes. Returns (sha256, size)."""
+def _stream_to_file(proc, partial, progress=None, growing=None):
+    """Copies pg_dump's stdout into partial, hashing as it goes; tells ``growing`` (a
+    _follow.GrowingFile) each flushed size. Returns (sha256, size)."""
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "wb") as f:
         writer = mf.HashingWriter(f)
@@ -250,6 +259,9 @@ def _stream_to_file(proc, partial, progress=None):
             if not block:
                 break
             writer.write(block)
+            if growing is not None:
+                f.flush()
+                growing.grew(writer.size)
             if progress:
                 progress(writer.size)
         f.flush()
@@ -270,6 +282,7 @@ class _DumpJob:
     level: object  # None: the compression's default level
     jobs: int
     progress: object  # None, or called with the bytes written
+    growing: object = None  # a _follow.GrowingFile when followers read the archive as it is written
 
     @property
     def directory_format(self):
@@ -290,10 +303,14 @@ def dump(
     extra_manifest=None,
     facts=None,
     signing=None,
+    followers=None,
 ):
     """Takes one backup set. Returns the sealed manifest, the paths and warnings (a compression
     this pg_dump cannot write, replaced by gzip). ``facts`` is the result of ``preflight`` when
-    the caller already ran it; ``signing`` (a _signing.Policy with a key) signs the manifest."""
+    the caller already ran it; ``signing`` (a _signing.Policy with a key) signs the manifest.
+    ``followers``: called with (backup set, _follow.GrowingFile, facts) for a one-file archive,
+    returns the started _follow.Follower list that reads it as it is written (the result's
+    ``followers``; the caller joins them). A failed dump cancels and joins them."""
     started = mf.utcnow()
     t0 = time.monotonic()
     with _privileges.advising("dump", params.user, database=database):
@@ -314,17 +331,43 @@ def dump(
                     "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
                 )
             job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
-            result, globals_sql = _write_files(job, folder)
-            manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
-            if extra_manifest:
-                manifest.update(extra_manifest)
-            mf.write_manifest(bset.manifest, manifest, signing)
+            started_followers = _start_followers(job, followers)
+            try:
+                result, globals_sql = _write_files(job, folder)
+                manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
+                if extra_manifest:
+                    manifest.update(extra_manifest)
+                mf.write_manifest(bset.manifest, manifest, signing)
+            except BaseException:
+                _stop_followers(job, started_followers)
+                raise
     return {
         "manifest": mf.read_manifest(bset.manifest),
         "backup_set": bset,
         "stale_partials_removed": stale,
         "warnings": [warning] if warning else [],
+        "followers": started_followers,
     }
+
+
+def _start_followers(job, followers):
+    """The followers of a one-file archive (none for a directory: pg_dump writes its files)."""
+    if followers is None or job.directory_format:
+        return []
+    job.growing = _follow.GrowingFile(job.bset.archive + mf.PARTIAL_SUFFIX)
+    try:
+        return list(followers(job.bset, job.growing, job.facts))
+    except BaseException:
+        job.growing.cancel()
+        raise
+
+
+def _stop_followers(job, started):
+    if job.growing is not None:
+        job.growing.cancel()
+    for follower in started:
+        follower.cancel()
+        follower.join()
 
 
 def _next_free_id(bset, started):
@@ -450,6 +493,8 @@ def _dump_in_snapshot(job, partial):
             raise counts.error
         if counts.error is not None:
             raise BackupError("counting rows in the dump's snapshot failed: %s" % counts.error, kind="service")
+        if job.growing is not None:
+            job.growing.close(True)  # the stream is a complete archive: followers read to its end
         files = None
         if job.directory_format:
             for name in os.listdir(partial):
@@ -482,7 +527,7 @@ def _pg_dump_output(job, proc, partial):
         if job.directory_format:
             proc.wait()
             return None, None
-        digest, size = _stream_to_file(proc, partial, job.progress)
+        digest, size = _stream_to_file(proc, partial, job.progress, job.growing)
         proc.wait()
         return digest, size
     except BaseException:

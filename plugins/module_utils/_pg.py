@@ -465,12 +465,14 @@ def stderr_tail(text, limit=12):
     return "\n".join(lines[-limit:])
 
 
-def spawn_tool(argv, params, dbname, stderr, stdout_pipe=True):
-    """Starts a client tool whose output the caller streams (pg_dump): a list argv, the libpq
-    environment, stdout a pipe (or discarded), stderr into the caller's file."""
+def spawn_tool(argv, params, dbname, stderr, stdout_pipe=True, stdin_pipe=False):
+    """Starts a client tool whose output (pg_dump) or input (pg_restore reading an archive as it
+    is written) the caller streams: a list argv, the libpq environment, stdout a pipe (or
+    discarded), stdin a pipe or nothing, stderr into the caller's file."""
     return subprocess.Popen(
         argv,
         env=params.libpq_env(dbname),
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
         stdout=subprocess.PIPE if stdout_pipe else subprocess.DEVNULL,
         stderr=stderr,
     )

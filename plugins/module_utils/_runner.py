@@ -198,11 +198,12 @@ def backup_database(config, database, logger, store=None, azure=None):
     try:
         new_progress = progress_factory(logger)
         steps.start("dump")
-        m = _dump_step(config, database, logger, new_progress, r)
+        m, followers = _dump_step(config, database, logger, new_progress, r, store)
         steps.start("verify")
         # The archive travels to Azure while it is verified; its manifest only after (catch-up).
-        with _runner_guard.staged_upload(config, store, m, logger):
-            _verify_step(config, database, logger, new_progress, m, r)
+        with _runner_guard.staged_upload(config, store, m, logger, followers, r):
+            streamed = _runner_guard.joined(followers, _verify.ArchiveRead)
+            _verify_step(config, database, logger, new_progress, m, r, streamed)
         uploaded_ids = upload_error = None
         if config["upload"]:
             steps.start("upload")
@@ -241,8 +242,9 @@ def backup_database(config, database, logger, store=None, azure=None):
     return r
 
 
-def _dump_step(config, database, logger, new_progress, r):
-    """Takes the backup, with progress against the size of the last archive. Returns its manifest."""
+def _dump_step(config, database, logger, new_progress, r, store=None):
+    """Takes the backup, with progress against the size of the last archive, read by the
+    verification and staged in Azure as it is written. Returns its manifest and those followers."""
     previous = [e for e in mf.list_local(config["backup_dir"], database) if e["manifest"]]
     estimate = previous[-1]["manifest"]["archive"]["size_bytes"] if previous else None
     progress = new_progress("dump %s" % database, estimate) if new_progress else None
@@ -258,6 +260,7 @@ def _dump_step(config, database, logger, new_progress, r):
         host_label=config["host_label"],
         progress=progress,
         signing=signing_policy(config),
+        followers=_runner_guard.dump_followers(config, store, logger),
     )
     if progress is not None:
         progress.finish()
@@ -273,10 +276,10 @@ def _dump_step(config, database, logger, new_progress, r):
         _dump.human(m["archive"]["size_bytes"]),
         m["duration_seconds"],
     )
-    return m
+    return m, dumped["followers"]
 
 
-def _verify_step(config, database, logger, new_progress, m, r):
+def _verify_step(config, database, logger, new_progress, m, r, streamed=None):
     ver = _verify.verify(
         config["pg"],
         config["backup_dir"],
@@ -285,17 +288,27 @@ def _verify_step(config, database, logger, new_progress, m, r):
         level=config["verify_level"],
         progress=new_progress,
         signing=signing_policy(config),
+        streamed=streamed,
     )
     r["verify_ok"] = ver["ok"]
+    if ver.get("read_during_dump"):
+        r.setdefault("read_during_dump", []).append("verify")
     if not ver["ok"]:
         raise _errors.IntegrityError("; ".join(f["message"] for f in ver["failures"]))
-    logger.info("verify %s: %s level ok (%d checks)", m["backup_id"], config["verify_level"], len(ver["checks"]))
+    logger.info(
+        "verify %s: %s level ok (%d checks%s)",
+        m["backup_id"],
+        config["verify_level"],
+        len(ver["checks"]),
+        "; read while it was written" if ver.get("read_during_dump") else "",
+    )
 
 
 def _upload_step(config, database, logger, store, r):
     """Catch-up of every set Azure lacks. Returns the ids of the local sets Azure holds a proven
     copy of (prune may then delete them locally): _azure_catalog.Catalog.uploaded_copies."""
     t_up = time.monotonic()
+    _runner_guard.verify_leftovers(config, database, logger)
     # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
     up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
     for warning in up.get("warnings") or []:

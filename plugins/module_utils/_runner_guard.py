@@ -3,6 +3,8 @@
 """What keeps a night's run from leaving the host worse off: waiting (bounded) for the run lock
 a long history run holds instead of skipping the backup, and reporting the backup sets that
 have not reached Azure (a set that can never be uploaded is held locally, and with it the disk).
+And what keeps it short: the archive is read by the verification and staged in Azure while
+pg_dump writes it (dump_followers, staged_upload), so nothing reads it whole after the dump.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this.
 """
@@ -12,10 +14,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import socket
 import threading
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 DEFAULT_LOCK_WAIT_MINUTES = 30
@@ -90,21 +93,112 @@ def note_unuploaded(r, pending, unusable, failures, logger=None, now=None):
     return r
 
 
+def verify_leftovers(config, database, logger):
+    """Verifies the local sets that were never verified (a run killed between its dump and the
+    end of its verification), so the catch-up can send them; a failed verification stays
+    recorded and the set stuck, as before. Returns the ids verified ok."""
+    done = []
+    for entry in mf.list_local(config["backup_dir"], database):
+        manifest = entry["manifest"]
+        if manifest is None or _verify.read_record(mf.BackupSet.from_manifest(config["backup_dir"], manifest)):
+            continue
+        ver = _verify.verify(
+            config["pg"],
+            config["backup_dir"],
+            database,
+            entry["backup_id"],
+            level=config["verify_level"],
+            signing=config.get("signing_policy"),
+        )
+        if ver["ok"]:
+            done.append(entry["backup_id"])
+            logger.info(
+                "verify %s: a set an interrupted run left unverified: %s level ok", entry["backup_id"], ver["level"]
+            )
+        else:
+            logger.warning(
+                "verify %s: a set left unverified by an interrupted run fails: %s",
+                entry["backup_id"],
+                "; ".join(f["message"] for f in ver["failures"]),
+            )
+    return done
+
+
+def dump_followers(config, store, logger):
+    """The ``followers`` of _dump.dump for the nightly run: the archive level's full read
+    (_verify.ArchiveRead) and, when uploading, the staging of the archive's blocks in Azure
+    (_azure.FollowingUpload), both while pg_dump writes. None when neither applies. A follower
+    that cannot start is logged and left out: the steps after the dump then read the file."""
+    reading = config["verify_level"] in ("archive", "restore")
+    uploading = bool(config["upload"]) and store is not None and hasattr(store, "following_upload")
+    if not (reading or uploading):
+        return None
+
+    def start(bset, growing, facts):
+        started = []
+        try:
+            if reading:
+                pg_restore = _pg.find_tool("pg_restore", facts["server_major"], config["pg"].pg_bin_dir)[0]
+                started.append(_verify.ArchiveRead(growing, pg_restore, config["pg"]).start())
+            if uploading:
+                name = store.archive_blob_name(config["host_label"] or socket.getfqdn(), bset)
+                started.append(store.following_upload(name, growing, facts["database_size_bytes"]).start())
+        except Exception as e:  # noqa: BLE001 - the dump goes on; verify and upload read the file
+            logger.warning("dump %s: reading the archive while it is written is off (%s)", bset.backup_id, e)
+        return started
+
+    return start
+
+
+def joined(followers, kind):
+    """The follower of that class among the dump's, joined (None when there is none)."""
+    for follower in followers or ():
+        if isinstance(follower, kind):
+            return follower.join()
+    return None
+
+
+def _staged_blocks(followers, manifest, logger):
+    """{blob name: blocks staged during the dump} when they are exactly the manifest's archive."""
+    for follower in followers or ():
+        if not hasattr(follower, "blob_name"):
+            continue
+        follower.join()
+        archive = manifest["archive"]
+        if follower.read_whole(archive.get("sha256"), archive.get("size_bytes")) and follower.result:
+            return {follower.blob_name: follower.result}
+        logger.warning(
+            "upload %s: staging the archive during the dump failed (%s); it is sent from the file",
+            manifest["backup_id"],
+            follower.error or "it read other bytes than the manifest's",
+        )
+    return {}
+
+
 @contextlib.contextmanager
-def staged_upload(config, store, manifest, logger):
+def staged_upload(config, store, manifest, logger, followers=None, r=None):
     """Sends the new set's archive and globals (never its manifest: without it the blobs are no
-    backup to any reader) in a thread while the block runs - the verification, which reads the
-    same file. The catch-up after it then sends only the manifest, and only for a verified set;
-    a staging that fails is only logged: the catch-up sends what is missing, or says why not."""
+    backup to any reader) in a thread while the block runs - the verification. The archive's
+    blocks are those the dump's FollowingUpload staged when it has them all (only the commit is
+    left), else the file is read. The catch-up after it then sends only the manifest, and only
+    for a verified set; a staging that fails is only logged: the catch-up sends what is missing,
+    or says why not. ``r``: the database's result; its ``read_during_dump`` gets "upload" when
+    the staged blocks were committed."""
     if not config["upload"] or store is None or not hasattr(store, "upload_backup_set"):
         yield
         return
     failed = []
+    bset_id = manifest["backup_id"]
 
     def stage():
         try:
+            staged = _staged_blocks(followers, manifest, logger)  # here: its tail overlaps the verification
             path = mf.BackupSet.from_manifest(config["backup_dir"], manifest).manifest
-            store.upload_backup_set(path, host=config["host_label"], stage=True)
+            sent = store.upload_backup_set(path, host=config["host_label"], stage=True, staged=staged)
+            if any(b.get("staged_during_dump") for b in sent.get("blobs") or ()):
+                logger.info("upload %s: archive committed from the blocks sent while it was written", bset_id)
+                if r is not None:
+                    r.setdefault("read_during_dump", []).append("upload")
         except Exception as e:  # noqa: BLE001 - the catch-up reports what matters
             failed.append(e)
 

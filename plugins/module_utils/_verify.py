@@ -5,7 +5,9 @@
 checksum  the manifest is intact and belongs to this archive; archive size and sha256 match
           (and a legacy ``.md5`` beside the archive, as the old shell scripts wrote, matches).
 archive   ``pg_restore --list`` reads the table of contents and every table of the manifest
-          is in it; then ``pg_restore`` reads the whole archive (decompressing every block).
+          is in it; then ``pg_restore`` reads the whole archive (decompressing every block) -
+          in the nightly run while pg_dump writes it (ArchiveRead), counted only for the bytes
+          whose sha256 the manifest records.
 restore   a real restore into a scratch database, counts and hypertable ranges compared with
           the manifest; the scratch database is dropped afterwards, also on failure.
 
@@ -21,13 +23,57 @@ __metaclass__ = type
 import hashlib
 import json
 import os
+import tempfile
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock, _pg, _privileges, _restore, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _follow,
+    _lock,
+    _pg,
+    _privileges,
+    _restore,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 LEVELS = ("checksum", "archive", "restore")
 VERIFY_SUFFIX = ".verify.json"
+READ_BLOCK = 1024 * 1024
+
+
+class ArchiveRead(_follow.Follower):
+    """``pg_restore --file=/dev/null`` over a one-file archive as pg_dump writes it: the archive
+    level's full read, done during the dump. After join(): ``result`` True, or ``error`` (a
+    ToolError with pg_restore's reason, or why the reading stopped)."""
+
+    name = "verify-read"
+
+    def __init__(self, growing, pg_restore, params):
+        super().__init__(growing, READ_BLOCK)
+        self.pg_restore, self.params = pg_restore, params
+
+    def work(self, blocks):
+        with tempfile.TemporaryFile() as err:
+            argv = [self.pg_restore, "--file=/dev/null"]
+            proc = _pg.spawn_tool(argv, self.params, None, err, stdout_pipe=False, stdin_pipe=True)
+            try:
+                for block in blocks:
+                    proc.stdin.write(block)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # pg_restore stopped reading: its status says why
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                proc.wait()
+            if proc.returncode != 0:
+                err.seek(0)
+                raise _pg.ToolError(
+                    "pg_restore exited with status %d: %s"
+                    % (proc.returncode, _pg.stderr_tail(err.read().decode("utf-8", "replace")))
+                )
+        return True
 
 
 def record_path(backup_set):
@@ -58,6 +104,7 @@ class Checks:
     def __init__(self):
         self.items = []
         self.signature = None  # the manifest's signature status, once checked
+        self.read_during_dump = False  # the full read was the dump's (ArchiveRead)
 
     def add(self, check, ok, message, expected=None, found=None):
         self.items.append({"check": check, "ok": bool(ok), "message": message, "expected": expected, "found": found})
@@ -174,7 +221,9 @@ def check_signature(manifest, signing, path, checks):
     checks.signature = status
 
 
-def verify_archive(params, bset, manifest, checks, pg_restore):
+def verify_archive(params, bset, manifest, checks, pg_restore, streamed=None):
+    """The archive level's checks. ``streamed``: a joined ArchiveRead of the dump; it stands for
+    the full read only when it read exactly the archive the manifest (and the file) has."""
     try:
         toc = _restore.parse_toc(_restore.list_archive(pg_restore, bset.archive, params))
     except _pg.ToolError as e:
@@ -195,7 +244,12 @@ def verify_archive(params, bset, manifest, checks, pg_restore):
         expected=wanted,
         found=wanted - len(missing),
     )
-    try:
+    archive = manifest["archive"]
+    if streamed is not None and streamed.result and streamed.read_whole(archive["sha256"], archive["size_bytes"]):
+        checks.add("archive readable", True, "pg_restore read the whole archive while it was written")
+        checks.read_during_dump = True
+        return
+    try:  # also when the read during the dump failed: only the file's own read is a verdict
         _pg.run_tool([pg_restore, "--file=/dev/null", bset.archive], params)
         checks.add("archive readable", True, "pg_restore read the whole archive")
     except _pg.ToolError as e:
@@ -243,18 +297,30 @@ def verify_restore(params, bset, manifest, checks, jobs=1, progress=None):
     return restored
 
 
-def verify(params, backup_dir, database, backup_id, level="checksum", jobs=1, record=True, progress=None, signing=None):
+def verify(
+    params,
+    backup_dir,
+    database,
+    backup_id,
+    level="checksum",
+    jobs=1,
+    record=True,
+    progress=None,
+    signing=None,
+    streamed=None,
+):
     """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration, signature.
     ``progress``: reporter factory for the restore level's restore (see _restore.restore_into);
-    ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check.
+    ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check;
+    ``streamed``: the dump's joined ArchiveRead (see verify_archive).
     Holds the folder's readers lock: no prune removes the set while it is read."""
     if level not in LEVELS:
         raise ValueError("level must be one of %s" % ", ".join(LEVELS))
     with _lock.reading_folder(os.path.join(backup_dir, mf.database_segment(database))):
-        return _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing)
+        return _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed)
 
 
-def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing):
+def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed=None):
     t0 = time.monotonic()
     checks = Checks()
     bset, manifest = verify_checksum(backup_dir, database, backup_id, checks, signing)
@@ -262,7 +328,7 @@ def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, pr
     if manifest and checks.ok and level in ("archive", "restore"):
         major = int(manifest["server"]["server_version_num"]) // 10000
         pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
-        verify_archive(params, bset, manifest, checks, pg_restore)
+        verify_archive(params, bset, manifest, checks, pg_restore, streamed)
         if checks.ok and level == "restore":
             owner = manifest.get("database_owner")
             with _privileges.advising("verify-restore", params.user, database=database, owner=owner):
@@ -277,6 +343,8 @@ def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, pr
         "duration_seconds": round(time.monotonic() - t0, 3),
         "signature": checks.signature,
     }
+    if checks.read_during_dump:
+        result["read_during_dump"] = True  # the nightly run's, never the verify module's
     if restored:
         result["restore_timings"] = restored["timings"]
     if record and manifest and os.path.isdir(bset.folder):

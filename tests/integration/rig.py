@@ -167,3 +167,16 @@ def write_file(container, path, content, mode="0644"):
         check=True,
         timeout=60,
     )
+
+
+def copy_engine(container, dest):
+    """This checkout's module_utils into the container at ``dest`` (an importable collection
+    tree; not under /tmp, a tmpfs docker cp does not see). Returns the tree."""
+    tree = os.path.join(dest, "ansible_collections", "insa", "timescaledb_backup")
+    sh(container, "mkdir -p %s/plugins" % tree)
+    subprocess.run(
+        [DOCKER, "cp", os.path.join(REPO, "plugins", "module_utils"), "%s:%s/plugins/" % (container, tree)],
+        check=True,
+        timeout=120,
+    )
+    return tree

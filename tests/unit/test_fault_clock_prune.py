@@ -121,7 +121,7 @@ class Store:
 @pytest.fixture
 def night(monkeypatch):
     pruned = []
-    monkeypatch.setattr(_runner, "_dump_step", lambda *a: {"backup_id": "20261127T020000Z"})
+    monkeypatch.setattr(_runner, "_dump_step", lambda *a: ({"backup_id": "20261127T020000Z"}, []))
     monkeypatch.setattr(_runner, "_verify_step", lambda *a: None)
     monkeypatch.setattr(_runner._prune, "prune", lambda *a, **k: pruned.append(k["uploaded_ids"]) or {"deleted": []})
     config = {"backup_dir": "/x", "keep_days": 7, "keep_last": 3, "upload": True, "host_label": "db1"}

@@ -18,7 +18,7 @@ def steps(monkeypatch):
             calls.append(name)
             if name in fail_at:
                 raise OSError(28, "No space left on device", "/var/backups/tsdb/iot/x.dump.partial")
-            return {"backup_id": "20261201T020000Z"} if name == "dump" else {"deleted": []}
+            return ({"backup_id": "20261201T020000Z"}, []) if name == "dump" else {"deleted": []}
 
         return run
 

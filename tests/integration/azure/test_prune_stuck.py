@@ -41,7 +41,7 @@ def test_a_stuck_set_does_not_stop_pruning(store, service, container, tmp_path, 
     # Someone else's blob holds the stuck set's archive name: it can never be uploaded.
     taken = names.blob_name("stuck", h.HOST, "iot", STUCK, mf.ARCHIVE_SUFFIX)
     service.get_blob_client(container, taken).upload_blob(b"another backup's archive")
-    monkeypatch.setattr(_runner, "_dump_step", lambda config, database, *a: {"backup_id": NEWEST})
+    monkeypatch.setattr(_runner, "_dump_step", lambda config, database, *a: ({"backup_id": NEWEST}, []))
     monkeypatch.setattr(_runner, "_verify_step", lambda *a: None)
     config = {"backup_dir": str(backups), "keep_days": 0, "keep_last": 1, "upload": True, "host_label": h.HOST}
 

@@ -8,7 +8,6 @@ container, with this checkout's engine copied to a folder of its own (the agent 
 is left alone). docs/RELIABILITY.md lists these rows."""
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -47,13 +46,7 @@ def drill_set(container, pg, env):
     )
     res = rig.ansible_module("dump", dict(pg, database=DB, backup_dir=d))
     assert res.get("failed") is not True, res
-    tree = os.path.join(ENGINE, "ansible_collections", "insa", "timescaledb_backup")
-    rig.sh(container, "mkdir -p %s/plugins" % tree)
-    subprocess.run(
-        [rig.DOCKER, "cp", os.path.join(rig.REPO, "plugins", "module_utils"), "%s:%s/plugins/" % (container, tree)],
-        check=True,
-        timeout=120,
-    )
+    rig.copy_engine(container, ENGINE)
     environ = {
         "PGHOST": "127.0.0.1",
         "PGPORT": env["PGPORT"],

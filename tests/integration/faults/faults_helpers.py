@@ -132,6 +132,20 @@ def wait_file_bytes(c, glob, min_bytes=1, timeout=60):
     return out
 
 
+def kill9_once_written(c, glob, min_bytes, process):
+    """kill -9 of ``process`` the moment a file matching glob holds min_bytes, in one shell inside
+    the container (separate docker execs left a small dump time to finish first). Returns the
+    file; fails when the file never grew that far or the process was gone by then."""
+    script = (
+        'end=$((SECONDS+60)); while :; do for f in %s; do if [ -f "$f" ] && [ $(stat -c %%s "$f") -ge %d ]; then '
+        'pid=$(pgrep -x %s) && kill -9 $pid && { echo "$f"; exit 0; }; exit 2; fi; done; '
+        "[ $SECONDS -lt $end ] || exit 1; sleep 0.005; done" % (glob, min_bytes, process)
+    )
+    out = rig.sh(c, script, check=False).strip()
+    assert out, "%s was not killed while %s grew past %d bytes in %s" % (process, glob, min_bytes, c)
+    return out
+
+
 def kill9(c, pid):
     rig.sh(c, "kill -9 %d" % pid)
 

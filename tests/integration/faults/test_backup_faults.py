@@ -50,10 +50,11 @@ def case(agent, env, digest):
 def test_kill9_of_pg_dump_while_it_writes(case, digest):
     k = case()
     k.unit.start()
-    partial = fh.wait_file_bytes(k.c, "%s/*.dump.partial" % k.folder, 64 * 1024)
-    fh.kill9(k.c, fh.wait_pid(k.c, "pg_dump"))  # fails the test if pg_dump had already finished
+    # Fails the test if pg_dump had already finished.
+    partial = fh.kill9_once_written(k.c, "%s/*.dump.partial" % k.folder, 64 * 1024, "pg_dump")
     assert k.unit.wait() == "failed"
     assert "pg_dump" in k.unit.journal()
+    assert rig.sh(k.c, "pgrep -x pg_restore || true").strip() == "", "the read during the dump outlived it"
     # The runner saw pg_dump die: nothing of the set is kept or sent.
     assert k.local() == [] and k.partials() == [], fh.local_sets(k.c, k.folder)
     assert fh.azure_sets(k.env, k.container, HOST, DB) == {}
@@ -92,12 +93,15 @@ def test_kill9_of_the_runner_during_the_upload(case, proxy, digest, held):
     try:
         k.unit.start()
         proxy.wait_held(timeout=120)
+        # The archive's blocks go to Azure while pg_dump writes; a held block never holds up the
+        # dump: the set is complete locally while its first block still waits.
+        fh.wait_file_bytes(k.c, "%s/*.manifest.json" % k.folder, 1)
         fh.kill9(k.c, k.unit.main_pid())
         assert k.unit.wait() == "failed"
     finally:
         gate.set()
     first = k.local()
-    assert len(first) == 1  # dumped and verified before the upload: kept locally
+    assert len(first) == 1  # dumped (verified, or verified by the next run): kept locally
     remote = fh.azure_sets(k.env, k.container, HOST, DB)
     # Nothing in Azure claims the set: no manifest (the manifest goes last).
     assert all("manifest" not in blobs for blobs in remote.values()), remote

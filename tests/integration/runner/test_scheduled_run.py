@@ -150,7 +150,11 @@ def test_storage_lost_during_a_scheduled_run(agent, env, tmp_path):
         since = rig.sh(c, "date -u '+%Y-%m-%d %H:%M:%S'").strip()
         start_run(c)
         assert wait_finished(c) == "inactive", journal(c, since)
-        assert "upload %s: 2 set(s) sent" % DB in journal(c, since)
+        log = journal(c, since)
+        assert "upload %s: 2 set(s) sent" % DB in log
+        # The new set was read once: verified and sent to Azure while pg_dump wrote it.
+        assert re.search(r"verify \S+: archive level ok \(\d+ checks; read while it was written\)", log), log
+        assert re.search(r"upload \S+: archive committed from the blocks sent while it was written", log), log
     finally:
         azurite.stop()
         server.shutdown()
