@@ -95,6 +95,19 @@ def cores_busy(before, after):
     return (os.cpu_count() or 1) * busy / total if total else 0.0
 
 
+def azurite_cpu():
+    """CPU seconds the rig's Azurite (one Node.js process on the same cores) has used so far; 0
+    when its PID is not known. The emulator's share of a path is work a real Azure does elsewhere."""
+    try:
+        with open(os.path.join(REPO, ".local", "azurite.pid")) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def timed(fn, *args):
     t0 = time.monotonic()
     out = fn(*args)
@@ -112,6 +125,7 @@ class Figures:
         self.db = db or DB
         self.runs, self.steps, self.facts = {}, {}, {}
         self.cpu, self.current = {}, None  # cores busy on average during each path
+        self.azurite = {}  # CPU seconds of Azurite during each path
 
     def add(self, path, seconds, steps=None):
         self.runs.setdefault(path, []).append(seconds)
@@ -231,13 +245,15 @@ def table(f):
 
 def render(f, args, dataset):
     lines = [
-        "| path | median s | min s | ratio | to | cores busy (of %d) |" % (os.cpu_count() or 1),
-        "|---|---|---|---|---|---|",
+        "| path | median s | min s | ratio | to | cores busy (of %d) | Azurite CPU s |" % (os.cpu_count() or 1),
+        "|---|---|---|---|---|---|---|",
     ]
     for path, med, low, ratio, base in table(f):
         cpu = "%.1f" % statistics.median(f.cpu[path]) if f.cpu.get(path) else "-"
+        emulator = "%.1f" % statistics.median(f.azurite[path]) if f.azurite.get(path) else "-"
         lines.append(
-            "| %s | %.1f | %.1f | %s | %s | %s |" % (path, med, low, "%.2f" % ratio if ratio else "-", base, cpu)
+            "| %s | %.1f | %.1f | %s | %s | %s | %s |"
+            % (path, med, low, "%.2f" % ratio if ratio else "-", base, cpu, emulator)
         )
     if "old_bytes" in f.facts and "stored_bytes" in f.facts:
         lines.append(
@@ -455,9 +471,10 @@ def main(argv=None):
                 for name, fn in PATHS:
                     if not only or name in only:
                         print("bench: %s (%d of %d) ..." % (fn.__name__, repetition + 1, args.repeat), flush=True)
-                        before = cpu_times()
+                        before, emulator = cpu_times(), azurite_cpu()
                         fn(f)
                         f.cpu.setdefault(f.current, []).append(cores_busy(before, cpu_times()))
+                        f.azurite.setdefault(f.current, []).append(azurite_cpu() - emulator)
             if not only or "backup" in only:
                 f.facts.update(rig.transfer_rss(DB, CONTAINER))
             report = render(f, args, dataset)
@@ -471,7 +488,7 @@ def main(argv=None):
         rig.restore_agent()
     print("\n\n".join(r for r in (report, growth, fleet_report) if r))
     if args.json:
-        raw = {"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu}
+        raw = {"runs": f.runs, "steps": f.steps, "facts": f.facts, "cores_busy": f.cpu, "azurite_cpu": f.azurite}
         if fleet_figures:
             raw["fleet"] = {
                 "hosts": args.fleet,

@@ -392,7 +392,8 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
                 % (self.url(name), remote and remote["size"], remote and remote["sha256"], sent, digest)
             )
         seconds = timer.seconds()
-        remote.update({"duration": seconds, "throughput_mib_s": _throughput(sent, seconds)})
+        # Blocks staged during the dump: this call only committed them, no rate to speak of.
+        remote.update({"duration": seconds, "throughput_mib_s": None if use_staged else _throughput(sent, seconds)})
         result = self._blob_result(item, "uploaded", remote)
         if use_staged:
             result["staged_during_dump"] = True
@@ -534,7 +535,6 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
         return writer.size
 
 
-# The Azure tier's API for modules, the runner and the tests, wherever it lives.
 def _stage_blocks(blob, blocks, concurrency, reporter):
     """Stages the iterable's blocks. At most `concurrency` blocks in flight, one more being
     read: memory stays at about (concurrency + 1) x block_size whatever the file size. Block
@@ -603,6 +603,7 @@ class FollowingUpload(_follow.Follower):
         return {"block_ids": block_ids, "sha256": digest, "size": sent}
 
 
+# The Azure tier's API for modules, the runner and the tests, wherever it lives.
 __all__ = [
     "AUTH_MODES",
     "AZURE_STORAGE_IMPORT_ERROR",

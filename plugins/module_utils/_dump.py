@@ -52,6 +52,8 @@ DEFAULT_LEVELS = {"zstd": 1, "lz4": 1, "gzip": 6, "none": 0}
 # (measured on the rig: zstd:3 ≈ 0.14 of the database, uncompressed ≈ 0.6).
 SIZE_RATIO = {"zstd": 0.35, "lz4": 0.5, "gzip": 0.35, "none": 1.0}
 READ_CHUNK = 1024 * 1024
+# How long a failed dump waits for its followers to stop (an upload's block in flight).
+STOP_WAIT_SECONDS = 10
 
 
 class BackupError(_errors.OperatorError):
@@ -367,7 +369,7 @@ def _stop_followers(job, started):
         job.growing.cancel()
     for follower in started:
         follower.cancel()
-        follower.join()
+        follower.join(STOP_WAIT_SECONDS)  # daemon threads: a stopped run must not wait on Azure
 
 
 def _next_free_id(bset, started):

@@ -219,6 +219,13 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
         with watcher:
             _run_pg_restore(params, pg_restore, archive, target, jobs, manifest.get("hypertable_references") or [])
         timings["pg_restore_seconds"] = round(time.monotonic() - t0, 3)
+        if analyze:
+            # Still in restore mode: TimescaleDB's hooks are off, so ANALYZE of a hypertable is
+            # PostgreSQL's (inherited statistics from a sample of its chunks) instead of every
+            # chunk once more (the bench database: 0.4 s against 5.4 s for esp_telemetry).
+            t1 = time.monotonic()
+            _restore_extras.analyze(params, target, jobs)
+            timings["analyze_seconds"] = round(time.monotonic() - t1, 3)
         tconn = _pg.connect(params, target)
         try:
             with tconn.cursor() as cur:
@@ -226,10 +233,6 @@ def restore_into(params, archive, target, manifest, jobs=1, tools=None, create=T
                     cur.execute("SELECT timescaledb_post_restore()")
             _restore_extras.add_references(tconn, manifest)
             warnings = _restore_extras.apply_database_properties(tconn, target, manifest)
-            if analyze:
-                t1 = time.monotonic()
-                _restore_extras.analyze(params, target, jobs)
-                timings["analyze_seconds"] = round(time.monotonic() - t1, 3)
             facts = _tsdb.table_facts(tconn)
         finally:
             tconn.close()

@@ -213,7 +213,9 @@ def analyze(params, target, jobs=1):
     """ANALYZE of database ``target`` on ``jobs`` connections at once: the statistics a
     database-wide ANALYZE gathers (every table, chunk and materialized view; the hypertables'
     inherited statistics after their chunks), in a fraction of its time on a host with cores to
-    spare. Raises the first error any connection met."""
+    spare. Run it in restore mode (before timescaledb_post_restore()): there a hypertable's
+    ANALYZE samples its chunks once instead of analyzing each of them again. Raises the first
+    error any connection met."""
     conn = _pg.connect(params, target)
     try:
         rels = _pg.rows(conn, _ANALYZE_TARGETS)

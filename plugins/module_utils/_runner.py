@@ -261,6 +261,7 @@ def _dump_step(config, database, logger, new_progress, r, store=None):
         progress=progress,
         signing=signing_policy(config),
         followers=_runner_guard.dump_followers(config, store, logger),
+        extra_manifest={"taken_by": _runner_guard.TAKEN_BY},
     )
     if progress is not None:
         progress.finish()
@@ -293,6 +294,12 @@ def _verify_step(config, database, logger, new_progress, m, r, streamed=None):
     r["verify_ok"] = ver["ok"]
     if ver.get("read_during_dump"):
         r.setdefault("read_during_dump", []).append("verify")
+    elif streamed is not None and ver["ok"]:
+        logger.warning(
+            "verify %s: the read during the dump did not count (%s); the archive was read again",
+            m["backup_id"],
+            streamed.error or "it read other bytes than the manifest's",
+        )
     if not ver["ok"]:
         raise _errors.IntegrityError("; ".join(f["message"] for f in ver["failures"]))
     logger.info(
@@ -308,7 +315,7 @@ def _upload_step(config, database, logger, store, r):
     """Catch-up of every set Azure lacks. Returns the ids of the local sets Azure holds a proven
     copy of (prune may then delete them locally): _azure_catalog.Catalog.uploaded_copies."""
     t_up = time.monotonic()
-    _runner_guard.verify_leftovers(config, database, logger)
+    _runner_guard.verify_leftovers(config, database, logger, signing_policy(config))
     # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
     up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
     for warning in up.get("warnings") or []:

@@ -4,7 +4,8 @@
 a long history run holds instead of skipping the backup, and reporting the backup sets that
 have not reached Azure (a set that can never be uploaded is held locally, and with it the disk).
 And what keeps it short: the archive is read by the verification and staged in Azure while
-pg_dump writes it (dump_followers, staged_upload), so nothing reads it whole after the dump.
+pg_dump writes it (dump_followers, staged_upload); after the dump only its sha256 is checked
+again (verify's checksum level), nothing decompresses or sends it a second time.
 
 Private to the collection. No Ansible imports: the scheduled runner uses this.
 """
@@ -22,6 +23,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _er
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 DEFAULT_LOCK_WAIT_MINUTES = 30
+# The manifest's mark of a set the runner took: verify_leftovers verifies only those.
+TAKEN_BY = "tsdb-backup run"
+LEFTOVERS_PER_RUN = 3
 
 
 class UploadIncomplete(_errors.OperatorError):
@@ -93,27 +97,30 @@ def note_unuploaded(r, pending, unusable, failures, logger=None, now=None):
     return r
 
 
-def verify_leftovers(config, database, logger):
-    """Verifies the local sets that were never verified (a run killed between its dump and the
-    end of its verification), so the catch-up can send them; a failed verification stays
-    recorded and the set stuck, as before. Returns the ids verified ok."""
+def verify_leftovers(config, database, logger, signing=None):
+    """Verifies the sets this runner took that were never verified (a run killed between its
+    dump and the end of its verification), at most LEFTOVERS_PER_RUN, so the catch-up can send
+    them. Sets of the dump module stay as the operator left them; a failed verification is
+    recorded and the set stays stuck, as before. A verification that cannot run is logged and
+    the run goes on. Returns the ids verified ok."""
     done = []
-    for entry in mf.list_local(config["backup_dir"], database):
-        manifest = entry["manifest"]
-        if manifest is None or _verify.read_record(mf.BackupSet.from_manifest(config["backup_dir"], manifest)):
+    for entry in _leftovers(config["backup_dir"], database)[:LEFTOVERS_PER_RUN]:
+        try:
+            ver = _verify.verify(
+                config["pg"],
+                config["backup_dir"],
+                database,
+                entry["backup_id"],
+                level=config["verify_level"],
+                signing=signing,
+            )
+        except Exception as e:  # noqa: BLE001 - tonight's set must still be sent and pruned
+            logger.warning("verify %s: a set left unverified by an interrupted run: %s", entry["backup_id"], e)
             continue
-        ver = _verify.verify(
-            config["pg"],
-            config["backup_dir"],
-            database,
-            entry["backup_id"],
-            level=config["verify_level"],
-            signing=config.get("signing_policy"),
-        )
         if ver["ok"]:
             done.append(entry["backup_id"])
             logger.info(
-                "verify %s: a set an interrupted run left unverified: %s level ok", entry["backup_id"], ver["level"]
+                "verify %s: a set left unverified by an interrupted run: %s level ok", entry["backup_id"], ver["level"]
             )
         else:
             logger.warning(
@@ -122,6 +129,17 @@ def verify_leftovers(config, database, logger):
                 "; ".join(f["message"] for f in ver["failures"]),
             )
     return done
+
+
+def _leftovers(backup_dir, database):
+    """This runner's sets (TAKEN_BY in the manifest) without any verification record."""
+    return [
+        e
+        for e in mf.list_local(backup_dir, database)
+        if e["manifest"] is not None
+        and e["manifest"].get("taken_by") == TAKEN_BY
+        and _verify.read_record(mf.BackupSet.from_manifest(backup_dir, e["manifest"])) is None
+    ]
 
 
 def dump_followers(config, store, logger):

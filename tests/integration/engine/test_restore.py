@@ -46,6 +46,23 @@ def test_restore_refuses_without_confirm(pg, source):
     assert rig.databases() == before
 
 
+def assert_analyzed_and_out_of_restore_mode(db):
+    """Every table and chunk has statistics, the hypertables their inherited ones (ANALYZE ran in
+    restore mode), and a new session is out of restore mode (post_restore ran after it)."""
+    never = rig.query(
+        db,
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname IN ('public', '_timescaledb_internal') AND c.reltuples < 0",
+    )
+    assert never == [], "never analyzed: %s" % never
+    for table in ("esp_telemetry", "diagnostic_results"):
+        inherited = rig.query(
+            db, "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = %s AND inherited", (table,)
+        )
+        assert inherited[0][0] > 0, "%s has no inherited statistics" % table
+    assert rig.query(db, "SELECT current_setting('timescaledb.restoring')")[0][0] == "off"
+
+
 def test_round_trip_fresh_then_swap(container, pg, source):
     target = "it_rt"
     cleanup(target)
@@ -67,6 +84,7 @@ def test_round_trip_fresh_then_swap(container, pg, source):
         assert re.search(r"restore %s: finished, [0-9.]+ MiB in [0-9.]+ s" % staging, journal), journal
         assert rig.table_digest(target) == source["digest"]
         assert rig.query(target, "SELECT count(*) FROM show_chunks('esp_telemetry')")[0][0] == 11
+        assert_analyzed_and_out_of_restore_mode(target)
 
         # The live database now gets a row the backup does not have; restoring again swaps it out.
         rig.query(target, "INSERT INTO devices VALUES ('esp-999', 'nueva', 'x', NULL, now(), NULL)")
@@ -76,6 +94,7 @@ def test_round_trip_fresh_then_swap(container, pg, source):
         assert res["replaced_database"] == replaced
         assert rig.table_digest(target) == source["digest"]
         assert rig.query(replaced, "SELECT count(*) FROM devices WHERE device_id = 'esp-999'")[0][0] == 1
+        assert_analyzed_and_out_of_restore_mode(target)  # with jobs=2: ANALYZE on two connections
         safety = res["safety_backup"]
         assert rig.sh(container, "test -s %s && test -s %s && echo ok" % (safety["path"], safety["manifest_path"]))
         assert not [d for d in rig.databases() if d.startswith(target + "__restore_")]
