@@ -11,7 +11,7 @@ import yaml
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PLAYBOOKS = ["backup.yml", "restore.yml", "drill.yml", "setup.yml"]
+PLAYBOOKS = ["backup.yml", "restore.yml", "drill.yml", "setup.yml", "report.yml"]
 TIMER_ROLES = ["backup_agent", "restore_drill", "history_guard"]
 # Every role that reads the site's settings: the timers' and the login recipe.
 READERS = TIMER_ROLES + ["backup_logins"]
@@ -19,9 +19,11 @@ READERS = TIMER_ROLES + ["backup_logins"]
 DERIVED = {"tsdb_backup_target"}
 # Facts and registered results of the playbooks themselves, not settings.
 FACTS = {"tsdb_backup_results", "tsdb_backup_run", "tsdb_backup_table", "tsdb_backup_hosts", "tsdb_backup_failed_hosts"}
-FACTS |= {"tsdb_drill"}
+FACTS |= {"tsdb_drill", "tsdb_report", "tsdb_report_gaps"}
 # A variable name, not a file name such as tsdb_backup_run.py or tsdb_backup_status.prom.
-SETTING = re.compile(r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore|history)\w*)\b(?!\.[a-z])")
+SETTING = re.compile(
+    r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore|history|report)\w*)\b(?!\.[a-z])"
+)
 
 
 def text(path):

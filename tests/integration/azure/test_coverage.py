@@ -1,0 +1,80 @@
+"""insa.timescaledb_backup.coverage against Azurite: five days, each in another state (in Azure,
+in Azure with its archive in the Archive tier, its manifest blob gone, only on the host, nothing
+at all); the report names each gap by day and database with its reason, writes its JSON and
+HTML files (check mode writes nothing, a re-run changes nothing), and counts only what Azurite
+really holds."""
+
+import json
+import os
+import stat
+
+import azure_helpers as h
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+IDS = ["20261126T020000Z", "20261127T020000Z", "20261128T020000Z", "20261129T020000Z"]  # none on the 30th
+
+
+def test_every_gap_is_named_by_day_database_and_reason(azure_env, service, container, cs_args, tmp_path):
+    backups = tmp_path / "backups"
+    store = h.store_for(azure_env, container)
+    store.ensure_container(create=True)
+    sets = [h.make_backup_set(str(backups), "iot", bid) for bid in IDS]
+    for bset in sets[:3]:
+        store.upload_backup_set(bset.manifest, host=h.HOST)
+    client = service.get_container_client(container)
+    names = h.blob_names(service, container)
+    archive = next(n for n in names if IDS[1] + mf.ARCHIVE_SUFFIX in n)
+    client.get_blob_client(archive).set_standard_blob_tier("Archive")
+    client.get_blob_client(next(n for n in names if IDS[2] + mf.MANIFEST_SUFFIX in n)).delete_blob()
+    before = h.blob_state(service, container)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = dict(
+        cs_args,
+        backup_dir=str(backups),
+        host_label=h.HOST,
+        days=5,
+        until="2026-11-30",
+        json_path=str(out / "coverage.json"),
+        html_path=str(out / "coverage.html"),
+    )
+    checked = h.run_module("coverage", args, check=True)
+    assert checked.get("failed") is not True, checked
+    assert checked["changed"] is True and os.listdir(out) == [], "check mode wrote the report"
+
+    res = h.run_module("coverage", args)
+    assert res.get("failed") is not True and res["changed"] is True, res
+    rows = {r["day"]: r for r in res["report"]["databases"]["iot"]}
+    assert [rows[d]["status"] for d in sorted(rows)] == [
+        "ok",
+        "ok (archive tier)",
+        "incomplete in azure",
+        "local only",
+        "missing",
+    ]
+    gaps = [(g["day"], g["database"], g["target"]) for g in res["gaps"]]
+    assert gaps == [
+        ("2026-11-28", "iot", "primary"),
+        ("2026-11-29", "iot", "primary"),
+        ("2026-11-30", "iot", "primary"),
+    ]
+    assert res["summary"]["covered"] == 2 and res["lines"][0].endswith("2 of 5 database-days covered")
+    assert "no backup set taken on this day" in res["lines"][-1]
+
+    assert json.loads((out / "coverage.json").read_text()) == res["report"]
+    page = (out / "coverage.html").read_text()
+    assert "2026-11-29 <b>iot</b> (primary): only on the host (verified), not in Azure" in page
+    assert {stat.S_IMODE(os.stat(out / n).st_mode) for n in os.listdir(out)} == {0o640}
+    assert h.blob_state(service, container) == before, "the report changed the container"
+
+    again = h.run_module("coverage", args)
+    assert again["changed"] is False and again["report"] == res["report"]
+
+
+def test_bad_input_is_refused_clearly(cs_args, container, service):
+    service.create_container(container)
+    res = h.run_module("coverage", dict(cs_args, until="30.11.2026"))
+    h.assert_clean_failure(res, "until must be a date as YYYY-MM-DD")
+    res = h.run_module("coverage", dict(cs_args, days=0))
+    h.assert_clean_failure(res, "days must be at least 1")
