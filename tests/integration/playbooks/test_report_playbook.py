@@ -43,6 +43,6 @@ def test_the_report_names_the_days_without_a_set(tmp_path):
 
         rc, out = rig.playbook("report.yml", dict(common, tsdb_report_days=3))
         assert rc != 0, "days without a set must fail the report"
-        assert "2 day(s) not covered" in out and "%s: no backup set taken on this day" % db in out, out
+        assert "2 day(s) or host(s) not covered" in out and "%s: no backup set taken on this day" % db in out, out
     finally:
         rig.drop_database(db)
