@@ -17,22 +17,36 @@ import datetime
 import html
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
+    KIND_ARCHIVE,
+    KIND_ARCHIVE_PART,
+    KIND_GLOBALS,
+)
 
 TARGET = "primary"  # the one Azure target; more targets get their own column (issue: second copy)
 # A day's status, best first: what the day counts as is its best set.
-OK, ARCHIVED, LOCAL_ONLY, INCOMPLETE, REFUSED, MISSING = (
+OK, ARCHIVED, UNCHECKED, PENDING, LOCAL_ONLY, INCOMPLETE, REFUSED, MISSING = (
     "ok",
     "ok (archive tier)",
+    "in archive tier, manifest not checked",
+    "pending (today)",
     "local only",
     "incomplete in azure",
     "refused",
     "missing",
 )
-RANK = [OK, ARCHIVED, LOCAL_ONLY, INCOMPLETE, REFUSED, MISSING]
-COVERED = (OK, ARCHIVED)
+RANK = [OK, ARCHIVED, UNCHECKED, PENDING, LOCAL_ONLY, INCOMPLETE, REFUSED, MISSING]
+# UNCHECKED counts: every blob of the set is in Azure (the lifecycle rule moved the whole set,
+# manifest included, to the Archive tier); its manifest can be checked once rehydrated.
+COVERED = (OK, ARCHIVED, UNCHECKED)
+# Today before its backup ran is no gap yet (the next report tells).
+NOT_A_GAP = COVERED + (PENDING,)
 COLOURS = {
     OK: "#2e7d32",
     ARCHIVED: "#558b2f",
+    UNCHECKED: "#9e9d24",
+    PENDING: "#90a4ae",
     LOCAL_ONLY: "#f9a825",
     INCOMPLETE: "#ef6c00",
     REFUSED: "#c62828",
@@ -48,17 +62,38 @@ def window(days, until=None):
     return [until - datetime.timedelta(days=n) for n in range(days - 1, -1, -1)]
 
 
+def missing_blobs(remote, manifest):
+    """The blobs the manifest lists that the listing lacks or holds with another sha256."""
+    have = {(b["kind"], b.get("part")): b.get("sha256") for b in remote.get("blobs") or ()}
+    archive = manifest.get("archive") or {}
+    wanted = [((KIND_ARCHIVE_PART, part), digest) for part, digest in sorted((archive.get("files") or {}).items())]
+    if not wanted:
+        wanted = [((KIND_ARCHIVE, None), archive.get("sha256"))]
+    if manifest.get("globals"):
+        wanted.append(((KIND_GLOBALS, None), manifest["globals"].get("sha256")))
+    return [
+        "%s%s" % (kind, " " + part if part else "")
+        for (kind, part), digest in wanted
+        if (kind, part) not in have or have[(kind, part)] != digest
+    ]
+
+
 def set_status(entry):
     """(status, reason) of one set of the merged catalog for the primary target."""
     remote, local = entry.get("remote"), entry.get("local")
     if remote and remote.get("complete"):
-        if remote.get("manifest_error"):
-            return REFUSED, "in Azure, but its manifest is not usable: %s" % remote["manifest_error"]
         if remote.get("manifest") is None:
-            return REFUSED, "in Azure, but its manifest was not read"
+            error = remote.get("manifest_error") or "not read"
+            if "Archive tier" in error:
+                return UNCHECKED, "in Azure, the whole set in the Archive tier: rehydrate to check its manifest"
+            return REFUSED, "in Azure, but its manifest is not usable: %s" % error
+        missing = missing_blobs(remote, remote["manifest"])
+        if missing:
+            return INCOMPLETE, "its manifest is in Azure but not: %s" % ", ".join(missing)
+        signature = _signing.describe(remote.get("signature"))
         if remote.get("archived"):
-            return ARCHIVED, "in Azure; its archive is in the Archive tier (rehydrate before a restore)"
-        return OK, "in Azure, manifest accepted"
+            return ARCHIVED, "in Azure (%s); its archive is in the Archive tier: rehydrate before a restore" % signature
+        return OK, "in Azure, every blob of its manifest there (%s)" % signature
     if remote:
         return INCOMPLETE, "blobs in Azure without their manifest (an upload that did not finish)"
     if local and local.get("usable"):
@@ -67,7 +102,7 @@ def set_status(entry):
     return MISSING, "no usable set"
 
 
-def coverage(backups, databases, days):
+def coverage(backups, databases, days, today=None):
     """The report: per database, one row per day (status, reason, backup ids), the gaps (every
     day not covered, with its reason) and a summary. Safety backups do not cover a day: they are
     taken by restores, not by the schedule that keeps history."""
@@ -87,10 +122,12 @@ def coverage(backups, databases, days):
         for day in days:
             found = sorted(grid.get((database, day), []))
             status, reason = (found[0][1], found[0][2]) if found else (MISSING, "no backup set taken on this day")
+            if day == (today or mf.utcnow().date()) and status not in COVERED:
+                status, reason = PENDING, "today, not in Azure yet (%s)" % reason
             rows.append(
                 {"day": day.isoformat(), "status": status, "reason": reason, "backup_ids": [f[3] for f in found]}
             )
-            if status not in COVERED:
+            if status not in NOT_A_GAP:
                 report["gaps"].append(
                     {"day": day.isoformat(), "database": database, "target": TARGET, "reason": reason}
                 )

@@ -38,7 +38,10 @@ options:
     description: Host part of the blob names. Defaults to this host's FQDN.
     type: str
   databases:
-    description: The databases to report. Default - every database with a set in the window, locally or in Azure.
+    description:
+      - The databases that must be covered; only their folders are listed. Default - every database the host has a
+        set of, locally or anywhere in its Azure folder (a database whose sets stopped long ago shows as missing).
+      - With neither, the module fails - an empty report proves nothing.
     type: list
     elements: str
   days:
@@ -46,7 +49,9 @@ options:
     type: int
     default: 30
   until:
-    description: Last day of the window (C(YYYY-MM-DD), UTC). Default - today.
+    description:
+      - Last day of the window (C(YYYY-MM-DD), UTC). Default - today; today without a set in Azure yet is
+        V(pending (today)), not a gap.
     type: str
   json_path:
     description: Write the report as JSON to this file (mode 0640, atomically).
@@ -93,12 +98,13 @@ RETURN = r"""
 report:
   description:
     - C(target), C(days) (the window's dates), C(databases) (per database, one row per day - C(day), C(status),
-      C(reason), C(backup_ids)), C(gaps) and C(summary). A day's status is its best set's - V(ok),
-      V(ok (archive tier)), V(local only), V(incomplete in azure), V(refused) - or V(missing).
+      C(reason), C(backup_ids)), C(gaps) and C(summary). A day's status is its best set's - V(ok) (every blob its
+      accepted manifest lists is in Azure), V(ok (archive tier)), V(in archive tier, manifest not checked),
+      V(local only), V(incomplete in azure), V(refused) - or V(missing); today without a set is V(pending (today)).
   returned: always
   type: dict
 gaps:
-  description: Every database-day that is not covered (not V(ok) nor V(ok (archive tier))), oldest first.
+  description: Every database-day that is not covered (nor pending today), oldest first.
   returned: always
   type: list
   elements: dict
@@ -169,19 +175,27 @@ def report(module, store):
     for database in p["databases"] or []:
         mf.validate_database_name(database)
     days = _coverage.window(p["days"], until)
-    local = in_window(mf.list_local(p["backup_dir"]) if p["backup_dir"] else [], days)
+    host = p["host_label"] or socket.getfqdn()
+    local = mf.list_local(p["backup_dir"]) if p["backup_dir"] else []
+    # Only the databases asked are listed (one folder each); without a list, the host's whole
+    # folder says which databases it ever backed up - also those whose sets stopped long ago.
+    listed = (
+        [r for d in p["databases"] for r in store.list_remote(host, d)] if p["databases"] else store.list_remote(host)
+    )
+    databases = p["databases"] or sorted({e["database"] for e in local + listed})
+    if not databases:
+        module.fail_json(
+            msg="no database to report on: %s has no backup set, locally or under its Azure folder. "
+            "Name the databases that must be covered (databases)" % host
+        )
+    local = in_window([e for e in local if e["database"] in databases], days)
     for entry in local:
         bset = mf.BackupSet.from_manifest(p["backup_dir"], entry["manifest"]) if entry["manifest"] else None
         entry["verified"] = bool(bset) and _verify.is_verified(bset, entry["manifest"])
-    remote = store.with_manifests(in_window(store.list_remote(p["host_label"] or socket.getfqdn()), days))
-    backups = _azure.merge_catalog(local, remote)
-    databases = p["databases"] or sorted({b["database"] for b in backups})
-    rep = _coverage.coverage(backups, databases, days)
+    remote = store.with_manifests(in_window(listed, days))
+    rep = _coverage.coverage(_azure.merge_catalog(local, remote), databases, days)
     changed = write(module, p["json_path"], (json.dumps(rep, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     changed = write(module, p["html_path"], _coverage.render_html(rep, p["title"]).encode("utf-8")) or changed
-    warnings = [] if databases else ["no backup set of any database in the window: nothing to report on"]
-    for warning in warnings:
-        module.warn(warning)
     return {
         "changed": changed,
         "report": rep,

@@ -9,8 +9,12 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _ma
 DAYS = _coverage.window(5, datetime.date(2026, 11, 30))
 
 
+MANIFEST = {"archive": {"sha256": "a" * 64}, "globals": {"sha256": "g" * 64}}
+BLOBS = [{"kind": "archive", "part": None, "sha256": "a" * 64}, {"kind": "globals", "part": None, "sha256": "g" * 64}]
+
+
 def remote(**kw):
-    entry = {"complete": True, "manifest": {"backup_id": "x"}, "archived": False}
+    entry = {"complete": True, "manifest": MANIFEST, "blobs": BLOBS + [{"kind": "manifest"}], "archived": False}
     entry.update(kw)
     return entry
 
@@ -88,3 +92,29 @@ def test_the_text_and_the_page_name_every_gap():
     page = _coverage.render_html(report, "Coverage <iot>")
     assert "<title>Coverage &lt;iot&gt;</title>" in page and "<script" not in page
     assert page.count("<li>") == 4 and "2026-11-30 <b>iot</b> (primary)" in page
+
+
+def test_a_manifest_without_its_archive_blob_does_not_cover_its_day():
+    for blobs, missing in ((BLOBS[1:], "archive"), ([dict(BLOBS[0], sha256="b" * 64)] + BLOBS[1:], "archive")):
+        report = _coverage.coverage([set_on(26, remote_entry=remote(blobs=blobs))], ["iot"], DAYS)
+        assert statuses(report)[0] == _coverage.INCOMPLETE
+        assert report["gaps"][0]["reason"] == "its manifest is in Azure but not: %s" % missing
+
+
+def test_a_set_archived_whole_counts_and_says_its_manifest_was_not_checked():
+    archived = remote(manifest=None, manifest_error="the manifest blob is in the Archive tier", archived=True)
+    report = _coverage.coverage([set_on(26, remote_entry=archived)], ["iot"], DAYS)
+    assert statuses(report)[0] == _coverage.UNCHECKED and report["summary"]["covered"] == 1
+
+
+def test_today_without_a_set_yet_is_pending_not_a_gap():
+    report = _coverage.coverage([], ["iot"], DAYS, today=DAYS[-1])
+    assert statuses(report)[-1] == _coverage.PENDING
+    assert [g["day"] for g in report["gaps"]] == ["2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29"]
+
+
+def test_the_reason_says_how_the_signature_was_checked():
+    signed = remote(signature={"status": "trusted", "key_id": "k1", "signer_host": "db1"})
+    report = _coverage.coverage([set_on(26, remote_entry=signed), set_on(27, remote_entry=remote())], ["iot"], DAYS)
+    reasons = [r["reason"] for r in report["databases"]["iot"][:2]]
+    assert reasons[0].endswith("(trusted (key k1, host db1))") and reasons[1].endswith("(unsigned, no trust store)")

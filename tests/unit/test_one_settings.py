@@ -19,7 +19,7 @@ READERS = TIMER_ROLES + ["backup_logins"]
 DERIVED = {"tsdb_backup_target"}
 # Facts and registered results of the playbooks themselves, not settings.
 FACTS = {"tsdb_backup_results", "tsdb_backup_run", "tsdb_backup_table", "tsdb_backup_hosts", "tsdb_backup_failed_hosts"}
-FACTS |= {"tsdb_drill", "tsdb_report", "tsdb_report_gaps"}
+FACTS |= {"tsdb_drill", "tsdb_report"}
 # A variable name, not a file name such as tsdb_backup_run.py or tsdb_backup_status.prom.
 SETTING = re.compile(
     r"\b(tsdb_(?:login|port|passfile|sslmode|backup|azure|drill|restore|history|report)\w*)\b(?!\.[a-z])"

@@ -78,3 +78,16 @@ def test_bad_input_is_refused_clearly(cs_args, container, service):
     h.assert_clean_failure(res, "until must be a date as YYYY-MM-DD")
     res = h.run_module("coverage", dict(cs_args, days=0))
     h.assert_clean_failure(res, "days must be at least 1")
+
+
+def test_a_manifest_whose_archive_blob_is_gone_does_not_cover_its_day(azure_env, service, container, cs_args, tmp_path):
+    store = h.store_for(azure_env, container)
+    store.ensure_container(create=True)
+    bset = h.make_backup_set(str(tmp_path / "b"), "iot", IDS[0])
+    store.upload_backup_set(bset.manifest, host=h.HOST)
+    client = service.get_container_client(container)
+    client.delete_blob(next(n for n in h.blob_names(service, container) if n.endswith(IDS[0] + mf.ARCHIVE_SUFFIX)))
+    res = h.run_module("coverage", dict(cs_args, host_label=h.HOST, databases=["iot"], days=1, until="2026-11-26"))
+    assert res.get("failed") is not True, res
+    (row,) = res["report"]["databases"]["iot"]
+    assert row["status"] == "incomplete in azure" and row["reason"] == "its manifest is in Azure but not: archive", row

@@ -29,7 +29,7 @@ def test_the_report_names_the_days_without_a_set(tmp_path):
 
         rc, out = rig.playbook("report.yml", dict(common, tsdb_report_days=1))
         assert rc == 0, out
-        assert "Every day of every database has a backup set in Azure." in out
+        assert "1 of 1 database-days covered" in out
         report = json.loads((tmp_path / "tsdb-local" / "coverage.json").read_text())
         (today,) = report["databases"][db]
         assert today["status"] == "ok", today
@@ -43,6 +43,6 @@ def test_the_report_names_the_days_without_a_set(tmp_path):
 
         rc, out = rig.playbook("report.yml", dict(common, tsdb_report_days=3))
         assert rc != 0, "days without a set must fail the report"
-        assert "2 day(s) or host(s) not covered" in out and "%s: no backup set taken on this day" % db in out, out
+        assert "2 day(s) not covered" in out and "no backup set taken on this day" in out, out
     finally:
         rig.drop_database(db)
