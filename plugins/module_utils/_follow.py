@@ -128,6 +128,6 @@ class Follower:
         return self
 
     def read_whole(self, sha256, size):
-        """True when this follower read to the end, without error, exactly the archive of that
-        sha256 and size: only then does its result speak for that archive."""
-        return self.error is None and self.sha256 == sha256 and self.size == size
+        """True when this follower read to the end, without error and with a result, exactly the
+        archive of that sha256 and size: only then does its result speak for that archive."""
+        return self.error is None and bool(self.result) and self.sha256 == sha256 and self.size == size

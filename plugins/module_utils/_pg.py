@@ -496,11 +496,15 @@ def run_tool(argv, params, dbname=None, stdin=None, timeout=None):
         err.seek(0)
         errtext = err.read().decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise ToolError(
-            "%s exited with status %d: %s" % (os.path.basename(argv[0]), proc.returncode, stderr_tail(errtext)),
-            stderr=errtext,
-        )
+        raise tool_error(argv, proc.returncode, errtext)
     return proc.stdout, errtext
+
+
+def tool_error(argv, returncode, errtext):
+    """The ToolError of a client tool that exited with ``returncode``: its useful stderr."""
+    return ToolError(
+        "%s exited with status %d: %s" % (os.path.basename(argv[0]), returncode, stderr_tail(errtext)), stderr=errtext
+    )
 
 
 def drop_database(conn, dbname):

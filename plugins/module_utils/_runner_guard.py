@@ -183,7 +183,7 @@ def _staged_blocks(followers, manifest, logger):
             continue
         follower.join()
         archive = manifest["archive"]
-        if follower.read_whole(archive.get("sha256"), archive.get("size_bytes")) and follower.result:
+        if follower.read_whole(archive.get("sha256"), archive.get("size_bytes")):
             return {follower.blob_name: follower.result}
         logger.warning(
             "upload %s: staging the archive during the dump failed (%s); it is sent from the file",

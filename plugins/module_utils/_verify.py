@@ -69,10 +69,7 @@ class ArchiveRead(_follow.Follower):
                 proc.wait()
             if proc.returncode != 0:
                 err.seek(0)
-                raise _pg.ToolError(
-                    "pg_restore exited with status %d: %s"
-                    % (proc.returncode, _pg.stderr_tail(err.read().decode("utf-8", "replace")))
-                )
+                raise _pg.tool_error(argv, proc.returncode, err.read().decode("utf-8", "replace"))
         return True
 
 
@@ -245,7 +242,7 @@ def verify_archive(params, bset, manifest, checks, pg_restore, streamed=None):
         found=wanted - len(missing),
     )
     archive = manifest["archive"]
-    if streamed is not None and streamed.result and streamed.read_whole(archive["sha256"], archive["size_bytes"]):
+    if streamed is not None and streamed.read_whole(archive["sha256"], archive["size_bytes"]):
         checks.add("archive readable", True, "pg_restore read the whole archive while it was written")
         checks.read_during_dump = True
         return

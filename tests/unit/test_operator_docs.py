@@ -7,10 +7,9 @@ import datetime
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 
+import local_play
 import pytest
 import yaml
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_layout as hl
@@ -274,11 +273,7 @@ def test_a_role_readme_example_applies_the_role_by_its_full_name(role):
 def test_the_role_readme_examples_pass_a_syntax_check(tmp_path):
     playbook = tmp_path / "examples.yml"
     playbook.write_text(yaml.safe_dump([play for role in ROLES for play in example_plays(role)]))
-    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    if not os.path.exists(binary):
-        binary = shutil.which("ansible-playbook")
-    if binary is None:
-        pytest.skip("ansible-playbook is not installed")
+    binary = local_play.playbook_binary()
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path))
     proc = subprocess.run(
         [binary, "--syntax-check", "-i", "localhost,", str(playbook)],
