@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _lock
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _encryption, _lock
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     DEFAULT_BLOCK_SIZE_MB,
@@ -72,13 +72,15 @@ class Transfers:
 
     def _set_items(self, bset, manifest, host):
         """What a set consists of, in upload order (manifest last). Each item: kind, part, path,
-        name, expected sha256 and size (size None: not recorded)."""
+        name, expected sha256 and size (size None: not recorded). An encrypted set's archive and
+        globals are their stored form (_encryption), under the same blob names."""
 
         def item(kind, path, suffix, sha256, size, part=None):
             name = blob_name(self.prefix, host, bset.database, bset.backup_id, suffix, part)
             return {"kind": kind, "part": part, "path": path, "name": name, "sha256": sha256, "size": size}
 
         archive = manifest.get("archive") or {}
+        stored = {p[0]: p for p in _encryption.parts(bset, manifest)}
         items = []
         if bset.directory_format:
             files = archive.get("files") or {}
@@ -92,6 +94,9 @@ class Transfers:
             for part in sorted(files):
                 path = os.path.join(bset.archive, part)
                 items.append(item(KIND_ARCHIVE_PART, path, mf.DIRECTORY_SUFFIX, files[part], None, part))
+        elif "archive" in stored:
+            _part, _plain, path, _p, enc = stored["archive"]
+            items.append(item(KIND_ARCHIVE, path, mf.ARCHIVE_SUFFIX, enc["sha256"], enc["size"]))
         else:
             if not archive.get("sha256"):
                 raise mf.ManifestError("%s lacks archive.sha256" % bset.manifest)
@@ -99,18 +104,34 @@ class Transfers:
                 item(KIND_ARCHIVE, bset.archive, mf.ARCHIVE_SUFFIX, archive["sha256"], archive.get("size_bytes"))
             )
         roles = manifest.get("globals") or {}
-        if roles or os.path.exists(bset.globals_sql):
+        if "globals" in stored:
+            _part, _plain, path, _p, enc = stored["globals"]
+            items.append(item(KIND_GLOBALS, path, mf.GLOBALS_SUFFIX, enc["sha256"], enc["size"]))
+        elif roles or os.path.exists(bset.globals_sql):
             items.append(
                 item(KIND_GLOBALS, bset.globals_sql, mf.GLOBALS_SUFFIX, roles.get("sha256"), roles.get("size_bytes"))
             )
         for entry in items:
-            if not os.path.isfile(entry["path"]):
-                raise IntegrityError("%s is missing: the backup set %s is incomplete" % (entry["path"], bset.backup_id))
-            if entry["sha256"] is None:
+            if entry["sha256"] is None and os.path.isfile(entry["path"]):
                 entry["sha256"] = mf.sha256_file(entry["path"])[0]
         digest, size = mf.sha256_file(bset.manifest)
         items.append(item(KIND_MANIFEST, bset.manifest, mf.MANIFEST_SUFFIX, digest, size))
         return items
+
+    @staticmethod
+    def _require_files(items, bset, manifest):
+        """Every item that is to be sent is there (an encrypted set's stored form is removed
+        once its manifest is in Azure: it cannot be sent again)."""
+        for entry in items:
+            if entry["remote"] is not None or os.path.isfile(entry["path"]):
+                continue
+            if _encryption.section(manifest) and entry["path"].endswith(mf.STORED_SUFFIX):
+                raise IntegrityError(
+                    "%s is missing: the encrypted form of backup %s is removed once the set is in Azure, and its blob "
+                    "%s is not there any more. Take a new backup (an encryption is never repeated: it would not "
+                    "match the signed manifest)" % (entry["path"], bset.backup_id, entry["name"])
+                )
+            raise IntegrityError("%s is missing: the backup set %s is incomplete" % (entry["path"], bset.backup_id))
 
     @staticmethod
     def _metadata(manifest, host, kind, sha256, part=None):
@@ -127,6 +148,8 @@ class Transfers:
             "archive_sha256": (manifest.get("archive") or {}).get("sha256"),
             "part": part,
             "purpose": manifest.get("purpose"),
+            # The stored form is age ciphertext; sha256 is its digest, archive_sha256 the plaintext's.
+            "encryption": (_encryption.section(manifest) or {}).get("format") if kind != KIND_MANIFEST else None,
         }
         return {k: _metadata_value(v) for k, v in metadata.items() if v not in (None, "")}
 
@@ -165,6 +188,7 @@ class Transfers:
         items = [i for i in self._set_items(bset, manifest, host) if not (stage and i["kind"] == KIND_MANIFEST)]
         container = self.ensure_container(check_mode=check_mode)
         self._match_remote(items, host, bset, container["exists"])
+        self._require_files(items, bset, manifest)
 
         warnings = []
         blobs = []
@@ -173,7 +197,7 @@ class Transfers:
                 blobs.append(self._blob_result(item, "skipped", item["remote"]))
                 continue
             if check_mode:
-                size = os.path.getsize(item["path"])
+                size = item["size"] if item["size"] is not None else os.path.getsize(item["path"])
                 blobs.append(self._blob_result(item, "would_upload", {"size": size}))
                 continue
             tier = access_tier if item["kind"] in (KIND_ARCHIVE, KIND_ARCHIVE_PART) else None
@@ -184,6 +208,8 @@ class Transfers:
             if warning:
                 warnings.append(warning)
             blobs.append(info)
+        if not (stage or check_mode):
+            _encryption.remove_stored(bset, manifest)  # the whole set is in Azure
         return _upload_result(bset, host, container, blobs, warnings, timer.seconds())
 
     def _match_remote(self, items, host, bset, container_exists):
@@ -330,7 +356,7 @@ class Transfers:
                     % (bset.manifest, self.url(entry["manifest_name"]))
                 )
             return True
-        for path in (bset.archive, bset.globals_sql):
+        for path in (bset.archive, bset.globals_sql) + tuple(p[2] for p in _encryption.parts(bset, manifest)):
             if os.path.exists(path):
                 raise ConflictError(
                     "%s exists without its manifest (an incomplete set or a dump in progress); move it away or "
@@ -346,6 +372,9 @@ class Transfers:
             os.makedirs(bset.folder, mode=0o700)
         blobs = {(b["kind"], b["part"]): b for b in entry["blobs"]}
         archive = manifest["archive"]
+        # An encrypted set arrives in its stored form, checked against its stored digests; it is
+        # decrypted by whoever reads it (_encryption.open_set), with an identity given then.
+        stored = {p[0]: (p[2], p[4]["sha256"]) for p in _encryption.parts(bset, manifest)}
         files = []
         if bset.directory_format:
             parts = archive.get("files") or {}
@@ -354,14 +383,16 @@ class Transfers:
         else:
             name = blob_name(self.prefix, host, database, bset.backup_id, mf.ARCHIVE_SUFFIX)
             self._require_blob(blobs, KIND_ARCHIVE, None, name)
-            self.download_file(name, bset.archive, archive["sha256"])
-            files.append(bset.archive)
+            path, digest = stored.get("archive", (bset.archive, archive["sha256"]))
+            self.download_file(name, path, digest)
+            files.append(path)
         globals_info = manifest.get("globals")
         if globals_info:
             name = blob_name(self.prefix, host, database, bset.backup_id, mf.GLOBALS_SUFFIX)
             self._require_blob(blobs, KIND_GLOBALS, None, name)
-            self.download_file(name, bset.globals_sql, globals_info["sha256"])
-            files.append(bset.globals_sql)
+            path, digest = stored.get("globals", (bset.globals_sql, globals_info["sha256"]))
+            self.download_file(name, path, digest)
+            files.append(path)
         return files
 
     def _rehydrate(self, entry, archived, result, rehydrate, priority, tier, check_mode):

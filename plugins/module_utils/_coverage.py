@@ -63,14 +63,16 @@ def window(days, until=None):
 
 
 def missing_blobs(remote, manifest):
-    """The blobs the manifest lists that the listing lacks or holds with another sha256."""
+    """The blobs the manifest lists that the listing lacks or holds with another sha256 (an
+    encrypted set's blobs are its stored form: the digests of its ``encryption``)."""
     have = {(b["kind"], b.get("part")): b.get("sha256") for b in remote.get("blobs") or ()}
     archive = manifest.get("archive") or {}
+    stored = manifest.get("encryption") or {}
     wanted = [((KIND_ARCHIVE_PART, part), digest) for part, digest in sorted((archive.get("files") or {}).items())]
     if not wanted:
-        wanted = [((KIND_ARCHIVE, None), archive.get("sha256"))]
+        wanted = [((KIND_ARCHIVE, None), (stored.get("archive") or archive).get("sha256"))]
     if manifest.get("globals"):
-        wanted.append(((KIND_GLOBALS, None), manifest["globals"].get("sha256")))
+        wanted.append(((KIND_GLOBALS, None), (stored.get("globals") or manifest["globals"]).get("sha256")))
     return [
         "%s%s" % (kind, " " + part if part else "")
         for (kind, part), digest in wanted

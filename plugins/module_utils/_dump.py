@@ -33,6 +33,8 @@ import threading
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _age,
+    _encryption,
     _errors,
     _follow,
     _lock,
@@ -285,6 +287,8 @@ class _DumpJob:
     jobs: int
     progress: object  # None, or called with the bytes written
     growing: object = None  # a _follow.GrowingFile when followers read the archive as it is written
+    encryption: list = dataclasses.field(default_factory=list)  # age recipients of the stored form
+    encryptor: object = None  # the _age.Encryptor reading the archive as it is written
 
     @property
     def directory_format(self):
@@ -306,13 +310,17 @@ def dump(
     facts=None,
     signing=None,
     followers=None,
+    encryption=None,
 ):
     """Takes one backup set. Returns the sealed manifest, the paths and warnings (a compression
     this pg_dump cannot write, replaced by gzip). ``facts`` is the result of ``preflight`` when
     the caller already ran it; ``signing`` (a _signing.Policy with a key) signs the manifest.
     ``followers``: called with (backup set, _follow.GrowingFile, facts) for a one-file archive,
     returns the started _follow.Follower list that reads it as it is written (the result's
-    ``followers``; the caller joins them). A failed dump cancels and joins them."""
+    ``followers``; the caller joins them). A failed dump cancels and joins them.
+    ``encryption``: the age recipients the set's stored form is encrypted to (_encryption); the
+    followers then get ``stored``, the GrowingFile of the encrypted archive, as a keyword."""
+    _encryption.check_directory_format(encryption, directory_format)
     started = mf.utcnow()
     t0 = time.monotonic()
     with _privileges.advising("dump", params.user, database=database):
@@ -333,15 +341,22 @@ def dump(
                     "a backup %s of %s already exists in %s" % (bset.backup_id, database, folder), kind="conflict"
                 )
             job = _DumpJob(params, facts, database, bset, compression, compression_level, jobs, progress)
+            job.encryption = list(encryption or ())
             started_followers = _start_followers(job, followers)
             try:
                 result, globals_sql = _write_files(job, folder)
                 manifest = _new_manifest(job, host_label, started, round(time.monotonic() - t0, 3), result, globals_sql)
+                if job.encryption:
+                    manifest["format_version"] = mf.MANIFEST_VERSION_ENCRYPTED
+                    manifest["encryption"] = _encryption.encrypt_set(
+                        bset, manifest["archive"], manifest["globals"], job.encryption, job.encryptor
+                    )
                 if extra_manifest:
                     manifest.update(extra_manifest)
                 mf.write_manifest(bset.manifest, manifest, signing)
             except BaseException:
                 _stop_followers(job, started_followers)
+                _remove_set_files(bset)
                 raise
     return {
         "manifest": mf.read_manifest(bset.manifest),
@@ -353,21 +368,29 @@ def dump(
 
 
 def _start_followers(job, followers):
-    """The followers of a one-file archive (none for a directory: pg_dump writes its files)."""
-    if followers is None or job.directory_format:
+    """The followers of a one-file archive (none for a directory: pg_dump writes its files),
+    the encryption's first: the others may follow its output."""
+    if (followers is None and not job.encryption) or job.directory_format:
         return []
     job.growing = _follow.GrowingFile(job.bset.archive + mf.PARTIAL_SUFFIX)
     try:
-        return list(followers(job.bset, job.growing, job.facts))
+        kwargs = {}
+        if job.encryption:
+            dest = _encryption.stored_path(job.bset.archive) + mf.PARTIAL_SUFFIX
+            job.encryptor = _age.Encryptor(job.growing, job.encryption, dest).start()
+            kwargs["stored"] = job.encryptor.stored
+        return list(followers(job.bset, job.growing, job.facts, **kwargs)) if followers else []
     except BaseException:
         job.growing.cancel()
+        if job.encryptor is not None:
+            job.encryptor.join(STOP_WAIT_SECONDS)
         raise
 
 
 def _stop_followers(job, started):
     if job.growing is not None:
         job.growing.cancel()
-    for follower in started:
+    for follower in ([job.encryptor] if job.encryptor else []) + list(started):
         follower.cancel()
         follower.join(STOP_WAIT_SECONDS)  # daemon threads: a stopped run must not wait on Azure
 
@@ -406,13 +429,24 @@ def _write_files(job, folder):
         os.rename(archive_partial, bset.archive)
         mf.fsync_dir(folder)
     except BaseException:
-        for p in (archive_partial, bset.archive, bset.globals_sql):
-            if os.path.isdir(p):
-                shutil.rmtree(p, ignore_errors=True)
-            elif os.path.exists(p):
-                os.unlink(p)
+        _remove_set_files(bset)
         raise
     return result, globals_sql
+
+
+def _remove_set_files(bset):
+    """What a failed dump leaves of its set (never the manifest: there is none yet)."""
+    for p in (
+        bset.archive,
+        bset.globals_sql,
+        _encryption.stored_path(bset.archive),
+        bset.globals_sql + mf.STORED_SUFFIX,
+    ):
+        for path in (p, p + mf.PARTIAL_SUFFIX):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.unlink(path)
 
 
 def _new_manifest(job, host_label, started, duration, result, globals_sql):

@@ -29,9 +29,14 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _er
 
 MANIFEST_FORMAT = "insa.timescaledb_backup/manifest"
 MANIFEST_VERSION = 1
+# An encrypted set's manifest (its ``encryption``): collections that predate it refuse to read it
+# rather than take its stored form for the plaintext.
+MANIFEST_VERSION_ENCRYPTED = 2
 ARCHIVE_SUFFIX = ".dump"
 DIRECTORY_SUFFIX = ".dir"
 GLOBALS_SUFFIX = ".globals.sql"
+# The stored (encrypted) form of a file of the set, beside it (_encryption).
+STORED_SUFFIX = ".age"
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 LEGACY_MD5_SUFFIX = ".md5"
@@ -162,7 +167,14 @@ class BackupSet:
     def all_paths(self):
         """Everything that belongs to the set, in the order prune removes it (manifest last
         would leave a set that looks complete; so the manifest goes first)."""
-        return [self.manifest, self.archive, self.globals_sql, self.legacy_md5]
+        return [
+            self.manifest,
+            self.archive,
+            self.globals_sql,
+            self.legacy_md5,
+            self.archive + STORED_SUFFIX,
+            self.globals_sql + STORED_SUFFIX,
+        ]
 
     @classmethod
     def from_manifest(cls, backup_dir, manifest):
@@ -283,7 +295,9 @@ def write_manifest(path, manifest, signing=None):
 
 def parse_manifest(data, source="manifest"):
     """Parses and checks a manifest (bytes or str). Raises ManifestError with the reason."""
-    manifest = load_document(data, source, MANIFEST_FORMAT, MANIFEST_VERSION, "manifest", ManifestError)
+    manifest = load_document(
+        data, source, MANIFEST_FORMAT, (MANIFEST_VERSION, MANIFEST_VERSION_ENCRYPTED), "manifest", ManifestError
+    )
     expected = manifest.get("manifest_sha256")
     actual = hashlib.sha256(_canonical(manifest)).hexdigest()
     if expected != actual:
@@ -305,8 +319,12 @@ def load_document(data, source, fmt, version, what, error):
     if not isinstance(document, dict) or document.get("format") != fmt:
         raise error("%s is not an insa.timescaledb_backup %s" % (source, what))
     found = document.get("format_version")
-    if found != version:
-        raise error("%s has format_version %r; this collection reads version %d" % (source, found, version))
+    versions = version if isinstance(version, tuple) else (version,)
+    if found not in versions:
+        raise error(
+            "%s has format_version %r; this collection reads version %s"
+            % (source, found, " and ".join("%d" % v for v in versions))
+        )
     return document
 
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _encryption,
     _follow,
     _lock,
     _pg,
@@ -153,31 +154,18 @@ def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
         found="%s/%s" % (manifest["database"], manifest["backup_id"]),
     )
     bset = mf.BackupSet.from_manifest(backup_dir, manifest)
-    if not os.path.exists(bset.archive):
+    stored = {p[0]: p for p in _encryption.parts(bset, manifest)}
+    if "archive" in stored and os.path.exists(stored["archive"][2]):
+        _check_file(checks, "encrypted archive", stored["archive"][2], stored["archive"][4])
+    elif not os.path.exists(bset.archive):
         checks.add("archive present", False, "archive %s is missing" % bset.archive)
         return bset, manifest
-    digest, size = mf.archive_digest(bset.archive)
-    want_size = manifest["archive"]["size_bytes"]
-    checks.add(
-        "archive size",
-        size == want_size,
-        "archive size matches"
-        if size == want_size
-        else "archive is %d bytes, the manifest says %d (%s)"
-        % (size, want_size, "truncated" if size < want_size else "grown"),
-        expected=want_size,
-        found=size,
-    )
-    checks.add(
-        "archive sha256",
-        digest == manifest["archive"]["sha256"],
-        "archive sha256 matches"
-        if digest == manifest["archive"]["sha256"]
-        else "archive content differs from the manifest",
-        expected=manifest["archive"]["sha256"],
-        found=digest,
-    )
-    if os.path.exists(bset.globals_sql):
+    if os.path.exists(bset.archive):
+        archive = manifest["archive"]
+        _check_file(checks, "archive", bset.archive, {"sha256": archive["sha256"], "size": archive["size_bytes"]})
+    if "globals" in stored and os.path.exists(stored["globals"][2]):
+        _check_file(checks, "encrypted globals", stored["globals"][2], stored["globals"][4])
+    elif os.path.exists(bset.globals_sql):
         gdigest, _gsize = mf.sha256_file(bset.globals_sql)
         want = manifest.get("globals", {}).get("sha256")
         checks.add("globals sha256", gdigest == want, "globals file matches", expected=want, found=gdigest)
@@ -188,6 +176,29 @@ def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
         got = md5_file(bset.archive)
         checks.add("legacy md5", got == want, "legacy .md5 matches", expected=want, found=got)
     return bset, manifest
+
+
+def _check_file(checks, what, path, want):
+    """The size and sha256 checks of one file (an archive, or a stored form) against ``want``
+    {sha256, size}."""
+    digest, size = mf.archive_digest(path)
+    checks.add(
+        "%s size" % what,
+        size == want["size"],
+        "%s size matches" % what
+        if size == want["size"]
+        else "%s is %d bytes, the manifest says %d (%s)"
+        % (what, size, want["size"], "truncated" if size < want["size"] else "grown"),
+        expected=want["size"],
+        found=size,
+    )
+    checks.add(
+        "%s sha256" % what,
+        digest == want["sha256"],
+        "%s sha256 matches" % what if digest == want["sha256"] else "%s content differs from the manifest" % what,
+        expected=want["sha256"],
+        found=digest,
+    )
 
 
 def verify_legacy(path):
@@ -305,24 +316,33 @@ def verify(
     progress=None,
     signing=None,
     streamed=None,
+    identity=None,
 ):
     """Verifies one backup set. Returns a dict: ok, level, checks, failures, duration, signature.
     ``progress``: reporter factory for the restore level's restore (see _restore.restore_into);
     ``signing``: the _signing.Policy whose verdict on the manifest's signature is a check;
-    ``streamed``: the dump's joined ArchiveRead (see verify_archive).
+    ``streamed``: the dump's joined ArchiveRead (see verify_archive); ``identity``: the text of
+    an age identity file, for the levels that read an encrypted set held only in its stored form.
     Holds the folder's readers lock: no prune removes the set while it is read."""
     if level not in LEVELS:
         raise ValueError("level must be one of %s" % ", ".join(LEVELS))
     with _lock.reading_folder(os.path.join(backup_dir, mf.database_segment(database))):
-        return _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed)
+        return _verify_set(
+            params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed, identity
+        )
 
 
-def _verify_set(params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed=None):
+def _verify_set(
+    params, backup_dir, database, backup_id, level, jobs, record, progress, signing, streamed=None, identity=None
+):
     t0 = time.monotonic()
     checks = Checks()
     bset, manifest = verify_checksum(backup_dir, database, backup_id, checks, signing)
     restored = None
     if manifest and checks.ok and level in ("archive", "restore"):
+        # Only what the checks above proved is decrypted, and only its plaintext's digest is kept.
+        if _encryption.open_set(bset, manifest, identity, "verify at level %s" % level):
+            checks.add("decryption", True, "decrypted with the identity given; the plaintext matches the manifest")
         major = int(manifest["server"]["server_version_num"]) // 10000
         pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
         verify_archive(params, bset, manifest, checks, pg_restore, streamed)

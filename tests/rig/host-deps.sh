@@ -2,9 +2,10 @@
 # Installs the host packages the rig needs (bookworm only; trixie packages go into the image).
 source "$(dirname "$0")/lib.sh"
 
+# age: the tests make identities and try decryptions on the control node (tests/integration).
 # postgresql-client: psql for people and the demo (any version talks to the v17 server; the
 # dump and restore tools run inside the TimescaleDB host, where they match the server).
-want=(docker.io debootstrap prometheus rsync shellcheck postgresql-client)
+want=(docker.io debootstrap prometheus rsync shellcheck postgresql-client age)
 # Azurite runs on Node.js; a machine that has none gets bookworm's (18.x runs Azurite 3.35.0).
 command -v node >/dev/null || want+=(nodejs npm)
 missing=()

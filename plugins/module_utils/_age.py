@@ -1,0 +1,262 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Encryption to public-key recipients with age (https://age-encryption.org/v1), through the
+age binary (Debian's ``age`` package): the reference implementation, streaming, in a process of
+its own (the second core while the dump runs), with a list argv.
+
+A database host holds only recipients (``age1...``, public); the identities
+(``AGE-SECRET-KEY-1...``) that decrypt stay with the operators. An identity given to a run
+reaches age through a pipe (``-i /dev/fd/N``): it is never written to disk, never in argv, and
+never in a message - age's own errors about it are not relayed.
+
+age authenticates what it decrypts only against its own key: anyone holding a recipient can
+encrypt other content to it. What proves a stored object is the sha256 the signed manifest
+records, for the ciphertext (checked before anything reads it) and for the plaintext.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _follow
+
+FORMAT = "age"
+MAGIC = b"age-encryption.org/v1\n"
+CHUNK = 1024 * 1024
+# The identity is written into a pipe before age reads it: at most a pipe's capacity.
+MAX_IDENTITY_BYTES = 60 * 1024
+_BECH32 = "[02-9ac-hj-np-z]{58}"
+RECIPIENT_RE = re.compile(r"^age1%s$" % _BECH32)
+IDENTITY_RE = re.compile(r"^AGE-SECRET-KEY-1%s$" % _BECH32.upper())
+INSTALL_HINT = "install the age package on this host (apt-get install age)"
+
+
+class EncryptionError(_errors.IntegrityError):
+    """age could not encrypt or decrypt what it was given."""
+
+
+def find(binary="age"):
+    """The path of the age binary (or age-keygen); ConfigError saying how to get it."""
+    path = shutil.which(binary)
+    if path is None:
+        raise _errors.ConfigError("encryption needs %s, which is not on this host's PATH: %s" % (binary, INSTALL_HINT))
+    return path
+
+
+def recipients(values, where="encryption_recipients"):
+    """The recipients of a setting, checked and without repeats (order kept); [] means off."""
+    found = []
+    for value in values or ():
+        text = ("%s" % value).strip()
+        if not RECIPIENT_RE.match(text):
+            raise _errors.ConfigError(
+                "%s: %r is not an age recipient (age1 followed by 58 characters, what age-keygen prints as "
+                "'Public key'); give public keys only, never an AGE-SECRET-KEY" % (where, text[:12] + "..."),
+            )
+        if text not in found:
+            found.append(text)
+    return found
+
+
+def recipient_id(recipient):
+    """A short name for a recipient in messages and metrics."""
+    return hashlib.sha256(recipient.encode("ascii")).hexdigest()[:16]
+
+
+def identity_recipients(identity):
+    """The recipients the identities of ``identity`` (the text of an age identity file) decrypt
+    for. ConfigError when it holds no identity; nothing of its content is ever repeated."""
+    keys = [ln.strip() for ln in (identity or "").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not keys or not all(IDENTITY_RE.match(k) for k in keys):
+        raise _errors.ConfigError(
+            "the identity given is not an age identity file (lines AGE-SECRET-KEY-1..., as age-keygen writes); "
+            "check the file passed as the identity"
+        )
+    if len(identity.encode("utf-8")) > MAX_IDENTITY_BYTES:
+        raise _errors.ConfigError("the identity file is larger than %d bytes" % MAX_IDENTITY_BYTES)
+    proc = subprocess.run(
+        [find("age-keygen"), "-y"],
+        input="\n".join(keys).encode("ascii") + b"\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise _errors.ConfigError("age-keygen -y cannot read the identity given; check the identity file")
+    return proc.stdout.decode("ascii").split()
+
+
+def looks_encrypted(path):
+    """True when the file starts as an age file does."""
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+class _Sink(threading.Thread):
+    """Copies age's stdout into the destination, hashing; tells ``growing`` each flushed size."""
+
+    def __init__(self, source, dest, growing):
+        super().__init__(name="age-output", daemon=True)
+        self.source, self.dest, self.growing = source, dest, growing
+        self.digest, self.size, self.error = hashlib.sha256(), 0, None
+
+    def run(self):
+        try:
+            while True:
+                data = self.source.read(CHUNK)
+                if not data:
+                    break
+                self.dest.write(data)
+                self.digest.update(data)
+                self.size += len(data)
+                if self.growing is not None:
+                    self.dest.flush()
+                    self.growing.grew(self.size)
+            self.dest.flush()
+            os.fsync(self.dest.fileno())
+        except Exception as e:  # noqa: BLE001 - reported by _through
+            self.error = e
+
+
+def _through(argv, blocks, dest, growing=None, pass_fds=()):
+    """Runs age with ``blocks`` on its stdin and its stdout into ``dest`` (created, 0600; removed
+    on any failure). Returns {sha256, size} of what went in and {sha256, size} of what came out.
+    ``growing`` (a _follow.GrowingFile of dest) hears each size and is closed at the end."""
+    fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    inward = hashlib.sha256()
+    size_in = 0
+    ok = False
+    with tempfile.TemporaryFile() as err, os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, pass_fds=pass_fds, close_fds=True
+        )
+        sink = _Sink(proc.stdout, out, growing)
+        sink.start()
+        try:
+            try:
+                for data in blocks:
+                    inward.update(data)
+                    size_in += len(data)
+                    proc.stdin.write(data)
+            except BrokenPipeError:
+                pass  # age stopped reading: its exit status and stderr say why
+            finally:
+                _close_quietly(proc.stdin)
+            proc.wait()
+            sink.join()
+            err.seek(0)
+            message = err.read().decode("utf-8", "replace")
+            if proc.returncode != 0 or sink.error is not None:
+                raise EncryptionError(_failure(argv, proc.returncode, message, sink.error))
+            ok = True
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            sink.join()
+            if growing is not None:
+                growing.close(ok)
+            if not ok and os.path.exists(dest):
+                os.unlink(dest)
+    return (
+        {"sha256": inward.hexdigest(), "size": size_in},
+        {"sha256": sink.digest.hexdigest(), "size": sink.size},
+    )
+
+
+def _close_quietly(stream):
+    try:
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def _failure(argv, returncode, stderr, sink_error):
+    if sink_error is not None:
+        return "writing age's output failed: %s" % sink_error
+    if "-d" not in argv:
+        lines = [ln for ln in stderr.splitlines() if ln.strip() and "report unexpected" not in ln]
+        return "age exited with status %s: %s" % (returncode, " ".join(lines[-3:]) or "no message")
+    # Decryption: age's wording can quote the input; say only what the operator acts on.
+    if "no identity matched" in stderr:
+        return "the identity given matches none of the recipients it was encrypted to"
+    return "age could not decrypt it (exit %s): the stored object is damaged or not age-encrypted" % returncode
+
+
+def file_blocks(path):
+    """A file's content in CHUNK blocks."""
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                return
+            yield data
+
+
+def encrypt(blocks, dest, to, growing=None):
+    """Encrypts ``blocks`` to the recipients ``to`` into ``dest``. Returns (plain, stored): the
+    {sha256, size} of the plaintext read and of the ciphertext written."""
+    if not to:
+        raise _errors.ConfigError("encryption needs at least one recipient")
+    argv = [find()]
+    for recipient in to:
+        argv += ["-r", recipient]  # public keys: nothing secret in argv
+    return _through(argv, blocks, dest, growing)
+
+
+def decrypt(source, dest, identity, expected):
+    """Decrypts the file ``source`` into ``dest`` with ``identity`` (the text of an identity
+    file), which must give the plaintext of ``expected`` {sha256, size}; nothing is kept
+    otherwise. Returns the plaintext's size."""
+    raw = identity.encode("utf-8")
+    if len(raw) > MAX_IDENTITY_BYTES:
+        raise _errors.ConfigError("the identity file is larger than %d bytes" % MAX_IDENTITY_BYTES)
+    r, w = os.pipe()
+    try:
+        os.write(w, raw)
+        os.close(w)
+        w = None
+        _plain_in, plain = _through([find(), "-d", "-i", "/dev/fd/%d" % r], file_blocks(source), dest, pass_fds=(r,))
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+    if plain["sha256"] != expected["sha256"] or plain["size"] != expected["size"]:
+        os.unlink(dest)
+        raise EncryptionError(
+            "%s decrypts to %d bytes with sha256 %s, not to the %s bytes with sha256 %s its manifest records: "
+            "not kept; the object was encrypted from other content"
+            % (source, plain["size"], plain["sha256"], expected["size"], expected["sha256"])
+        )
+    return plain["size"]
+
+
+class Encryptor(_follow.Follower):
+    """Encrypts an archive while pg_dump writes it, into ``dest`` - itself a _follow.GrowingFile
+    (``stored``) that the upload follows. After join(): ``result`` (the plain and stored
+    {sha256, size}) or ``error``."""
+
+    name = "encrypt"
+
+    def __init__(self, growing, to, dest):
+        super().__init__(growing, CHUNK)
+        self.to = list(to)
+        self.stored = _follow.GrowingFile(dest)
+
+    def work(self, blocks):
+        try:
+            plain, stored = encrypt(blocks, self.stored.path, self.to, growing=self.stored)
+        except BaseException:
+            self.stored.close(False)
+            raise
+        return {"plain": plain, "stored": stored}

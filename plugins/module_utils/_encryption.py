@@ -1,0 +1,177 @@
+# Copyright: (c) 2026, INSA platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Encrypted backup sets (docs/SECURITY.md).
+
+An encrypted set is a local set as any other - the plaintext archive and globals in the 0700
+backup directory, which local restores and the verification read - plus its *stored form*: each
+file encrypted with age to the set's recipients, ``<file>.age`` beside it. Only the stored form
+leaves the host (under the plaintext's blob name); it is removed once the set's manifest is in
+Azure. The signed manifest records, in ``encryption``, the recipients and the sha256 and size of
+each stored file, beside the plaintext's own in ``archive`` and ``globals``: a download is
+checked against the first before anything reads it, a decryption against the second.
+
+A set downloaded without an identity holds only its stored form (and its manifest): the
+``checksum`` verification checks it; anything that reads the archive first decrypts it
+(``open_set``) with an identity given at run time.
+
+Private to the collection. No Ansible imports: the scheduled runner uses this too.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
+
+STORED_SUFFIX = mf.STORED_SUFFIX
+# What a manifest records of a one-file set, and which local file each entry is.
+PARTS = ("archive", "globals")
+
+
+def section(manifest):
+    """The manifest's ``encryption`` (None: the set is stored in clear)."""
+    return manifest.get("encryption") or None
+
+
+def stored_path(path):
+    return path + STORED_SUFFIX
+
+
+def plain_path(bset, part):
+    return bset.archive if part == "archive" else bset.globals_sql
+
+
+def parts(bset, manifest):
+    """[(part, plaintext path, stored path, plaintext {sha256, size}, stored {sha256, size})] of
+    an encrypted set, [] for one in clear."""
+    enc = section(manifest)
+    if enc is None:
+        return []
+    found = []
+    for part in PARTS:
+        if part not in enc:
+            continue
+        plain = manifest.get(part) or {}
+        path = plain_path(bset, part)
+        found.append(
+            (
+                part,
+                path,
+                stored_path(path),
+                {"sha256": plain.get("sha256"), "size": plain.get("size_bytes")},
+                {"sha256": enc[part]["sha256"], "size": enc[part]["size_bytes"]},
+            )
+        )
+    return found
+
+
+def recipients_of(manifest):
+    return list((section(manifest) or {}).get("recipients") or ())
+
+
+def check_directory_format(to, directory_format):
+    if to and directory_format:
+        raise _errors.ConfigError(
+            "encryption works with one-file archives: set dump_jobs to 1 (a directory-format archive is not "
+            "encrypted), or turn encryption off"
+        )
+
+
+def encrypt_set(bset, plain, globals_info, to, encryptor=None):
+    """Writes the stored form of a new set (archive and globals) and returns the manifest's
+    ``encryption``. ``plain``/``globals_info``: the manifest's ``archive``/``globals``.
+    ``encryptor``: an _age.Encryptor that read the archive while it was written; its output
+    counts when it read exactly this archive, else the archive is encrypted again here."""
+    enc = {"format": _age.FORMAT, "recipients": list(to)}
+    archive_stored = stored_path(bset.archive)
+    if encryptor is not None and encryptor.join().read_whole(plain["sha256"], plain["size_bytes"]):
+        _finish(archive_stored)
+        stored = encryptor.result["stored"]
+    else:
+        stored = encrypt_file(bset.archive, archive_stored, to, plain)
+    enc["archive"] = _record(archive_stored, stored)
+    if globals_info:
+        globals_stored = stored_path(bset.globals_sql)
+        enc["globals"] = _record(globals_stored, encrypt_file(bset.globals_sql, globals_stored, to, globals_info))
+    return enc
+
+
+def _record(path, stored):
+    return {"file": os.path.basename(path), "sha256": stored["sha256"], "size_bytes": stored["size"]}
+
+
+def encrypt_file(path, dest, to, expected):
+    """Encrypts a file of the set into dest (through dest.partial); the plaintext read must be
+    the one the manifest records. Returns the stored {sha256, size}."""
+    partial = dest + mf.PARTIAL_SUFFIX
+    if os.path.exists(partial):
+        os.unlink(partial)  # a failed encryption during the dump
+    plain, stored = _age.encrypt(_age.file_blocks(path), partial, to)
+    if plain["sha256"] != expected["sha256"]:
+        os.unlink(partial)
+        raise _age.EncryptionError("%s changed while it was encrypted: not stored" % path)
+    _finish(dest)
+    return stored
+
+
+def _finish(dest):
+    os.rename(dest + mf.PARTIAL_SUFFIX, dest)
+
+
+def remove_stored(bset, manifest):
+    """Removes the stored form once the set is in Azure (the catalog then has its digests)."""
+    removed = []
+    for _part, _plain, stored, _p, _s in parts(bset, manifest):
+        if os.path.exists(stored):
+            os.unlink(stored)
+            removed.append(stored)
+    if removed:
+        mf.fsync_dir(bset.folder)
+    return removed
+
+
+def missing_plaintext(bset, manifest):
+    """The parts of an encrypted set held only in their stored form."""
+    return [p for p in parts(bset, manifest) if not os.path.exists(p[1]) and os.path.exists(p[2])]
+
+
+def require_identity(bset, manifest, identity, action):
+    """ConfigError unless ``identity`` decrypts for one of the set's recipients."""
+    wanted = recipients_of(manifest)
+    ids = ", ".join(_age.recipient_id(r) for r in wanted)
+    if not identity:
+        raise _errors.ConfigError(
+            "backup %s of %s is encrypted (to recipient(s) %s) and only its encrypted form is here: %s needs its "
+            "identity. Give the identity file at run time (identity / restore_identity_file)"
+            % (bset.backup_id, bset.database, ids, action)
+        )
+    have = _age.identity_recipients(identity)
+    if not set(have) & set(wanted):
+        raise _errors.ConfigError(
+            "the identity given decrypts for recipient(s) %s; backup %s of %s was encrypted to %s: give the identity "
+            "of one of those" % (", ".join(_age.recipient_id(r) for r in have), bset.backup_id, bset.database, ids)
+        )
+
+
+def open_set(bset, manifest, identity, action="reading the archive"):
+    """Makes an encrypted set readable: decrypts each part held only in its stored form (the
+    plaintext checked against the manifest before it is renamed into place) and removes the
+    stored file. Returns the plaintext paths written ([] when there was nothing to do)."""
+    todo = missing_plaintext(bset, manifest)
+    if not todo:
+        return []
+    require_identity(bset, manifest, identity, action)
+    written = []
+    for _part, plain_file, stored_file, plain, _stored in todo:
+        partial = plain_file + mf.PARTIAL_SUFFIX
+        if os.path.exists(partial):
+            os.unlink(partial)
+        _age.decrypt(stored_file, partial, identity, plain)
+        os.rename(partial, plain_file)
+        os.unlink(stored_file)
+        written.append(plain_file)
+    mf.fsync_dir(bset.folder)
+    return written
