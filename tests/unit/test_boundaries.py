@@ -1,6 +1,7 @@
 """The layers hold: only the PostgreSQL layer imports psycopg2 or starts processes (besides the
 notifier reading the journal and the encryption layer running age), only the Azure transport
-imports the Azure SDK, and modules use the layers instead of the libraries. A file that needs more belongs in another layer."""
+imports the Azure SDK, and modules use the layers instead of the libraries. A file that needs
+more belongs in another layer."""
 
 import ast
 import glob
