@@ -290,6 +290,7 @@ class Transfers:
         bset = mf.BackupSet.from_manifest(dest_dir, manifest)
         result["manifest_path"] = bset.manifest
         result["archive_path"] = bset.archive
+        result["encrypted"] = _encryption.section(manifest) is not None
         with _lock.reading_folder(bset.folder):  # no prune removes a set being written or checked
             return self._download_set(entry, bset, manifest, manifest_bytes, host, result, timer, check_mode)
 

@@ -31,6 +31,16 @@ STORED_SUFFIX = mf.STORED_SUFFIX
 PARTS = ("archive", "globals")
 
 
+def recipients_argument_spec():
+    """The dump's option (doc fragment insa.timescaledb_backup.encryption)."""
+    return {"encryption_recipients": {"type": "list", "elements": "str", "default": []}}
+
+
+def identity_argument_spec():
+    """The readers' option (doc fragment insa.timescaledb_backup.encryption.IDENTITY)."""
+    return {"identity": {"type": "str", "no_log": True}}
+
+
 def section(manifest):
     """The manifest's ``encryption`` (None: the set is stored in clear)."""
     return manifest.get("encryption") or None

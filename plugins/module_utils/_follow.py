@@ -71,6 +71,8 @@ class GrowingFile:
         with self._cond:  # the writer creates the file before its first grew()
             while not (self._size or self._done or self._cancelled):
                 self._cond.wait()
+            if self._cancelled or (self._done and not self._ok):
+                raise Abandoned("%s was not completed" % self.path)  # and may be gone already
         with open(self.path, "rb") as f:
             while True:
                 n = self._wait(offset, block_size)

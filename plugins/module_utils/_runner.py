@@ -262,6 +262,7 @@ def _dump_step(config, database, logger, new_progress, r, store=None):
         signing=signing_policy(config),
         followers=_runner_guard.dump_followers(config, store, logger),
         extra_manifest={"taken_by": _runner_guard.TAKEN_BY},
+        encryption=config.get("encryption_recipients"),
     )
     if progress is not None:
         progress.finish()

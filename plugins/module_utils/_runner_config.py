@@ -16,7 +16,7 @@ import os
 import re
 import socket
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _dump, _errors, _pg, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 DEFAULT_LOCK_WAIT_MINUTES = 30  # the nightly backup waits this long for a history run to finish
@@ -115,6 +115,10 @@ def load_config(environ=None):
             "log_format": env.get("TSDB_BACKUP_LOG_FORMAT", "text"),
             "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
             "lock_wait_minutes": _number(env, "TSDB_BACKUP_LOCK_WAIT_MINUTES", DEFAULT_LOCK_WAIT_MINUTES),
+            # age recipients (public keys): what leaves the host is encrypted to them (docs/SECURITY.md).
+            "encryption_recipients": _json_list(
+                "TSDB_BACKUP_ENCRYPTION_RECIPIENTS", env.get("TSDB_BACKUP_ENCRYPTION_RECIPIENTS") or "[]"
+            ),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 # Set but empty is no prefix, as backup.yml passes it; only a missing key takes the default.
@@ -177,6 +181,16 @@ def check_config(config):
         raise ConfigError("the lock wait (TSDB_BACKUP_LOCK_WAIT_MINUTES) must be 0 minutes or more")
     if config["verify_level"] not in _verify.LEVELS:
         raise ConfigError("verify level (TSDB_BACKUP_VERIFY_LEVEL) must be one of %s" % ", ".join(_verify.LEVELS))
+    config["encryption_recipients"] = _age.recipients(
+        config.get("encryption_recipients"), "encryption recipients (TSDB_BACKUP_ENCRYPTION_RECIPIENTS)"
+    )
+    if config["encryption_recipients"]:
+        if config.get("dump_jobs", 1) != 1:
+            raise ConfigError(
+                "encryption works with one-file archives: set the dump jobs (TSDB_BACKUP_DUMP_JOBS) to 1, "
+                "or turn encryption off"
+            )
+        _age.find()  # a host without age fails here, before any dump
     return config
 
 

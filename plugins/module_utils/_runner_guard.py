@@ -152,7 +152,8 @@ def dump_followers(config, store, logger):
     if not (reading or uploading):
         return None
 
-    def start(bset, growing, facts):
+    def start(bset, growing, facts, stored=None):
+        # stored: the encrypted archive as it is written; what leaves the host (_encryption).
         started = []
         try:
             if reading:
@@ -160,7 +161,7 @@ def dump_followers(config, store, logger):
                 started.append(_verify.ArchiveRead(growing, pg_restore, config["pg"]).start())
             if uploading:
                 name = store.archive_blob_name(config["host_label"] or socket.getfqdn(), bset)
-                started.append(store.following_upload(name, growing, facts["database_size_bytes"]).start())
+                started.append(store.following_upload(name, stored or growing, facts["database_size_bytes"]).start())
         except Exception as e:  # noqa: BLE001 - the dump goes on; verify and upload read the file
             logger.warning("dump %s: reading the archive while it is written is off (%s)", bset.backup_id, e)
         return started
@@ -177,12 +178,13 @@ def joined(followers, kind):
 
 
 def _staged_blocks(followers, manifest, logger):
-    """{blob name: blocks staged during the dump} when they are exactly the manifest's archive."""
+    """{blob name: blocks staged during the dump} when they are exactly the manifest's archive
+    (an encrypted set's: its stored form)."""
     for follower in followers or ():
         if not hasattr(follower, "blob_name"):
             continue
         follower.join()
-        archive = manifest["archive"]
+        archive = (manifest.get("encryption") or manifest)["archive"]
         if follower.read_whole(archive.get("sha256"), archive.get("size_bytes")):
             return {follower.blob_name: follower.result}
         logger.warning(

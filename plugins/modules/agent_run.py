@@ -32,7 +32,7 @@ description:
   - Refuses to run as a user who does not own O(state_dir) - the lock and metrics state it would create there would
     lock the timer out.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
-  insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST,
+  insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.encryption,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -183,6 +183,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _azure,
     _dump,
+    _encryption,
     _log,
     _metrics,
     _module_glue,
@@ -228,6 +229,7 @@ def build_config(module):
         "azure": azure,
         "pg": _module_glue.connection_params(module),
         "signing": {k: p[k] for k in _signing.signing_argument_spec()},
+        "encryption_recipients": p["encryption_recipients"],
         "signing_policy": _module_glue.signing_policy(module),
     }
     config.update(paths)
@@ -267,6 +269,7 @@ def main():
         fail_on_error=dict(type="bool", default=True),
     )
     argument_spec.update(_signing.signing_argument_spec())
+    argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     job = module.params["job"]

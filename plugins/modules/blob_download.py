@@ -28,8 +28,12 @@ description:
     against the keys trusted for O(host_label) before any archive byte is downloaded; a set the policy refuses (forged,
     planted under this host's prefix with another host's key, unsigned without O(allow_unsigned=true)) is never
     downloaded.
+  - An encrypted set (RV(encrypted)) arrives in its encrypted form (C(<file>.age)), each file checked against the
+    manifest's sha256 of what is stored. With O(identity) it is decrypted at once (each plaintext checked against the
+    manifest, the encrypted form removed); without, it stays encrypted - M(insa.timescaledb_backup.verify) checks it at
+    level C(checksum), and M(insa.timescaledb_backup.restore) decrypts it with its own O(identity).
 extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.signing.TRUST,
-  insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
+  insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -131,9 +135,18 @@ manifest_path:
   returned: when the set could be read
   type: str
 archive_path:
-  description: Local archive (file or directory).
+  description: Local archive (file or directory); for an encrypted set not decrypted, its C(.age) beside this path.
   returned: when the set could be read
   type: str
+encrypted:
+  description: Whether the set is encrypted (its manifest has C(encryption)).
+  returned: when the set could be read
+  type: bool
+decrypted:
+  description: The files decrypted with O(identity) (empty without one, or when the set is in clear).
+  returned: success
+  type: list
+  elements: str
 files:
   description: Files written, the manifest last.
   returned: success
@@ -167,7 +180,13 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _module_glue, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _encryption,
+    _module_glue,
+    _signing,
+)
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 
 def main():
@@ -183,6 +202,7 @@ def main():
         rehydrate_tier=dict(type="str", choices=["Hot", "Cool", "Cold"], default="Hot"),
     )
     argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
+    argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -202,6 +222,14 @@ def main():
             p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier", host="host_label"
         ),
     )
+    result["decrypted"] = []
+    if p["identity"] and result.get("encrypted") and not module.check_mode and result.get("rehydration") is None:
+        manifest = _module_glue.run_module(module, None, mf.read_manifest, result["manifest_path"])
+        bset = mf.BackupSet.from_manifest(p["dest"], manifest)
+        result["decrypted"] = _module_glue.run_module(
+            module, None, _encryption.open_set, bset, manifest, p["identity"], "the download's decryption"
+        )
+        result["changed"] = result["changed"] or bool(result["decrypted"])
     module.exit_json(**result)
 
 

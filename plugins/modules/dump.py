@@ -24,7 +24,7 @@ description:
   - Pre-flight checks say what is wrong before anything is written - connection and authentication,
     that the database exists, the directory (exists, mode C(0700), owned by the user running the
     module), the client tool versions and the free space.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing, insa.timescaledb_backup.encryption,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -144,7 +144,13 @@ preflight:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _module_glue, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _age,
+    _dump,
+    _encryption,
+    _module_glue,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
@@ -161,6 +167,7 @@ def main():
         host_label=dict(type="str"),
     )
     argument_spec.update(_signing.signing_argument_spec(trust=False))
+    argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     p = module.params
@@ -170,6 +177,10 @@ def main():
     _module_glue.check_minimum(module, "jobs", 1)
     if p["jobs"] > 1 and not directory:
         module.fail_json(msg="jobs > 1 needs format: directory (a custom-format archive is written by one process)")
+    recipients = _module_glue.run_module(module, None, _age.recipients, p["encryption_recipients"])
+    if recipients:
+        _module_glue.run_module(module, None, _encryption.check_directory_format, recipients, directory)
+        _module_glue.run_module(module, None, _age.find)
 
     facts = _module_glue.run_module(
         module, None, _dump.preflight, params, p["database"], p["backup_dir"], p["compression"], directory
@@ -190,6 +201,7 @@ def main():
         directory_format=directory,
         facts=facts,
         signing=_module_glue.signing_policy(module),
+        encryption=recipients,
         **_module_glue.options(p, "compression", "compression_level", "jobs", "host_label"),
     )
     m = result["manifest"]

@@ -29,7 +29,7 @@ description:
     for two copies.
   - On a fresh server the roles of the backup's cluster are created first (without passwords), so ownership and grants restore intact.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing,
-  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
+  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff]
 attributes:
   check_mode:
@@ -130,6 +130,13 @@ signature:
   returned: success
   type: dict
   sample: {"status": "trusted", "key_id": "3f2a9c0d11e4b5a6", "signer_host": "db01"}
+decrypted:
+  description:
+    - The files of an encrypted set that were decrypted with O(identity) before the restore (the set was here only in
+      its encrypted form, as M(insa.timescaledb_backup.blob_download) leaves it without an identity); empty otherwise.
+  returned: success
+  type: list
+  elements: path
 jobs:
   description: The C(pg_restore) workers used (O(jobs), or for V(0) the number the host's cores gave).
   returned: success
@@ -177,6 +184,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _encryption,
     _lock,
     _module_glue,
     _pg,
@@ -292,6 +300,7 @@ def main():
         host_label=dict(type="str"),
     )
     argument_spec.update(_signing.signing_argument_spec(allow_unsigned=True))
+    argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     if not p["confirm"]:
@@ -314,9 +323,15 @@ def main():
     signing = _module_glue.signing_policy(module)
     started = time.monotonic()
     bset, manifest = verified_set(module, params, p["backup_dir"], database, backup_id, signing)
-    verify_seconds = round(time.monotonic() - started, 3)
     if module.check_mode:
+        if _encryption.missing_plaintext(bset, manifest):
+            _module_glue.run_module(
+                module, None, _encryption.require_identity, bset, manifest, p["identity"], "restore"
+            )
         exit_check_mode(module, params, backup_id, target)
+    # A set downloaded in its encrypted form: decrypted here, each file checked against the manifest.
+    decrypted = _module_glue.run_module(module, None, _encryption.open_set, bset, manifest, p["identity"], "restore")
+    verify_seconds = round(time.monotonic() - started, 3)
     result, audit_lines = restore(module, params, bset, manifest, target, signing)
     result["timings"]["verify_seconds"] = verify_seconds
     if result.get("differences"):
@@ -338,6 +353,7 @@ def main():
         warnings_roles=result["warnings"],
         audit=audit_lines,
         signature=_restore.check_trusted(manifest, signing, bset.manifest),
+        decrypted=decrypted,
     )
 
 

@@ -25,8 +25,12 @@ description:
   - Check C(signature) - with a trust store (O(trusted_signers_file), O(trusted_signers)), fails for a manifest the
     signing policy refuses (unsigned, a key of another host, an unknown key, a bad signature); without one it passes
     and says C(unsigned, no trust store).
+  - An encrypted set held here only in its encrypted form (downloaded without an identity) is checked at level
+    C(checksum) without any key - C(encrypted archive sha256) and size against the manifest's record of what is stored.
+    The levels C(archive) and C(restore) decrypt it first with O(identity) (check C(decryption)), and fail with a
+    message saying so without one.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing.TRUST,
-  insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
+  insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -114,8 +118,13 @@ restore_timings:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _encryption,
+    _module_glue,
+    _signing,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _module_glue, _signing, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -139,6 +148,7 @@ def main():
         legacy_path=dict(type="path"),
     )
     argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
+    argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -173,6 +183,7 @@ def main():
             record=not module.check_mode,
             progress=_module_glue.progress_factory(module),
             signing=_module_glue.signing_policy(module),
+            identity=None if module.check_mode else p["identity"],
         )
     if not result["ok"]:
         failures = [f for f in result["checks"] if not f["ok"]]

@@ -31,8 +31,9 @@ def load_env():
     return env
 
 
-def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None):
-    """Runs insa.timescaledb_backup.<module> once on host; returns the module's result dict."""
+def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None, python=None):
+    """Runs insa.timescaledb_backup.<module> once on host; returns the module's result dict.
+    ``python``: the interpreter on the host (the agent's venv; an extra var beats the inventory's)."""
     env = dict(os.environ)
     env.update(load_env())
     env.update(
@@ -52,6 +53,8 @@ def ansible_module(module, args, check=False, host="tsdb-local", extra_env=None)
         "-a",
         json.dumps(args),
     ]
+    if python:
+        argv += ["-e", "ansible_python_interpreter=%s" % python]
     if check:
         argv.append("--check")
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)

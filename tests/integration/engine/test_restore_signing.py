@@ -4,8 +4,6 @@ no safety backup, no scratch database, the target unchanged - and a trusted set 
 safety backup signed. The modules run with the agent's venv (cryptography)."""
 
 import json
-import os
-import subprocess
 import uuid
 
 import pytest
@@ -28,20 +26,8 @@ mf.atomic_write_bytes(path, mf.dumps(m))
 
 
 def venv_module(module, args, check=False):
-    """rig.ansible_module with the agent's venv interpreter (extra vars beat the inventory's)."""
-    env = dict(os.environ)
-    env.update(rig.load_env())
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_CONFIG=os.path.join(rig.REPO, "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-    )
-    argv = [os.path.join(rig.REPO, ".venv", "bin", "ansible"), "tsdb-local", "-i", "inventories/local"]
-    argv += ["-e", "ansible_python_interpreter=%s" % VENV_PYTHON, "-m", "insa.timescaledb_backup." + module]
-    argv += ["-a", json.dumps(args)] + (["--check"] if check else [])
-    proc = subprocess.run(argv, cwd=rig.REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["tsdb-local"]
+    """rig.ansible_module with the agent's venv interpreter."""
+    return rig.ansible_module(module, args, check=check, python=VENV_PYTHON)
 
 
 @pytest.fixture(scope="module")

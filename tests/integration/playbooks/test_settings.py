@@ -89,6 +89,8 @@ DEFAULTS = yaml.safe_load(open(os.path.join(rig.REPO, "roles", "tsdb", "defaults
 JSON_OUT = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
 
 EXAMPLE_HOST = "db01.iot.example.com"
+# A public key only (its identity was thrown away): what the local test encrypts to.
+RECIPIENT = "age10ur2f7fjpvxdewy438445jvvgpsz2x2cgqvzuwph5vtyc6gcjatsqt7kv0"
 # A service principal (placeholders: nothing reaches Azure in --check), and values other than the
 # modules' defaults and the inventory name, so that a playbook or a role that does not pass a
 # setting on (and falls back to a default) fails the comparison.
@@ -178,6 +180,12 @@ def differences(agent, credentials, backup, drill, drill_credentials):
             bad.append("%s=%r but backup.yml %s=%r" % (key, agent.get(key), option, backup[option]))
     if json.loads(agent["TSDB_BACKUP_DATABASES"]) != backup["databases"]:
         bad.append("TSDB_BACKUP_DATABASES=%s but databases=%s" % (agent["TSDB_BACKUP_DATABASES"], backup["databases"]))
+    recipients = json.loads(agent.get("TSDB_BACKUP_ENCRYPTION_RECIPIENTS") or "null")
+    if recipients != backup["encryption_recipients"]:
+        bad.append(
+            "TSDB_BACKUP_ENCRYPTION_RECIPIENTS=%s but encryption_recipients=%s"
+            % (recipients, backup["encryption_recipients"])
+        )
     for key, option in SECRETS.items():
         if (key in credentials) != (backup[option] is not None):
             bad.append(
@@ -218,12 +226,23 @@ def check_user_and_interpreter(unit, user):
     assert "\nExecStart=%s " % DEFAULTS["tsdb_backup_python"] in unit, unit
 
 
-def test_the_timer_and_the_playbooks_read_the_same_settings_local(agent_host):
-    c = agent_host
+@pytest.fixture
+def local_host(agent_host):
+    """The rig container with the local inventory and an encryption recipient; afterwards the local
+    inventory's settings again (setup.yml), whatever the test did."""
+    yield agent_host
+    rc, out = rig.playbook("setup.yml", {})
+    assert rc == 0, "restoring the local inventory's settings failed:\n" + out[-3000:]
+    assert env_file(agent_host, AGENT_ENV)["TSDB_BACKUP_ENCRYPTION_RECIPIENTS"] == "[]"
+
+
+def test_the_timer_and_the_playbooks_read_the_same_settings_local(local_host):
+    c = local_host
     agent, credentials, drill_credentials, unit, backup, drill = timer_and_playbooks(
-        c, ("inventories/local",), "tsdb-local", {}
+        c, ("inventories/local",), "tsdb-local", {"tsdb_backup_encryption_recipients": [RECIPIENT]}
     )
     assert differences(agent, credentials, backup, drill, drill_credentials) == []
+    assert backup["encryption_recipients"] == [RECIPIENT]
     # inventories/local sets no restore login and no history login: the drill's file holds the
     # backup login's password alone, the history units' the same secrets as the nightly unit's.
     assert drill_credentials == {"PGPASSWORD": credentials["PGPASSWORD"]}
