@@ -82,6 +82,34 @@ def recipients_of(manifest):
     return list((section(manifest) or {}).get("recipients") or ())
 
 
+def recipient_coverage(manifests):
+    """Which sets each recipient's identity reads (what retiring an identity would lose):
+    {recipients: [{recipient, id, sets, databases, oldest, newest}], in_clear, unread} over the
+    manifests given (None: a set whose manifest was not read)."""
+    found, in_clear, unread = {}, 0, 0
+    for manifest in manifests:
+        if manifest is None:
+            unread += 1
+            continue
+        wanted = recipients_of(manifest)
+        if not wanted:
+            in_clear += 1
+        for recipient in wanted:
+            row = found.setdefault(
+                recipient,
+                {"recipient": recipient, "id": _age.recipient_id(recipient), "sets": 0, "databases": [], "ids": []},
+            )
+            row["sets"] += 1
+            row["ids"].append(manifest["backup_id"])
+            if manifest["database"] not in row["databases"]:
+                row["databases"].append(manifest["database"])
+    rows = []
+    for row in found.values():
+        ids = sorted(row.pop("ids"))
+        rows.append(dict(row, databases=sorted(row["databases"]), oldest=ids[0], newest=ids[-1]))
+    return {"recipients": sorted(rows, key=lambda r: r["newest"]), "in_clear": in_clear, "unread": unread}
+
+
 def check_directory_format(to, directory_format):
     if to and directory_format:
         raise _errors.ConfigError(

@@ -142,6 +142,19 @@ protection:
     immutability: {state: enabled, version_level: true, legal_hold: false}
     versioning: {state: unknown, reason: "not visible from the data plane; container_protection reads it through Resource Manager"}
     container_soft_delete: {state: unknown, reason: "not visible from the data plane; container_protection reads it through Resource Manager"}
+encryption:
+  description:
+    - What each age recipient's identity reads, over the sets whose manifest was read (local ones, and remote ones
+      with O(read_manifests=true)) - before an identity is retired, the sets it alone decrypts are re-taken or kept
+      readable (docs/SECURITY.md). C(recipients) - C(recipient), C(id), C(sets), C(databases), C(oldest) and
+      C(newest) backup id, newest last; C(in_clear) - sets not encrypted; C(unread) - sets whose manifest was not read.
+  returned: always
+  type: dict
+  sample:
+    recipients:
+      - {recipient: "age1...", id: "5f0c1d2e3a4b5c6d", sets: 30, databases: [iot], oldest: "20261101T020000Z", newest: "20261130T020000Z"}
+    in_clear: 2
+    unread: 0
 counts:
   description: Number of sets local, remote (complete), not uploaded.
   returned: always
@@ -154,6 +167,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _azure,
+    _encryption,
     _lifecycle,
     _module_glue,
     _signing,
@@ -172,6 +186,13 @@ def add_signatures(backups, local, policy):
         if found is None and manifest is not None:
             found = policy.status(manifest, manifest.get("host"))
         b["signature"] = found
+
+
+def manifests_read(backups, local):
+    """Each set's manifest as read: the local one, else the remote one (None when neither was)."""
+    mine = {(e["database"], e["backup_id"]): e["manifest"] for e in local if e["manifest"]}
+    for b in backups:
+        yield mine.get((b["database"], b["backup_id"])) or (b["remote"] or {}).get("manifest")
 
 
 def select(module, store, backups, local):
@@ -240,6 +261,7 @@ def catalog(module, store):
         "not_uploaded": not_uploaded if store is not None else [],
         "selected": selected,
         "protection": _lifecycle.data_plane_protection(store) if store is not None else None,
+        "encryption": _encryption.recipient_coverage(manifests_read(backups, local)),
         "counts": {
             "local": len(local),
             "remote": len([r for r in remote if r["complete"]]),
