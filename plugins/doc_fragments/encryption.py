@@ -17,7 +17,7 @@ options:
         before it leaves the host. The archive and the globals are encrypted with C(age) as C(pg_dump) writes them,
         into C(<file>.age) beside them in the backup directory; only that form is uploaded, and it is removed once
         the set's manifest is in Azure. The local set stays readable on this host (local restores, verification).
-      - The manifest records the recipients and the sha256 and size of each encrypted file beside the plaintext's:
+      - The manifest records the recipients and the sha256 and size of each encrypted file beside the plaintext's;
         a download is checked against the first before anything reads it, a decryption against the second.
       - Any recipient's identity decrypts. New recipients apply to new sets; older sets keep theirs.
       - Empty - nothing is encrypted. Needs the C(age) binary on the host (Debian package C(age)) and one-file
@@ -27,6 +27,25 @@ options:
     default: []
 requirements:
   - the age binary (1.1 or newer) on the host when O(encryption_recipients) is set
+"""
+
+    HISTORY = r"""
+options:
+  encryption_recipients:
+    description:
+      - age recipients (public keys, C(age1...)) each history object is encrypted to before it leaves the host.
+        With O(verify=true) its rows are first read back into PostgreSQL from the local file (no one on this host can
+        read them from Azure), then it is encrypted in O(work_dir) and uploaded; the read-back after the upload checks
+        the sha256 of the ciphertext.
+      - The manifest's C(object) records the stored object's sha256 and size (what retention and every download
+        check) and C(encryption) - the recipients and the plaintext's sha256 and size.
+      - A range whose earlier generations are encrypted gets a new generation with every live row of the range (the
+        host cannot read the earlier rows to leave them out); M(insa.timescaledb_backup.history_restore) inserts only
+        the rows a table lacks.
+      - Empty - objects are uploaded in clear. Needs the C(age) binary on the host.
+    type: list
+    elements: str
+    default: []
 """
 
     IDENTITY = r"""

@@ -103,11 +103,13 @@ def looks_encrypted(path):
 
 
 class _Sink(threading.Thread):
-    """Copies age's stdout into the destination, hashing; tells ``growing`` each flushed size."""
+    """Copies age's stdout into the destination, hashing; tells ``growing`` each flushed size.
+    A failed write (a full disk) kills age: nobody would read its output any more, and age,
+    blocked on it, would stop reading what the caller writes - both would wait forever."""
 
-    def __init__(self, source, dest, growing):
+    def __init__(self, proc, dest, growing):
         super().__init__(name="age-output", daemon=True)
-        self.source, self.dest, self.growing = source, dest, growing
+        self.proc, self.source, self.dest, self.growing = proc, proc.stdout, dest, growing
         self.digest, self.size, self.error = hashlib.sha256(), 0, None
 
     def run(self):
@@ -126,6 +128,7 @@ class _Sink(threading.Thread):
             os.fsync(self.dest.fileno())
         except Exception as e:  # noqa: BLE001 - reported by _through
             self.error = e
+            self.proc.kill()
 
 
 def _through(argv, blocks, dest, growing=None, pass_fds=()):
@@ -140,11 +143,13 @@ def _through(argv, blocks, dest, growing=None, pass_fds=()):
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, pass_fds=pass_fds, close_fds=True
         )
-        sink = _Sink(proc.stdout, out, growing)
+        sink = _Sink(proc, out, growing)
         sink.start()
         try:
             try:
                 for data in blocks:
+                    if sink.error is not None:
+                        break
                     inward.update(data)
                     size_in += len(data)
                     proc.stdin.write(data)
@@ -190,7 +195,10 @@ def _failure(argv, returncode, stderr, sink_error):
     # Decryption: age's wording can quote the input; say only what the operator acts on.
     if "no identity matched" in stderr:
         return "the identity given matches none of the recipients it was encrypted to"
-    return "age could not decrypt it (exit %s): the stored object is damaged or not age-encrypted" % returncode
+    return (
+        "age could not decrypt it (exit %s): the encrypted file is damaged or not age-encrypted, or this host's age "
+        "cannot use the identity given (check the identity file, and that age 1.1 or newer is installed)" % returncode
+    )
 
 
 def file_blocks(path):

@@ -15,8 +15,8 @@ __metaclass__ = type
 import collections
 import socket
 
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _encryption, _prune, _signing, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _prune, _signing, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     KIND_ARCHIVE,
     KIND_ARCHIVE_PART,
@@ -191,7 +191,7 @@ class Catalog:
                 result = self.upload_backup_set(
                     entry["manifest_path"], host=host, check_mode=check_mode, **upload_options
                 )
-            except (AzureTierError, mf.ManifestError) as e:
+            except (AzureTierError, mf.ManifestError, _encryption.NotEncryptable) as e:
                 failures.append(
                     {
                         "backup_id": entry["backup_id"],
@@ -200,7 +200,9 @@ class Catalog:
                         "error_kind": e.kind,
                     }
                 )
-                if isinstance(e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError)):
+                if isinstance(
+                    e, (ConflictError, IntegrityError, BlobNameError, mf.ManifestError, _encryption.NotEncryptable)
+                ):
                     continue  # this set only
                 stopped = self.redact(e)
                 break

@@ -164,18 +164,23 @@ class Transfers:
         check_mode=False,
         stage=False,
         staged=None,
+        encrypt_to=None,
     ):
         """Uploads the set a manifest describes: archive, globals, then the manifest. Blobs that
         exist with the same sha256 are skipped (nothing sent); a blob with other content is a
         ConflictError before anything is sent. access_tier applies to the archive only, so the
         manifest stays readable for the catalog. ``stage``: all but the manifest - a set without
         its manifest is no backup to any reader; the upload that follows sends only the manifest.
-        ``staged``: {blob name: FollowingUpload result} for blocks staged during the dump."""
+        ``staged``: {blob name: FollowingUpload result} for blocks staged during the dump.
+        ``encrypt_to``: age recipients - a set in clear is encrypted to them first (its manifest
+        rewritten and signed again: _encryption.encrypt_existing), so nothing leaves in clear."""
         timer = _Timer()
         _check_upload_options(access_tier, block_size_mb, max_concurrency, tags)
         manifest, bset = _local_set(manifest_path)
         options = (access_tier, tags, int(block_size_mb), int(max_concurrency), staged or {})
         with _lock.reading_folder(bset.folder):  # no prune removes the set while it is sent
+            if encrypt_to and _encryption.section(manifest) is None and not check_mode:
+                manifest = _encryption.encrypt_existing(bset, manifest, encrypt_to, self.signing)
             return self._upload_set(manifest, bset, host, options, check_mode, stage, timer)
 
     def archive_blob_name(self, host, bset):

@@ -23,6 +23,7 @@ import os
 import re
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _encryption,
     _errors,
     _lock,
     _pg,
@@ -106,7 +107,9 @@ def drill_database(config, database, logger, progress, audit, r, signing=None):
 
 
 def _drill_set(config, database, logger, progress, audit, r, signing):
-    entry = mf.select_backup(mf.list_local(config["backup_dir"], database))
+    # A set held here only encrypted (downloaded) cannot be restored on this host: it has no identity.
+    local = mf.list_local(config["backup_dir"], database)
+    entry = mf.select_backup([e for e in local if not _encryption.held_encrypted(config["backup_dir"], e["manifest"])])
     if entry is None:
         r.update(error="no local backup to drill", error_kind="not_found")
         logger.error("drill %s: %s", database, r["error"])

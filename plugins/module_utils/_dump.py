@@ -325,6 +325,13 @@ def dump(
     t0 = time.monotonic()
     with _privileges.advising("dump", params.user, database=database):
         facts = facts or preflight(params, database, backup_dir, compression, directory_format)
+        if encryption and facts["free_bytes"] < 2 * facts["estimate_bytes"]:
+            raise BackupError(
+                "not enough space in %s: %s free, the encrypted backup of %s needs about %s (the archive and its "
+                "encrypted form are both here until the upload). Free space, prune old backups, or move backup_dir."
+                % (backup_dir, human(facts["free_bytes"]), database, human(2 * facts["estimate_bytes"])),
+                kind="service",
+            )
         compression, compression_level, warning = effective_compression(
             compression, facts["pg_dump_version"], compression_level
         )
@@ -426,7 +433,10 @@ def _write_files(job, folder):
             job.params,
         )
         mf.atomic_write_bytes(bset.globals_sql, globals_sql)
-        os.rename(archive_partial, bset.archive)
+        if job.growing is not None:
+            job.growing.rename(bset.archive)  # followers that have not opened it yet find it
+        else:
+            os.rename(archive_partial, bset.archive)
         mf.fsync_dir(folder)
     except BaseException:
         _remove_set_files(bset)

@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import uuid
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _errors
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -110,6 +111,27 @@ def recipient_coverage(manifests):
     return {"recipients": sorted(rows, key=lambda r: r["newest"]), "in_clear": in_clear, "unread": unread}
 
 
+class NotEncryptable(_errors.ConfigError):
+    """A clear set that cannot be encrypted before it is sent (a directory-format archive)."""
+
+
+def encrypt_existing(bset, manifest, to, signing=None):
+    """A set taken in clear, about to leave the host while encryption is on (turned on after it
+    was taken): its stored form is written and its manifest rewritten as an encrypted set's
+    (format_version 2, signed again with this host's key - ``signing``, a _signing.Policy).
+    Nothing of it is in clear in Azure afterwards. Returns the new manifest."""
+    if bset.directory_format:
+        raise NotEncryptable(
+            "backup %s of %s is a directory-format archive in clear: it is not sent while encryption is on. Take a new "
+            "backup (dump_jobs 1), or remove it" % (bset.backup_id, bset.database)
+        )
+    new = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "signature")}
+    new["format_version"] = mf.MANIFEST_VERSION_ENCRYPTED
+    new["encryption"] = encrypt_set(bset, manifest["archive"], manifest.get("globals"), to)
+    mf.write_manifest(bset.manifest, new, signing)
+    return mf.read_manifest(bset.manifest)
+
+
 def check_directory_format(to, directory_format):
     if to and directory_format:
         raise _errors.ConfigError(
@@ -126,7 +148,7 @@ def encrypt_set(bset, plain, globals_info, to, encryptor=None):
     enc = {"format": _age.FORMAT, "recipients": list(to)}
     archive_stored = stored_path(bset.archive)
     if encryptor is not None and encryptor.join().read_whole(plain["sha256"], plain["size_bytes"]):
-        _finish(archive_stored)
+        encryptor.stored.rename(archive_stored)  # the upload may not have opened it yet
         stored = encryptor.result["stored"]
     else:
         stored = encrypt_file(bset.archive, archive_stored, to, plain)
@@ -160,10 +182,11 @@ def _finish(dest):
 
 
 def remove_stored(bset, manifest):
-    """Removes the stored form once the set is in Azure (the catalog then has its digests)."""
+    """Removes the stored form once the set is in Azure (the catalog then has its digests) - only
+    where the plaintext is here: a set held only encrypted keeps its one local copy."""
     removed = []
-    for _part, _plain, stored, _p, _s in parts(bset, manifest):
-        if os.path.exists(stored):
+    for _part, plain, stored, _p, _s in parts(bset, manifest):
+        if os.path.exists(stored) and os.path.exists(plain):
             os.unlink(stored)
             removed.append(stored)
     if removed:
@@ -176,22 +199,76 @@ def missing_plaintext(bset, manifest):
     return [p for p in parts(bset, manifest) if not os.path.exists(p[1]) and os.path.exists(p[2])]
 
 
+def held_encrypted(backup_dir, manifest):
+    """Whether a local set (of backup_dir, by its manifest) is here only in its encrypted form."""
+    if not manifest or section(manifest) is None:
+        return False
+    return bool(missing_plaintext(mf.BackupSet.from_manifest(backup_dir, manifest), manifest))
+
+
 def require_identity(bset, manifest, identity, action):
     """ConfigError unless ``identity`` decrypts for one of the set's recipients."""
-    wanted = recipients_of(manifest)
+    _require(
+        "backup %s of %s" % (bset.backup_id, bset.database),
+        "only its encrypted form is here: %s needs its identity" % action,
+        recipients_of(manifest),
+        identity,
+    )
+
+
+def _require(what, why, wanted, identity):
     ids = ", ".join(_age.recipient_id(r) for r in wanted)
     if not identity:
         raise _errors.ConfigError(
-            "backup %s of %s is encrypted (to recipient(s) %s) and only its encrypted form is here: %s needs its "
-            "identity. Give the identity file at run time (identity / restore_identity_file)"
-            % (bset.backup_id, bset.database, ids, action)
+            "%s is encrypted (to recipient(s) %s) and %s. Give the identity file at run time (identity / "
+            "restore_identity_file)" % (what, ids, why)
         )
     have = _age.identity_recipients(identity)
     if not set(have) & set(wanted):
         raise _errors.ConfigError(
-            "the identity given decrypts for recipient(s) %s; backup %s of %s was encrypted to %s: give the identity "
-            "of one of those" % (", ".join(_age.recipient_id(r) for r in have), bset.backup_id, bset.database, ids)
+            "the identity given decrypts for recipient(s) %s; %s was encrypted to %s: give the identity of one of those"
+            % (", ".join(_age.recipient_id(r) for r in have), what, ids)
         )
+
+
+def encrypt_object(path, to):
+    """Encrypts a history object (a Parquet file of the 0700 work directory) into ``<path>.age``
+    and removes the plaintext. Returns (stored path, stored {sha256, size}, the manifest's
+    ``object.encryption``)."""
+    stored_file = stored_path(path)
+    plain, stored = _age.encrypt(_age.file_blocks(path), stored_file, to)
+    os.unlink(path)
+    record = {
+        "format": _age.FORMAT,
+        "recipients": list(to),
+        "plaintext_sha256": plain["sha256"],
+        "plaintext_size_bytes": plain["size"],
+    }
+    return stored_file, stored, record
+
+
+def require_object_identity(objects, identity, what):
+    """Before anything is created or loaded: ``identity`` reads every encrypted object of
+    ``objects`` (manifests' ``object``), else ConfigError."""
+    for obj in objects:
+        enc = obj.get("encryption")
+        if enc:
+            _require(what, "reading its rows needs its identity", enc.get("recipients") or [], identity)
+
+
+def open_object(path, obj, identity, what):
+    """The plaintext of a downloaded history object (``obj``: its manifest's ``object``), checked
+    against the manifest; ``path`` itself when it is in clear. The stored file is removed."""
+    enc = obj.get("encryption")
+    if not enc:
+        return path
+    _require(what, "reading its rows needs its identity", enc.get("recipients") or [], identity)
+    plain_file = path + ".plain"
+    if os.path.exists(plain_file):
+        os.unlink(plain_file)
+    _age.decrypt(path, plain_file, identity, {"sha256": enc["plaintext_sha256"], "size": enc["plaintext_size_bytes"]})
+    os.unlink(path)
+    return plain_file
 
 
 def open_set(bset, manifest, identity, action="reading the archive"):
@@ -204,12 +281,22 @@ def open_set(bset, manifest, identity, action="reading the archive"):
     require_identity(bset, manifest, identity, action)
     written = []
     for _part, plain_file, stored_file, plain, _stored in todo:
-        partial = plain_file + mf.PARTIAL_SUFFIX
-        if os.path.exists(partial):
-            os.unlink(partial)
-        _age.decrypt(stored_file, partial, identity, plain)
-        os.rename(partial, plain_file)
-        os.unlink(stored_file)
+        # A name of its own: another reader of the set may be decrypting it too.
+        partial = "%s.%s%s" % (plain_file, uuid.uuid4().hex[:8], mf.PARTIAL_SUFFIX)
+        try:
+            _age.decrypt(stored_file, partial, identity, plain)
+            os.rename(partial, plain_file)  # the same checked content whoever renames last
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        _unlink_quietly(stored_file)
         written.append(plain_file)
     mf.fsync_dir(bset.folder)
     return written
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # another reader decrypted it first

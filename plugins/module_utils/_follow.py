@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import os
 import threading
 
 
@@ -48,6 +49,13 @@ class GrowingFile:
                 self._done, self._ok = True, bool(ok)
             self._cond.notify_all()
 
+    def rename(self, dest):
+        """Renames the file (the writer's partial into place) for followers that have not opened
+        it yet too: they open it under the same lock, by its current name."""
+        with self._cond:
+            os.rename(self.path, dest)
+            self.path = dest
+
     def cancel(self):
         """Ends every follower's reading (Abandoned) at its next block."""
         with self._cond:
@@ -73,7 +81,8 @@ class GrowingFile:
                 self._cond.wait()
             if self._cancelled or (self._done and not self._ok):
                 raise Abandoned("%s was not completed" % self.path)  # and may be gone already
-        with open(self.path, "rb") as f:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        with f:
             while True:
                 n = self._wait(offset, block_size)
                 if n <= 0:

@@ -48,7 +48,7 @@ __metaclass__ = type
 
 import datetime
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _clock
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _azure, _clock
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_archive import _Archiver
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
@@ -140,6 +140,7 @@ def archive_history(
     host_label=None,
     legacy_owner=None,
     max_clock_skew=_clock.DEFAULT_MAX_SKEW_SECONDS,
+    encryption_recipients=None,
 ):
     """Archives every closed slice of the hypertables (default: all of the database) that has
     no verified archive matching its live count and hash. An unreachable Azure stops the run
@@ -149,7 +150,9 @@ def archive_history(
     which nothing changed asks Azure nothing (see _State). connection (optional) is an open
     connection to `database` from open_connection, reused and left open (the runner's).
     host_label: whose folder (default the FQDN); legacy_owner: see _history_layout.Place.
-    now None: the database server's clock, checked against this host's (max_clock_skew, _clock)."""
+    now None: the database server's clock, checked against this host's (max_clock_skew, _clock).
+    encryption_recipients: age recipients each object is encrypted to before it leaves the host
+    (docs/SECURITY.md); its rows are then checked before the encryption, in work_dir."""
     mf.validate_database_name(database)
     from_server = now is None
     now = reference_time(now)
@@ -159,6 +162,9 @@ def archive_history(
     work = _Work(work_dir)
     options = dict(access_tier=access_tier, tags=tags, block_size_mb=block_size_mb, max_concurrency=max_concurrency)
     options["compression_level"] = int(compression_level)
+    options["encryption_recipients"] = _age.recipients(encryption_recipients)
+    if options["encryption_recipients"]:
+        _age.find()  # before any export
     archiver = _Archiver(params, database, store, now, grace, check_mode, verify, reverify, work, options)
     archiver.host, archiver.legacy_owner = host_label_of(host_label), legacy_owner
     archiver.state = _State(state_file, database, archiver.host)

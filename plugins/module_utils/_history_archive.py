@@ -16,7 +16,13 @@ import dataclasses
 import os
 import socket
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _errors, _pg, _privileges
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _encryption,
+    _errors,
+    _pg,
+    _privileges,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -37,6 +43,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_m
     HASH_ALGORITHM,
     HISTORY_FORMAT,
     HISTORY_VERSION,
+    HISTORY_VERSION_ENCRYPTED,
     _download_checked,
     _metadata,
     _object_ref,
@@ -297,6 +304,15 @@ class _Archiver:
             )
         v.sha256, v.size = mf.sha256_file(v.local)
         v.row_groups = row_group_count(v.local)
+        verified = None
+        to = self.options.get("encryption_recipients")
+        if to:
+            # No one on this host can read the object back from Azure: its rows are checked here,
+            # then it is encrypted; what Azure returns is checked against the stored sha256.
+            if self.verify:
+                _reload_check(self.conn, self.store.url(v.data_name), v.local, info["columns"], v.rows, v.content_hash)
+            v.local, stored, v.encryption = _encryption.encrypt_object(v.local, to)
+            v.sha256, v.size = stored["sha256"], stored["size"]
         common = {
             "host": self.host,
             "database": self.database,
@@ -318,8 +334,9 @@ class _Archiver:
         os.unlink(v.local)
         sent = uploaded["bytes"] if uploaded["status"] == "uploaded" else 0
 
-        verified = None
-        if self.verify:
+        if self.verify and v.encryption:
+            verified = verify_stored(self.store, v.data_name, v.sha256, self.work)
+        elif self.verify:
             verified = verify_object(
                 self.conn, self.store, v.data_name, v.sha256, info["columns"], v.rows, v.content_hash, self.work
             )
@@ -344,6 +361,11 @@ class _Archiver:
         """The rows of the earlier generations (a staging table), each object checked as it is
         loaded; None for a first generation."""
         if not depends_on:
+            return None
+        if any(ref.get("encrypted") for ref in depends_on):
+            # Their rows cannot be read on this host: the new generation holds every live row of
+            # the range (after a drop, the rows that came back) - a row re-inserted after the drop
+            # is then in two generations (docs/SECURITY.md).
             return None
         prior_stage = _Stage(self.conn, columns)
         for ref in depends_on:
@@ -397,7 +419,7 @@ class _Archiver:
     def _manifest(self, info, s, planned, v, depends_on, verified):
         return {
             "format": HISTORY_FORMAT,
-            "format_version": HISTORY_VERSION,
+            "format_version": HISTORY_VERSION_ENCRYPTED if v.encryption else HISTORY_VERSION,
             "database": self.database,
             "hypertable": info["name"],
             "time_column": info["time_column"],
@@ -422,6 +444,7 @@ class _Archiver:
                 "row_groups": v.row_groups,
                 "size_bytes": v.size,
                 "sha256": v.sha256,
+                **({"encryption": v.encryption} if v.encryption else {}),
             },
             "verified": verified,
             "reference_time": _iso(self.now),
@@ -463,6 +486,7 @@ class _Version:
     sha256: str = None
     size: int = None
     row_groups: int = None
+    encryption: dict = None  # object.encryption of the manifest when the object is encrypted
 
     @classmethod
     def of(cls, folder, s, version, work):
@@ -518,22 +542,41 @@ def verify_object(conn, store, name, sha256, columns, rows, content_hash, work):
     """Reads an uploaded object back: sha256 of what Azure returns, then the rows it decodes
     to, loaded into a temporary table, counted and hashed by PostgreSQL. Raises on mismatch."""
     path = work.file("verify.%s" % DATA_EXT)
-    stage = None
     try:
         store.download_file(name, path, sha256)
-        stage = _Stage(conn, columns)
+        got = _reload_check(conn, store.url(name), path, columns, rows, content_hash)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    return {"method": "download+sha256+reload+pg-hash", "at": _iso(mf.utcnow()), "rows": got[0], "content_hash": got[1]}
+
+
+def verify_stored(store, name, sha256, work):
+    """An encrypted object's verification: its rows were checked before it was encrypted
+    (_reload_check); what Azure returns must be the ciphertext sent (sha256)."""
+    path = work.file("verify.%s" % DATA_EXT)
+    try:
+        store.download_file(name, path, sha256)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    return {"method": "reload+pg-hash before encryption, download+sha256", "at": _iso(mf.utcnow())}
+
+
+def _reload_check(conn, what, path, columns, rows, content_hash):
+    """The rows a Parquet file decodes to, loaded into a temporary table and counted and hashed by
+    PostgreSQL, must be (rows, content_hash). Returns them; raises on a mismatch."""
+    stage = _Stage(conn, columns)
+    try:
         loaded = stage.load(path)
         got = stage.fingerprint()
     finally:
-        if stage is not None:
-            stage.drop()
-        if os.path.exists(path):
-            os.unlink(path)
+        stage.drop()
     if loaded != rows or got != (rows, content_hash):
         raise HistoryError(
             "verification of %s failed: it decodes to %d rows with content hash %s; expected %d rows with %s. "
             "The object is kept but not trusted (no manifest); the next run archives a new version"
-            % (store.url(name), got[0], got[1], rows, content_hash),
+            % (what, got[0], got[1], rows, content_hash),
             kind="integrity",
         )
-    return {"method": "download+sha256+reload+pg-hash", "at": _iso(mf.utcnow()), "rows": got[0], "content_hash": got[1]}
+    return got

@@ -31,6 +31,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_l
 
 HISTORY_FORMAT = "insa.timescaledb_backup/history-manifest"
 HISTORY_VERSION = 1
+# A manifest whose object is encrypted (object.encryption): earlier collections refuse it rather
+# than read ciphertext as Parquet.
+HISTORY_VERSION_ENCRYPTED = 2
 HASH_ALGORITHM = "pg-sum-hashtextextended-row-text-v1"
 REQUIRED_KEYS = (
     "host",
@@ -62,7 +65,9 @@ def _unusable(message):
 
 
 def parse_history_manifest(data, source="history manifest"):
-    manifest = mf.load_document(data, source, HISTORY_FORMAT, HISTORY_VERSION, "history manifest", _unusable)
+    manifest = mf.load_document(
+        data, source, HISTORY_FORMAT, (HISTORY_VERSION, HISTORY_VERSION_ENCRYPTED), "history manifest", _unusable
+    )
     if mf.seal(manifest)["manifest_sha256"] != manifest.get("manifest_sha256"):
         raise HistoryError(
             "%s was altered after it was written (manifest_sha256 does not match)" % source, kind="integrity"
@@ -279,6 +284,8 @@ def _object_ref(manifest, folder):
         "size_bytes": obj["size_bytes"],
         "rows": manifest["rows"],
         "content_hash": manifest["content_hash"],
+        # The object is age ciphertext (sha256 is the stored object's): only an identity reads it.
+        "encrypted": bool(obj.get("encryption")),
     }
 
 

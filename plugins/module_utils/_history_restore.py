@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import os
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _pg, _privileges
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _encryption, _pg, _privileges
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._history_codec import (
     _Stage,
@@ -71,13 +71,16 @@ def restore_range(
     connection=None,
     host_label=None,
     legacy_owner=None,
+    identity=None,
 ):
     """Loads the archived rows of hypertable with start <= time < end into database (the live
     one or another), skipping rows already present (compared as whole rows, with their
     multiplicity), and verifies that every archived row in the range is then present. Each
     object is checked (sha256, rows and content hash against its manifest) before it is used.
     The archive read is host_label's (default this host's FQDN): a manifest that records another
-    host, database or hypertable is refused before any row is loaded."""
+    host, database or hypertable is refused before any row is loaded. ``identity``: the text of an
+    age identity file, for encrypted objects (each decrypted in the work directory, checked
+    against its manifest, never kept)."""
     require_pyarrow()
     mf.validate_database_name(database)
     source_database = source_database or database
@@ -93,6 +96,11 @@ def restore_range(
     selected = _select_ranges(store, place, start, end, version)
     if not selected:
         raise _nothing_archived(store, place, start, end)
+    _encryption.require_object_identity(
+        [m["object"] for _label, _entry, manifests in selected for m in manifests],
+        identity,
+        "the archive of %s (database %s, host %s)" % (name, place.database, place.host),
+    )
     work = _Work(work_dir)
     conn, owned = use_connection(params, database, connection)
     try:
@@ -101,7 +109,7 @@ def restore_range(
             columns, result["warnings"] = resolve_columns(conn, first["columns"])
             info = {"name": name, "time_column": first["time_column"], "time_type": _time_type(conn, first)}
             result["table_created"] = _prepare_target(conn, target, database, columns, info, create_table, check_mode)
-            loader = _RangeLoader(conn, store, work, columns, info, target, {"lo": start, "hi": end})
+            loader = _RangeLoader(conn, store, work, columns, info, target, {"lo": start, "hi": end}, identity)
             for label, entry, manifests in selected:
                 item = loader.load(label, entry, manifests, check_mode, result["table_created"])
                 result["ranges"].append(item)
@@ -249,6 +257,7 @@ class _RangeLoader:
     info: dict
     target: str
     window: dict  # {"lo": start, "hi": end}
+    identity: str = None  # for encrypted objects (docs/SECURITY.md)
 
     @property
     def target_ident(self):
@@ -289,6 +298,13 @@ class _RangeLoader:
             )
         ref = _object_ref(m, folder_of(entry["manifests"][m["version"]]["name"]))
         path = _download_checked(self.store, ref["name"], ref["sha256"], self.work.path)
+        what = "range %s version %d (%s)" % (label, m["version"], self.store.url(ref["name"]))
+        try:
+            path = _encryption.open_object(path, m["object"], self.identity, what)
+        except BaseException:
+            if os.path.exists(path):
+                os.unlink(path)
+            raise
         part = _Stage(self.conn, self.columns)
         try:
             part.load(path)

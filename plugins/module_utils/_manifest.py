@@ -298,6 +298,11 @@ def parse_manifest(data, source="manifest"):
     manifest = load_document(
         data, source, MANIFEST_FORMAT, (MANIFEST_VERSION, MANIFEST_VERSION_ENCRYPTED), "manifest", ManifestError
     )
+    if (manifest["format_version"] == MANIFEST_VERSION_ENCRYPTED) != bool(manifest.get("encryption")):
+        raise ManifestError(
+            "%s has format_version %s %s an encryption section: it was not written by this collection"
+            % (source, manifest["format_version"], "without" if manifest.get("encryption") is None else "with")
+        )
     expected = manifest.get("manifest_sha256")
     actual = hashlib.sha256(_canonical(manifest)).hexdigest()
     if expected != actual:

@@ -318,7 +318,9 @@ def _upload_step(config, database, logger, store, r):
     t_up = time.monotonic()
     _runner_guard.verify_leftovers(config, database, logger, signing_policy(config))
     # create_container comes with the Azure settings (TSDB_BACKUP_AZURE_CREATE_CONTAINER).
-    up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"])
+    # With encryption on, a set taken in clear (before it was on) is encrypted before it is sent.
+    encrypt = {"encrypt_to": config["encryption_recipients"]} if config.get("encryption_recipients") else {}
+    up = store.catch_up(config["backup_dir"], database=database, host=config["host_label"], **encrypt)
     for warning in up.get("warnings") or []:
         logger.warning("upload %s: %s", database, warning)
     r.update(

@@ -71,6 +71,15 @@ def _database_list(text):
     return found
 
 
+def _recipient_list(text):
+    """'["age1...", "age1..."]' (what the roles write) or the same separated by commas or blanks:
+    a value that names recipients never turns encryption off."""
+    found = _json_list("TSDB_BACKUP_ENCRYPTION_RECIPIENTS", text)
+    if found is not None:
+        return found
+    return [r for r in re.split(r"[\s,]+", (text or "").strip()) if r]
+
+
 def _retention_list(text):
     """'[{"hypertable": "public.esp_telemetry", "retention_days": 30}]', or the older
     'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
@@ -116,9 +125,7 @@ def load_config(environ=None):
             "drill_jobs": int(env.get("TSDB_BACKUP_DRILL_JOBS") or 1),
             "lock_wait_minutes": _number(env, "TSDB_BACKUP_LOCK_WAIT_MINUTES", DEFAULT_LOCK_WAIT_MINUTES),
             # age recipients (public keys): what leaves the host is encrypted to them (docs/SECURITY.md).
-            "encryption_recipients": _json_list(
-                "TSDB_BACKUP_ENCRYPTION_RECIPIENTS", env.get("TSDB_BACKUP_ENCRYPTION_RECIPIENTS") or "[]"
-            ),
+            "encryption_recipients": _recipient_list(env.get("TSDB_BACKUP_ENCRYPTION_RECIPIENTS")),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 # Set but empty is no prefix, as backup.yml passes it; only a missing key takes the default.

@@ -58,6 +58,9 @@ def _archive(config, database, store, logger):
         host_label=config["host_label"],
         legacy_owner=h["legacy_owner"],
         max_clock_skew=h.get("max_clock_skew", 300),
+        encryption_recipients=config.get("encryption_recipients"),
+        # Encrypted, the object's plaintext is spooled in the 0700 backup directory, never in /tmp.
+        work_dir=config["backup_dir"] if config.get("encryption_recipients") else None,
     )
     logger.info(
         "history archive %s: %d range(s) archived, %s sent, oldest unarchived %s",

@@ -165,12 +165,12 @@ def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
         _check_file(checks, "archive", bset.archive, {"sha256": archive["sha256"], "size": archive["size_bytes"]})
     if "globals" in stored and os.path.exists(stored["globals"][2]):
         _check_file(checks, "encrypted globals", stored["globals"][2], stored["globals"][4])
-    elif os.path.exists(bset.globals_sql):
+    elif not os.path.exists(bset.globals_sql):
+        checks.add("globals present", False, "globals file %s is missing" % bset.globals_sql)
+    if os.path.exists(bset.globals_sql):
         gdigest, _gsize = mf.sha256_file(bset.globals_sql)
         want = manifest.get("globals", {}).get("sha256")
         checks.add("globals sha256", gdigest == want, "globals file matches", expected=want, found=gdigest)
-    else:
-        checks.add("globals present", False, "globals file %s is missing" % bset.globals_sql)
     if os.path.exists(bset.legacy_md5) and not os.path.isdir(bset.archive):
         want = _legacy_md5(bset.legacy_md5)
         got = md5_file(bset.archive)
@@ -338,10 +338,11 @@ def _verify_set(
     t0 = time.monotonic()
     checks = Checks()
     bset, manifest = verify_checksum(backup_dir, database, backup_id, checks, signing)
-    restored = None
+    restored = decrypted = None
     if manifest and checks.ok and level in ("archive", "restore"):
         # Only what the checks above proved is decrypted, and only its plaintext's digest is kept.
-        if _encryption.open_set(bset, manifest, identity, "verify at level %s" % level):
+        decrypted = _encryption.open_set(bset, manifest, identity, "verify at level %s" % level)
+        if decrypted:
             checks.add("decryption", True, "decrypted with the identity given; the plaintext matches the manifest")
         major = int(manifest["server"]["server_version_num"]) // 10000
         pg_restore = _pg.find_tool("pg_restore", major, params.pg_bin_dir if params else None)[0]
@@ -360,6 +361,8 @@ def _verify_set(
         "duration_seconds": round(time.monotonic() - t0, 3),
         "signature": checks.signature,
     }
+    if decrypted:
+        result["decrypted"] = decrypted  # the encrypted form is gone: the plaintext is here now
     if checks.read_during_dump:
         result["read_during_dump"] = True  # the nightly run's, never the verify module's
     if restored:

@@ -38,7 +38,7 @@ description:
     rows that are no longer in the database).
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
   insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST,
-  insa.timescaledb_backup.azure.upload,
+  insa.timescaledb_backup.azure.upload, insa.timescaledb_backup.encryption.HISTORY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -199,6 +199,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _azure,
     _clock,
+    _encryption,
     _history,
     _module_glue,
     _signing,
@@ -227,7 +228,9 @@ def main():
         max_concurrency=dict(type="int", default=_azure.DEFAULT_CONCURRENCY),
     )
     argument_spec.update(_signing.signing_argument_spec())
+    argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _module_glue.hide_identities(module)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
     _module_glue.require_pyarrow(module, "to write the Parquet archive")
@@ -242,7 +245,7 @@ def main():
         check_mode=module.check_mode,
         **_module_glue.options(p, "hypertables", "verify", "reverify", "state_file", "work_dir", "compression_level"),
         **_module_glue.options(p, "access_tier", "tags", "block_size_mb", "max_concurrency"),
-        **_module_glue.options(p, "host_label", "legacy_owner", "max_clock_skew"),
+        **_module_glue.options(p, "host_label", "legacy_owner", "max_clock_skew", "encryption_recipients"),
     )
     _module_glue.warn(module, result.pop("warnings", []))
     _module_glue.warn(module, [item.pop("warning") for item in result["archived"] if item.get("warning")])

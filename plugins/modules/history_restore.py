@@ -28,7 +28,7 @@ description:
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
-  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED,
+  insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
@@ -149,7 +149,13 @@ target_table:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure, _history, _module_glue, _signing
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _azure,
+    _encryption,
+    _history,
+    _module_glue,
+    _signing,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
@@ -169,6 +175,7 @@ def main():
         **_history.HOST_OPTIONS,
     )
     argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
+    argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
@@ -182,7 +189,7 @@ def main():
         p["end"],
         check_mode=module.check_mode,
         **_module_glue.options(p, "source_database", "target_table", "version", "create_table", "work_dir"),
-        **_module_glue.options(p, "host_label", "legacy_owner"),
+        **_module_glue.options(p, "host_label", "legacy_owner", "identity"),
     )
     module.exit_json(**result)
 

@@ -27,15 +27,21 @@ description:
     and says C(unsigned, no trust store).
   - An encrypted set held here only in its encrypted form (downloaded without an identity) is checked at level
     C(checksum) without any key - C(encrypted archive sha256) and size against the manifest's record of what is stored.
-    The levels C(archive) and C(restore) decrypt it first with O(identity) (check C(decryption)), and fail with a
-    message saying so without one.
+    The levels C(archive) and C(restore) decrypt it first with O(identity) (check C(decryption)) - the plaintext
+    replaces the encrypted form in the set's folder, RV(decrypted), C(changed=true) - and fail with a message saying
+    so without one.
 extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
 attributes:
   check_mode:
-    details: Verification only reads; in check mode the result is not recorded and level V(restore) is lowered to V(archive).
+    details:
+      - Verification only reads; in check mode the result is not recorded and level V(restore) is lowered to V(archive).
+      - A set held only encrypted is not decrypted in check mode - O(identity) is checked against its recipients and
+        the set verified at level V(checksum).
+  idempotent:
+    details: Verifying reads the set; only the decryption of a set held only encrypted changes it, once.
 options:
   backup_dir:
     description: Directory of backup sets.
@@ -81,6 +87,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+decrypted:
+  description: The files of a set held only encrypted that were decrypted with O(identity) (their encrypted form removed).
+  returned: when something was decrypted
+  type: list
+  elements: path
 ok:
   description: Whether every check passed (the module fails otherwise).
   returned: always
@@ -128,6 +139,27 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _ma
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
 
 
+def check_mode_level(module, backup_dir, database, backup_id, level):
+    """In check mode a set held only encrypted is not decrypted (that writes its plaintext): the
+    identity is checked against its recipients and the set at level checksum."""
+    if not module.check_mode or level == "checksum":
+        return level
+    try:
+        manifest = mf.read_manifest(mf.BackupSet(backup_dir, database, backup_id).manifest)
+    except (mf.ManifestError, OSError):
+        return level  # the verification says what is wrong with it
+    bset = mf.BackupSet.from_manifest(backup_dir, manifest)
+    if not _encryption.missing_plaintext(bset, manifest):
+        return level
+    _module_glue.run_module(
+        module, None, _encryption.require_identity, bset, manifest, module.params["identity"], level
+    )
+    module.warn(
+        "check mode: backup %s is held here only encrypted and is not decrypted; checked at level checksum" % backup_id
+    )
+    return "checksum"
+
+
 def latest_id(module, backup_dir, database):
     entry = mf.select_backup(mf.list_local(backup_dir, database))
     if entry is None:
@@ -170,6 +202,7 @@ def main():
             _module_glue.require_psycopg2(module)
         if module.check_mode and level == "restore":
             level = "archive"
+        level = check_mode_level(module, p["backup_dir"], p["database"], backup_id, level)
         result = _module_glue.run_module(
             module,
             None,
@@ -185,6 +218,7 @@ def main():
             signing=_module_glue.signing_policy(module),
             identity=None if module.check_mode else p["identity"],
         )
+        result["changed"] = bool(result.get("decrypted"))
     if not result["ok"]:
         failures = [f for f in result["checks"] if not f["ok"]]
         module.fail_json(
