@@ -223,12 +223,12 @@ def main():
         failures = [f for f in result["checks"] if not f["ok"]]
         module.fail_json(
             msg="verification failed: " + "; ".join("%s: %s" % (f["check"], f["message"]) for f in failures),
-            changed=False,
             **{k: v for k, v in result.items() if k not in ("ok",)},
             ok=False,
         )
     result.setdefault("failures", [])
-    module.exit_json(changed=False, **result)
+    result.setdefault("changed", False)  # the legacy check, and the checks that decrypted nothing
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

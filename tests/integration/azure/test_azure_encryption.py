@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import azure_helpers as h
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _encryption
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _encryption, _verify
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 BID = "20261201T020000Z"
@@ -102,3 +102,26 @@ def test_ciphertext_swapped_in_the_container_is_refused(azure_env, service, cont
     h.assert_clean_failure(got, "downloaded with sha256", "not kept")
     folder = mf.BackupSet(dest, "iot", BID).folder
     assert not os.path.isdir(folder) or [n for n in os.listdir(folder) if not n.startswith(".")] == []
+
+
+def test_a_set_taken_in_clear_is_encrypted_before_the_catch_up_sends_it(azure_env, service, container, tmp_path):
+    # Encryption turned on while a set taken in clear waited for Azure: it never leaves in clear.
+    identity, recipient = keypair()
+    backup_dir = str(tmp_path / "backups")
+    bset = h.make_backup_set(backup_dir, "iot", BID)
+    plain = open(bset.archive, "rb").read()
+    up = h.store_for(azure_env, container).catch_up(backup_dir, database="iot", host=h.HOST, encrypt_to=[recipient])
+    assert up["uploaded"] == [BID] and up["failures"] == [], up
+    manifest = mf.read_manifest(bset.manifest)
+    assert manifest["format_version"] == 2 and manifest["encryption"]["recipients"] == [recipient]
+    assert _verify.is_verified(bset, manifest), "the plaintext did not change: its verification still counts"
+    client = service.get_container_client(container)
+    blobs = {b.name.rsplit("/", 1)[-1]: b.name for b in client.list_blobs()}
+    stored = client.get_blob_client(blobs[BID + ".dump"]).download_blob().readall()
+    assert stored.startswith(b"age-encryption.org/v1\n")
+    assert hashlib.sha256(stored).hexdigest() == manifest["encryption"]["archive"]["sha256"]
+    assert (
+        client.get_blob_client(blobs[BID + ".manifest.json"]).download_blob().readall()
+        == open(bset.manifest, "rb").read()
+    )
+    assert open(bset.archive, "rb").read() == plain and not os.path.exists(bset.archive + ".age")

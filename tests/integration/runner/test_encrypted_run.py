@@ -118,19 +118,29 @@ def test_an_encrypted_nightly_run_round_trips_only_with_the_identity(agent, env,
         assert res["encrypted"] is True and res["decrypted"] == [], res
         fetched = rig.sh(c, "ls %s/%s" % (FETCHED, DB)).split()
         assert sorted(fetched) == sorted([bid + ".dump.age", bid + ".globals.sql.age", manifest_name]), fetched
-        args = dict(
-            login_host="127.0.0.1",
-            port=int(env["PGPORT"]),
-            login_password=env["PGPASSWORD"],
-            confirm=True,
-            backup_dir=FETCHED,
-            database=DB,
-            target=TARGET,
-            identity=identity,
-        )
-        res = rig.ansible_module("restore", args, python=VENV_PYTHON)
-        assert res.get("failed") is not True, res
-        assert len(res["decrypted"]) == 2 and identity.split()[-1] not in json.dumps(res)
+        # The host is lost: restore.yml on a host without its sets, with the operators' identity file.
+        rig.sh(c, "rm -rf %s" % folder)
+        idfile = tmp_path / "ops-identity.txt"
+        idfile.write_text(identity)
+        idfile.chmod(0o644)
+        extra = {
+            "restore_host": "tsdb-local",
+            "restore_database": TARGET,
+            "restore_source_database": DB,
+            "restore_confirm": True,
+            "restore_identity_file": str(idfile),
+            "tsdb_azure_connection_string": conn,
+            "tsdb_azure_container": CONTAINER,
+            "tsdb_azure_prefix": prefix,
+        }
+        rc, out = rig.playbook("restore.yml", extra)
+        assert rc != 0 and "has mode 0644: chmod 600" in out, out[-2000:]
+        assert TARGET not in rig.databases()
+        idfile.chmod(0o600)
+        rc, out = rig.playbook("restore.yml", extra)
+        assert rc == 0, out[-3000:]
+        assert "Encryption: decrypted on this host with the identity given (2 files)" in out, out[-2000:]
+        assert identity.split()[-1] not in out
         assert rig.table_digest(TARGET) == source
         # The identity passed the restore (a no_log option) and left nothing behind, not even in the journal.
         assert identities_on_host(c) == []
