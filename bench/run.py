@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 
@@ -167,6 +168,26 @@ def backup_playbook(f):
     f.facts["read_during_dump"] = ", ".join(result.get("read_during_dump") or []) or "nothing"
 
 
+def bench_recipient():
+    """A recipient whose identity is thrown away: the bench measures encryption, never decrypts."""
+    identity = subprocess.run(["age-keygen"], capture_output=True, check=True, text=True).stdout
+    return subprocess.run(
+        ["age-keygen", "-y"], input=identity, capture_output=True, check=True, text=True
+    ).stdout.strip()
+
+
+def backup_encrypted(f):
+    """backup.yml with encryption to one age recipient (docs/SECURITY.md), against backup.yml."""
+    recipient = f.facts.setdefault("recipient", bench_recipient())
+    seconds, result = timed(lambda: rig.backup_playbook(f.db, CONTAINER, tsdb_backup_encryption_recipients=[recipient]))
+    steps = dict(result.get("timings") or {})
+    steps["ansible overhead"] = max(0.0, seconds - (result.get("duration_seconds") or 0))
+    f.add("backup.yml encrypted", seconds, steps)
+    manifest = rig.newest_manifest(f.db)
+    f.facts["stored_bytes encrypted"] = manifest["encryption"]["archive"]["size_bytes"]
+    f.facts["read_during_dump encrypted"] = ", ".join(result.get("read_during_dump") or []) or "nothing"
+
+
 def backup_parallel(f):
     """backup.yml with one pg_dump worker per core (directory format)."""
     seconds, result = timed(lambda: rig.backup_playbook(f.db, CONTAINER, tsdb_backup_dump_jobs=0))
@@ -215,6 +236,7 @@ PATHS = (
     ("floor", floor),
     ("old", old_pipeline),
     ("backup", backup_playbook),
+    ("backup", backup_encrypted),
     ("backup", backup_parallel),
     ("timer", timer),
     ("restore", serial_restore),
@@ -230,6 +252,7 @@ def table(f):
         ("floor", "floor"),
         ("old", "floor"),
         ("backup.yml", "floor"),
+        ("backup.yml encrypted", "backup.yml"),
         ("backup.yml -j", "floor"),
         ("timer", "floor"),
         ("pg_restore", "pg_restore"),
@@ -275,6 +298,11 @@ def render(f, args, dataset):
         steps.append("- %s: %s" % (path, parts))
     if "read_during_dump" in f.facts:
         steps.append("- backup.yml read the archive while pg_dump wrote it for: %s" % f.facts["read_during_dump"])
+    if "read_during_dump encrypted" in f.facts:
+        steps.append(
+            "- backup.yml encrypted: age ran while pg_dump wrote the archive; read during the dump for: %s; "
+            "%s stored" % (f.facts["read_during_dump encrypted"], rig.human(f.facts["stored_bytes encrypted"]))
+        )
     for name, value in sorted(f.facts.items()):
         if name.startswith("rss_"):
             steps.append("- peak RSS of %s: %s" % (name[4:], rig.human(value)))
