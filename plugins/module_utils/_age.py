@@ -141,59 +141,97 @@ class _Tail(threading.Thread):
             self.size += len(data)
 
 
-def _through(argv, blocks, dest, growing=None, pass_fds=()):
-    """Runs age with ``blocks`` on its stdin and its stdout into ``dest`` (created, 0600; removed
-    on any failure). Returns {sha256, size} of what went in and {sha256, size} of what came out.
-    ``growing`` (a _follow.GrowingFile of dest) hears each size and is closed at the end."""
-    fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    inward = hashlib.sha256()
-    size_in = 0
-    ok = False
-    done = threading.Event()
-    tail = _Tail(fd, done, growing)
-    try:
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=fd, stderr=err, pass_fds=pass_fds, close_fds=True
+class _Run:
+    """One age process: its input written by ``write`` (a 1 MiB pipe), its output straight into
+    ``dest`` (created 0600), followed by a _Tail. ``finish`` returns the digests of what went in
+    (sha256 None unless ``hash_input``) and came out, or raises; on any failure ``dest`` is
+    removed. ``growing`` (a _follow.GrowingFile of dest) hears each size and is closed at the end."""
+
+    def __init__(self, argv, dest, growing=None, pass_fds=(), hash_input=True):
+        self.argv, self.dest, self.growing = argv, dest, growing
+        self.inward = hashlib.sha256() if hash_input else None
+        self.size_in, self.broken, self.closed, self.proc = 0, False, False, None
+        self.fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        self.err = tempfile.TemporaryFile()
+        self.done = threading.Event()
+        self.tail = _Tail(self.fd, self.done, growing)
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=self.fd, stderr=self.err, pass_fds=pass_fds, close_fds=True
             )
-            _widen(proc.stdin)
-            tail.start()
-            try:
-                try:
-                    for data in blocks:
-                        inward.update(data)
-                        size_in += len(data)
-                        proc.stdin.write(data)
-                except BrokenPipeError:
-                    pass  # age stopped reading: its exit status and stderr say why
-                finally:
-                    _close_quietly(proc.stdin)
-                proc.wait()
-                done.set()
-                tail.join()
-                os.fsync(fd)
-                err.seek(0)
-                message = err.read().decode("utf-8", "replace")
-                if proc.returncode != 0 or tail.error is not None:
-                    raise EncryptionError(_failure(argv, proc.returncode, message, tail.error))
-                ok = True
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-    finally:
-        done.set()
-        if tail.is_alive():
-            tail.join()
-        os.close(fd)
-        if growing is not None:
-            growing.close(ok)
-        if not ok and os.path.exists(dest):
-            os.unlink(dest)
-    return (
-        {"sha256": inward.hexdigest(), "size": size_in},
-        {"sha256": tail.digest.hexdigest(), "size": tail.size},
-    )
+        except BaseException:
+            self.abort()
+            raise
+        _widen(self.proc.stdin)
+        self.tail.start()
+
+    def write(self, data):
+        """Feeds age; False once it stopped reading (finish says why)."""
+        if self.broken:
+            return False
+        if self.inward is not None:
+            self.inward.update(data)
+        self.size_in += len(data)
+        try:
+            self.proc.stdin.write(data)
+        except BrokenPipeError:
+            self.broken = True
+        return not self.broken
+
+    def finish(self):
+        ok = False
+        try:
+            _close_quietly(self.proc.stdin)
+            self.proc.wait()
+            self.done.set()
+            self.tail.join()
+            os.fsync(self.fd)
+            self.err.seek(0)
+            message = self.err.read().decode("utf-8", "replace")
+            if self.proc.returncode != 0 or self.tail.error is not None:
+                raise EncryptionError(_failure(self.argv, self.proc.returncode, message, self.tail.error))
+            ok = True
+        finally:
+            self._close(ok)
+        inward = self.inward.hexdigest() if self.inward is not None else None
+        out = {"sha256": self.tail.digest.hexdigest(), "size": self.tail.size}
+        return {"sha256": inward, "size": self.size_in}, out
+
+    def abort(self):
+        """Stops age and removes what it wrote (also after finish: then nothing is left to do)."""
+        self._close(False)
+
+    def _close(self, ok):
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            _close_quietly(self.proc.stdin)
+        self.done.set()
+        if self.tail.is_alive():
+            self.tail.join()
+        os.close(self.fd)
+        self.err.close()
+        if self.growing is not None:
+            self.growing.close(ok)
+        if not ok and os.path.exists(self.dest):
+            os.unlink(self.dest)
+
+
+def _through(argv, blocks, dest, growing=None, pass_fds=()):
+    """Runs age over ``blocks`` into ``dest`` (see _Run). Returns (in, out) {sha256, size}."""
+    run = _Run(argv, dest, growing, pass_fds)
+    try:
+        for data in blocks:
+            if not run.write(data):
+                break
+    except BaseException:
+        run.abort()
+        raise
+    return run.finish()
 
 
 def _widen(pipe):
@@ -236,15 +274,19 @@ def file_blocks(path):
             yield data
 
 
-def encrypt(blocks, dest, to, growing=None):
-    """Encrypts ``blocks`` to the recipients ``to`` into ``dest``. Returns (plain, stored): the
-    {sha256, size} of the plaintext read and of the ciphertext written."""
+def _encrypt_argv(to):
     if not to:
         raise _errors.ConfigError("encryption needs at least one recipient")
     argv = [find()]
     for recipient in to:
         argv += ["-r", recipient]  # public keys: nothing secret in argv
-    return _through(argv, blocks, dest, growing)
+    return argv
+
+
+def encrypt(blocks, dest, to, growing=None):
+    """Encrypts ``blocks`` to the recipients ``to`` into ``dest``. Returns (plain, stored): the
+    {sha256, size} of the plaintext read and of the ciphertext written."""
+    return _through(_encrypt_argv(to), blocks, dest, growing)
 
 
 def decrypt(source, dest, identity, expected):
@@ -274,22 +316,33 @@ def decrypt(source, dest, identity, expected):
     return plain["size"]
 
 
-class Encryptor(_follow.Follower):
-    """Encrypts an archive while pg_dump writes it, into ``dest`` - itself a _follow.GrowingFile
-    (``stored``) that the upload follows. After join(): ``result`` (the plain and stored
-    {sha256, size}) or ``error``."""
+class Encryptor:
+    """Encrypts an archive fed block by block by the loop that writes it (the dump's own copy of
+    pg_dump's output), into ``dest`` - a _follow.GrowingFile, ``stored``, that the upload
+    follows. No second read of the archive, no thread of its own: age is many times faster than
+    pg_dump. ``feed`` never raises; ``finish(size)`` gives the plain and stored {sha256, size}
+    (plain sha256 None: it is the dump's own) or None when age failed (``error``): the caller
+    encrypts the file again."""
 
-    name = "encrypt"
-
-    def __init__(self, growing, to, dest):
-        super().__init__(growing, CHUNK)
-        self.to = list(to)
+    def __init__(self, to, dest):
         self.stored = _follow.GrowingFile(dest)
+        self.error = None
+        self._run = _Run(_encrypt_argv(to), dest, self.stored, hash_input=False)
 
-    def work(self, blocks):
+    def feed(self, data):
+        self._run.write(data)
+
+    def finish(self, size):
+        """The digests once the archive of ``size`` bytes was fed whole, else None."""
         try:
-            plain, stored = encrypt(blocks, self.stored.path, self.to, growing=self.stored)
-        except BaseException:
-            self.stored.close(False)
-            raise
+            plain, stored = self._run.finish()
+        except EncryptionError as e:
+            self.error = e
+            return None
+        if plain["size"] != size:
+            self.error = EncryptionError("age was fed %d bytes of the %d of the archive" % (plain["size"], size))
+            return None  # its output is replaced by the encryption of the file
         return {"plain": plain, "stored": stored}
+
+    def cancel(self):
+        self._run.abort()

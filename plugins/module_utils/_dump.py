@@ -252,9 +252,10 @@ def human(n):
     return "%.1f TiB" % n  # pragma: no cover
 
 
-def _stream_to_file(proc, partial, progress=None, growing=None):
+def _stream_to_file(proc, partial, progress=None, growing=None, encryptor=None):
     """Copies pg_dump's stdout into partial, hashing as it goes; tells ``growing`` (a
-    _follow.GrowingFile) each flushed size. Returns (sha256, size)."""
+    _follow.GrowingFile) each flushed size and feeds ``encryptor`` (an _age.Encryptor) each
+    block. Returns (sha256, size)."""
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "wb") as f:
         writer = mf.HashingWriter(f)
@@ -263,6 +264,8 @@ def _stream_to_file(proc, partial, progress=None, growing=None):
             if not block:
                 break
             writer.write(block)
+            if encryptor is not None:
+                encryptor.feed(block)
             if growing is not None:
                 f.flush()
                 growing.grew(writer.size)
@@ -288,7 +291,7 @@ class _DumpJob:
     progress: object  # None, or called with the bytes written
     growing: object = None  # a _follow.GrowingFile when followers read the archive as it is written
     encryption: list = dataclasses.field(default_factory=list)  # age recipients of the stored form
-    encryptor: object = None  # the _age.Encryptor reading the archive as it is written
+    encryptor: object = None  # the _age.Encryptor fed the archive as it is written
 
     @property
     def directory_format(self):
@@ -384,20 +387,22 @@ def _start_followers(job, followers):
         kwargs = {}
         if job.encryption:
             dest = _encryption.stored_path(job.bset.archive) + mf.PARTIAL_SUFFIX
-            job.encryptor = _age.Encryptor(job.growing, job.encryption, dest).start()
+            job.encryptor = _age.Encryptor(job.encryption, dest)
             kwargs["stored"] = job.encryptor.stored
         return list(followers(job.bset, job.growing, job.facts, **kwargs)) if followers else []
     except BaseException:
         job.growing.cancel()
         if job.encryptor is not None:
-            job.encryptor.join(STOP_WAIT_SECONDS)
+            job.encryptor.cancel()
         raise
 
 
 def _stop_followers(job, started):
     if job.growing is not None:
         job.growing.cancel()
-    for follower in ([job.encryptor] if job.encryptor else []) + list(started):
+    if job.encryptor is not None:
+        job.encryptor.cancel()
+    for follower in started:
         follower.cancel()
         follower.join(STOP_WAIT_SECONDS)  # daemon threads: a stopped run must not wait on Azure
 
@@ -573,7 +578,7 @@ def _pg_dump_output(job, proc, partial):
         if job.directory_format:
             proc.wait()
             return None, None
-        digest, size = _stream_to_file(proc, partial, job.progress, job.growing)
+        digest, size = _stream_to_file(proc, partial, job.progress, job.growing, job.encryptor)
         proc.wait()
         return digest, size
     except BaseException:

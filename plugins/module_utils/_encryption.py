@@ -143,13 +143,14 @@ def check_directory_format(to, directory_format):
 def encrypt_set(bset, plain, globals_info, to, encryptor=None):
     """Writes the stored form of a new set (archive and globals) and returns the manifest's
     ``encryption``. ``plain``/``globals_info``: the manifest's ``archive``/``globals``.
-    ``encryptor``: an _age.Encryptor that read the archive while it was written; its output
-    counts when it read exactly this archive, else the archive is encrypted again here."""
+    ``encryptor``: the _age.Encryptor the dump fed this archive while it wrote it; its output
+    counts when age took all of it, else the archive is encrypted again here."""
     enc = {"format": _age.FORMAT, "recipients": list(to)}
     archive_stored = stored_path(bset.archive)
-    if encryptor is not None and encryptor.join().read_whole(plain["sha256"], plain["size_bytes"]):
+    done = encryptor.finish(plain["size_bytes"]) if encryptor is not None else None
+    if done is not None:
         encryptor.stored.rename(archive_stored)  # the upload may not have opened it yet
-        stored = encryptor.result["stored"]
+        stored = done["stored"]
     else:
         stored = encrypt_file(bset.archive, archive_stored, to, plain)
     enc["archive"] = _record(archive_stored, stored)

@@ -105,29 +105,28 @@ def test_an_identity_file_that_is_not_one_is_refused_without_quoting_it():
     assert "NOTAKEY" not in str(e.value)
 
 
-def test_the_encryptor_follows_a_growing_file_and_stops_with_it(tmp_path, alice):
+def test_the_encryptor_is_fed_as_the_archive_is_written_and_stops_with_it(tmp_path, alice):
     data = os.urandom(5 * _age.CHUNK)
-    src = tmp_path / "a.dump.partial"
-    growing = _follow.GrowingFile(str(src))
-    enc = _age.Encryptor(growing, [alice[1]], str(tmp_path / "a.dump.age.partial")).start()
-    with open(src, "wb") as f:
-        for i in range(0, len(data), 300000):
-            f.write(data[i : i + 300000])
-            f.flush()
-            growing.grew(min(len(data), i + 300000))
-    growing.close(True)
-    enc.join(30)
-    assert enc.error is None and enc.read_whole(*digest(data).values())
-    assert enc.result["stored"] == digest((tmp_path / "a.dump.age.partial").read_bytes())
+    enc = _age.Encryptor([alice[1]], str(tmp_path / "a.dump.age.partial"))
+    upload = _follow.Follower(enc.stored, 1024 * 1024)  # what the upload does: follow the output
+    upload.work = lambda blocks: sum(len(b) for b in blocks)
+    upload.start()
+    for i in range(0, len(data), 300000):
+        enc.feed(data[i : i + 300000])
+    done = enc.finish(len(data))
+    stored = (tmp_path / "a.dump.age.partial").read_bytes()
+    assert done["plain"]["size"] == len(data) and done["stored"] == digest(stored)
+    upload.join(30)
+    assert upload.error is None and upload.read_whole(*digest(stored).values())
 
-    growing = _follow.GrowingFile(str(tmp_path / "b.dump.partial"))
-    enc = _age.Encryptor(growing, [alice[1]], str(tmp_path / "b.dump.age.partial")).start()
-    (tmp_path / "b.dump.partial").write_bytes(b"x" * 1000)
-    growing.grew(1000)
-    growing.close(False)  # pg_dump failed
-    enc.join(30)
-    assert isinstance(enc.error, _follow.Abandoned)
-    assert not (tmp_path / "b.dump.age.partial").exists()
+    enc = _age.Encryptor([alice[1]], str(tmp_path / "b.dump.age.partial"))
+    enc.feed(b"x" * 1000)
+    assert enc.finish(2000) is None and "fed 1000 bytes of the 2000" in str(enc.error)
+
+    enc = _age.Encryptor([alice[1]], str(tmp_path / "c.dump.age.partial"))
+    enc.feed(b"x" * 1000)
+    enc.cancel()  # pg_dump failed
+    assert not (tmp_path / "c.dump.age.partial").exists()
     with pytest.raises(_follow.Abandoned):
         list(enc.stored.blocks(1024))
 

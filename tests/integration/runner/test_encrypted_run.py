@@ -118,6 +118,31 @@ def test_an_encrypted_nightly_run_round_trips_only_with_the_identity(agent, env,
         assert res["encrypted"] is True and res["decrypted"] == [], res
         fetched = rig.sh(c, "ls %s/%s" % (FETCHED, DB)).split()
         assert sorted(fetched) == sorted([bid + ".dump.age", bid + ".globals.sql.age", manifest_name]), fetched
+        # backup.yml with the same setting (the same pipeline), then the drill of its set: the
+        # drill restores a set whose plaintext is here, it needs no identity.
+        site = {
+            "tsdb_backup_databases": [DB],
+            "tsdb_backup_encryption_recipients": [recipient],
+            "tsdb_azure_connection_string": conn,
+            "tsdb_azure_container": CONTAINER,
+            "tsdb_azure_prefix": prefix,
+        }
+        rc, out = rig.playbook("backup.yml", site)
+        assert rc == 0, out[-3000:]
+        newest = sorted(n for n in rig.sh(c, "ls %s" % folder).split() if n.endswith(".manifest.json"))[-1]
+        assert newest != manifest_name and json.loads(rig.sh(c, "cat %s/%s" % (folder, newest)))["encryption"]
+        blob = next(
+            n for n in service.get_container_client(CONTAINER).list_blobs() if n.name.endswith(newest[:16] + ".dump")
+        )
+        assert (
+            service.get_blob_client(CONTAINER, blob.name)
+            .download_blob()
+            .readall()
+            .startswith(b"age-encryption.org/v1\n")
+        )
+        rc, out = rig.playbook("drill.yml", {"tsdb_backup_databases": [DB]})
+        assert rc == 0 and "%s: ok" % DB in out, out[-3000:]
+
         # The host is lost: restore.yml on a host without its sets, with the operators' identity file.
         rig.sh(c, "rm -rf %s" % folder)
         idfile = tmp_path / "ops-identity.txt"
