@@ -535,12 +535,13 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
         return writer.size
 
 
-def _stage_blocks(blob, blocks, concurrency, reporter):
+def _stage_blocks(blob, blocks, concurrency, reporter, hashed=False):
     """Stages the iterable's blocks. At most `concurrency` blocks in flight, one more being
     read: memory stays at about (concurrency + 1) x block_size whatever the file size. Block
     ids are the offsets, so a retried run restages the same ids. `reporter` hears the bytes
-    the service has taken. Returns (block ids, sha256, bytes)."""
-    digest = hashlib.sha256()
+    the service has taken. Returns (block ids, sha256, bytes); the sha256 is None when the
+    blocks are ``hashed`` already (a _follow.Follower's)."""
+    digest = None if hashed else hashlib.sha256()
     block_ids = []
     offset = 0
     acked = [0]
@@ -557,7 +558,8 @@ def _stage_blocks(blob, blocks, concurrency, reporter):
             for data in blocks:
                 if len(block_ids) >= MAX_BLOCKS:
                     raise IntegrityError("%s: more than %d blocks; not staged" % (blob.blob_name, MAX_BLOCKS))
-                digest.update(data)
+                if digest is not None:
+                    digest.update(data)
                 block_id = "%032d" % offset
                 block_ids.append(block_id)
                 in_flight.append(
@@ -576,7 +578,7 @@ def _stage_blocks(blob, blocks, concurrency, reporter):
             for future, _length in in_flight:
                 future.cancel()
             raise
-    return block_ids, digest.hexdigest(), offset
+    return block_ids, digest.hexdigest() if digest is not None else None, offset
 
 
 class FollowingUpload(_follow.Follower):
@@ -597,10 +599,10 @@ class FollowingUpload(_follow.Follower):
         blob = self.store.container_client.get_blob_client(self.blob_name)
         try:
             self.store.ensure_container()  # a first run creates it here, as its upload would
-            block_ids, digest, sent = _stage_blocks(blob, blocks, self.concurrency, _NoProgress())
+            block_ids, _none, sent = _stage_blocks(blob, blocks, self.concurrency, _NoProgress(), hashed=True)
         except AzureError as e:
             raise self.store.explain(e, "upload %s" % self.blob_name) from None
-        return {"block_ids": block_ids, "sha256": digest, "size": sent}
+        return {"block_ids": block_ids, "sha256": self.sha256, "size": sent}  # the follower's own sha256
 
 
 # The Azure tier's API for modules, the runner and the tests, wherever it lives.

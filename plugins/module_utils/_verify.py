@@ -154,16 +154,19 @@ def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
         found="%s/%s" % (manifest["database"], manifest["backup_id"]),
     )
     bset = mf.BackupSet.from_manifest(backup_dir, manifest)
+    # A part is checked in the form it is here: its plaintext when it has one (what restores
+    # read; its encrypted form is checked by the upload's read-back and by every download), else
+    # its encrypted form (a set downloaded without an identity) - no key needed.
     stored = {p[0]: p for p in _encryption.parts(bset, manifest)}
-    if "archive" in stored and os.path.exists(stored["archive"][2]):
-        _check_file(checks, "encrypted archive", stored["archive"][2], stored["archive"][4])
-    elif not os.path.exists(bset.archive):
-        checks.add("archive present", False, "archive %s is missing" % bset.archive)
-        return bset, manifest
     if os.path.exists(bset.archive):
         archive = manifest["archive"]
         _check_file(checks, "archive", bset.archive, {"sha256": archive["sha256"], "size": archive["size_bytes"]})
-    if "globals" in stored and os.path.exists(stored["globals"][2]):
+    elif "archive" in stored and os.path.exists(stored["archive"][2]):
+        _check_file(checks, "encrypted archive", stored["archive"][2], stored["archive"][4])
+    else:
+        checks.add("archive present", False, "archive %s is missing" % bset.archive)
+        return bset, manifest
+    if not os.path.exists(bset.globals_sql) and "globals" in stored and os.path.exists(stored["globals"][2]):
         _check_file(checks, "encrypted globals", stored["globals"][2], stored["globals"][4])
     elif not os.path.exists(bset.globals_sql):
         checks.add("globals present", False, "globals file %s is missing" % bset.globals_sql)
