@@ -22,6 +22,8 @@ options:
       - Any recipient's identity decrypts. New recipients apply to new sets; older sets keep theirs.
       - Empty - nothing is encrypted. Needs the C(age) binary on the host (Debian package C(age)) and one-file
         archives (C(dump_jobs=1)).
+      - Hidden in the module's output and log (C(no_log)) - a private key given here by mistake is refused and never
+        shown; the manifests and M(insa.timescaledb_backup.backup_info) name the recipients.
     type: list
     elements: str
     default: []
@@ -42,7 +44,8 @@ options:
       - A range whose earlier generations are encrypted gets a new generation with every live row of the range (the
         host cannot read the earlier rows to leave them out); M(insa.timescaledb_backup.history_restore) inserts only
         the rows a table lacks.
-      - Empty - objects are uploaded in clear. Needs the C(age) binary on the host.
+      - Empty - objects are uploaded in clear. Needs the C(age) binary on the host. Hidden in the module's output
+        and log (C(no_log)), as a private key given here by mistake would be.
     type: list
     elements: str
     default: []

@@ -34,8 +34,9 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _er
 FORMAT = "age"
 MAGIC = b"age-encryption.org/v1\n"
 CHUNK = 1024 * 1024
-# The identity is written into a pipe before age reads it: at most a pipe's capacity.
-MAX_IDENTITY_BYTES = 60 * 1024
+# The identity is written into a pipe before age reads it: at most one page, what a pipe holds
+# even when the user's pipe quota is spent (about fifty identities).
+MAX_IDENTITY_BYTES = 4000
 _BECH32 = "[02-9ac-hj-np-z]{58}"
 RECIPIENT_RE = re.compile(r"^age1%s$" % _BECH32)
 IDENTITY_RE = re.compile(r"^AGE-SECRET-KEY-1%s$" % _BECH32.upper())
@@ -167,18 +168,21 @@ class _Run:
 
     def write(self, data):
         """Feeds age; False once it stopped reading (finish says why)."""
-        if self.broken:
+        if self.broken or self.closed:
             return False
-        if self.inward is not None:
-            self.inward.update(data)
-        self.size_in += len(data)
         try:
             self.proc.stdin.write(data)
         except BrokenPipeError:
             self.broken = True
-        return not self.broken
+            return False
+        if self.inward is not None:
+            self.inward.update(data)
+        self.size_in += len(data)
+        return True
 
     def finish(self):
+        if self.closed:
+            raise EncryptionError("age was stopped before its input was complete")
         ok = False
         try:
             _close_quietly(self.proc.stdin)

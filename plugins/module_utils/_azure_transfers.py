@@ -179,9 +179,30 @@ class Transfers:
         manifest, bset = _local_set(manifest_path)
         options = (access_tier, tags, int(block_size_mb), int(max_concurrency), staged or {})
         with _lock.reading_folder(bset.folder):  # no prune removes the set while it is sent
+            warning = None
             if encrypt_to and _encryption.section(manifest) is None and not check_mode:
-                manifest = _encryption.encrypt_existing(bset, manifest, encrypt_to, self.signing)
-            return self._upload_set(manifest, bset, host, options, check_mode, stage, timer)
+                sent = self._sent_in_clear(bset, manifest, host)
+                if sent:
+                    # Its bulk left in clear before encryption was on: finished as it was, rather
+                    # than never (an encrypted form would conflict with those blobs).
+                    warning = (
+                        "backup %s was partly uploaded in clear before encryption was on (%s): its upload is "
+                        "completed in clear" % (bset.backup_id, ", ".join(sent))
+                    )
+                else:
+                    manifest = _encryption.encrypt_existing(bset, manifest, encrypt_to, self.signing)
+            result = self._upload_set(manifest, bset, host, options, check_mode, stage, timer)
+            if warning:
+                result["warnings"].append(warning)
+            return result
+
+    def _sent_in_clear(self, bset, manifest, host):
+        """The URLs of blobs of a clear set that are in Azure already (an upload cut short)."""
+        host = validate_segment(host or manifest.get("host") or socket.getfqdn(), "host")
+        if not self.ensure_container(check_mode=True)["exists"]:
+            return []
+        folder = blob_folder(self.prefix, host, bset.database, bset.backup_id)
+        return sorted(info["url"] for info in self._listing(join_name(folder, bset.backup_id + ".")).values())
 
     def archive_blob_name(self, host, bset):
         """The blob a one-file set's archive is uploaded as."""

@@ -34,7 +34,9 @@ PARTS = ("archive", "globals")
 
 def recipients_argument_spec():
     """The dump's option (doc fragment insa.timescaledb_backup.encryption)."""
-    return {"encryption_recipients": {"type": "list", "elements": "str", "default": []}}
+    # no_log: a private key given here by mistake must never reach the journal or the output
+    # (the recipients are public; the manifests and backup_info name them).
+    return {"encryption_recipients": {"type": "list", "elements": "str", "default": [], "no_log": True}}
 
 
 def identity_argument_spec():
@@ -111,25 +113,53 @@ def recipient_coverage(manifests):
     return {"recipients": sorted(rows, key=lambda r: r["newest"]), "in_clear": in_clear, "unread": unread}
 
 
-class NotEncryptable(_errors.ConfigError):
-    """A clear set that cannot be encrypted before it is sent (a directory-format archive)."""
+class NotEncryptable(_errors.OperatorError):
+    """A set in clear that cannot be encrypted before it is sent: only it is left unsent (the
+    catch-up goes on with the others); the kind says why (config, service, integrity)."""
 
 
 def encrypt_existing(bset, manifest, to, signing=None):
     """A set taken in clear, about to leave the host while encryption is on (turned on after it
     was taken): its stored form is written and its manifest rewritten as an encrypted set's
     (format_version 2, signed again with this host's key - ``signing``, a _signing.Policy).
-    Nothing of it is in clear in Azure afterwards. Returns the new manifest."""
+    Nothing of it is in clear in Azure afterwards. Returns the new manifest; NotEncryptable
+    (nothing changed) when it cannot be done."""
+    what = "backup %s of %s is in clear and encryption is on" % (bset.backup_id, bset.database)
     if bset.directory_format:
         raise NotEncryptable(
-            "backup %s of %s is a directory-format archive in clear: it is not sent while encryption is on. Take a new "
-            "backup (dump_jobs 1), or remove it" % (bset.backup_id, bset.database)
+            "%s, but it is a directory-format archive: it is not sent. Take a new backup (dump_jobs 1), or "
+            "remove it" % what,
+            kind="config",
+        )
+    if "signature" in manifest and getattr(signing, "signer", None) is None:
+        raise NotEncryptable(
+            "%s, but its manifest is signed and this run has no signing key to sign it again: it is not sent. "
+            "Configure the signing key (tsdb_signing)" % what,
+            kind="config",
+        )
+    need = sum((manifest.get(p) or {}).get("size_bytes") or 0 for p in PARTS) + 1024 * 1024
+    free = _free_bytes(bset.folder)
+    if free < need:
+        raise NotEncryptable(
+            "%s, but %d bytes are free for its encrypted form of %d: it is not sent" % (what, free, need),
+            kind="service",
         )
     new = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "signature")}
     new["format_version"] = mf.MANIFEST_VERSION_ENCRYPTED
-    new["encryption"] = encrypt_set(bset, manifest["archive"], manifest.get("globals"), to)
-    mf.write_manifest(bset.manifest, new, signing)
+    try:
+        new["encryption"] = encrypt_set(bset, manifest["archive"], manifest.get("globals"), to)
+        mf.write_manifest(bset.manifest, new, signing)
+    except (_errors.OperatorError, OSError) as e:
+        for path in (stored_path(bset.archive), stored_path(bset.globals_sql)):
+            for leftover in (path, path + mf.PARTIAL_SUFFIX):
+                _unlink_quietly(leftover)
+        raise NotEncryptable("%s, but encrypting it failed: %s" % (what, e), kind=_errors.kind_of(e)) from None
     return mf.read_manifest(bset.manifest)
+
+
+def _free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def check_directory_format(to, directory_format):
@@ -287,6 +317,10 @@ def open_set(bset, manifest, identity, action="reading the archive"):
         try:
             _age.decrypt(stored_file, partial, identity, plain)
             os.rename(partial, plain_file)  # the same checked content whoever renames last
+        except FileNotFoundError:
+            if not os.path.exists(plain_file):
+                raise
+            continue  # another reader decrypted it and removed the encrypted form meanwhile
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)

@@ -310,7 +310,9 @@ class _Archiver:
             # No one on this host can read the object back from Azure: its rows are checked here,
             # then it is encrypted; what Azure returns is checked against the stored sha256.
             if self.verify:
-                _reload_check(self.conn, self.store.url(v.data_name), v.local, info["columns"], v.rows, v.content_hash)
+                _reload_check(
+                    self.conn, v.local, info["columns"], v.rows, v.content_hash, "%s before encryption" % v.data_name
+                )
             v.local, stored, v.encryption = _encryption.encrypt_object(v.local, to)
             v.sha256, v.size = stored["sha256"], stored["size"]
         common = {
@@ -544,7 +546,7 @@ def verify_object(conn, store, name, sha256, columns, rows, content_hash, work):
     path = work.file("verify.%s" % DATA_EXT)
     try:
         store.download_file(name, path, sha256)
-        got = _reload_check(conn, store.url(name), path, columns, rows, content_hash)
+        got = _reload_check(conn, path, columns, rows, content_hash, store.url(name), uploaded=True)
     finally:
         if os.path.exists(path):
             os.unlink(path)
@@ -563,7 +565,7 @@ def verify_stored(store, name, sha256, work):
     return {"method": "reload+pg-hash before encryption, download+sha256", "at": _iso(mf.utcnow())}
 
 
-def _reload_check(conn, what, path, columns, rows, content_hash):
+def _reload_check(conn, path, columns, rows, content_hash, what, uploaded=False):
     """The rows a Parquet file decodes to, loaded into a temporary table and counted and hashed by
     PostgreSQL, must be (rows, content_hash). Returns them; raises on a mismatch."""
     stage = _Stage(conn, columns)
@@ -574,9 +576,16 @@ def _reload_check(conn, what, path, columns, rows, content_hash):
         stage.drop()
     if loaded != rows or got != (rows, content_hash):
         raise HistoryError(
-            "verification of %s failed: it decodes to %d rows with content hash %s; expected %d rows with %s. "
-            "The object is kept but not trusted (no manifest); the next run archives a new version"
-            % (what, got[0], got[1], rows, content_hash),
+            "verification of %s failed: it decodes to %d rows with content hash %s; expected %d rows with %s. %s; "
+            "the next run archives a new version"
+            % (
+                what,
+                got[0],
+                got[1],
+                rows,
+                content_hash,
+                "The object is kept but not trusted (no manifest)" if uploaded else "Nothing was uploaded",
+            ),
             kind="integrity",
         )
     return got

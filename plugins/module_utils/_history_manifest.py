@@ -73,6 +73,14 @@ def parse_history_manifest(data, source="history manifest"):
             "%s was altered after it was written (manifest_sha256 does not match)" % source, kind="integrity"
         )
     mf.require_keys(manifest, REQUIRED_KEYS, source, _unusable)
+    enc = (manifest.get("object") or {}).get("encryption")
+    if (manifest["format_version"] == HISTORY_VERSION_ENCRYPTED) != bool(enc):
+        raise _unusable(
+            "%s has format_version %s %s an encrypted object"
+            % (source, manifest["format_version"], "without" if not enc else "with")
+        )
+    if enc:
+        mf.check_encryption(enc, (None,), source, _unusable, digests=("plaintext_sha256", "plaintext_size_bytes"))
     return manifest
 
 

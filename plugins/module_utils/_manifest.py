@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _errors
 
 MANIFEST_FORMAT = "insa.timescaledb_backup/manifest"
 MANIFEST_VERSION = 1
@@ -303,6 +303,8 @@ def parse_manifest(data, source="manifest"):
             "%s has format_version %s %s an encryption section: it was not written by this collection"
             % (source, manifest["format_version"], "without" if manifest.get("encryption") is None else "with")
         )
+    if manifest.get("encryption"):
+        check_encryption(manifest["encryption"], ("archive", "globals"), source, ManifestError)
     expected = manifest.get("manifest_sha256")
     actual = hashlib.sha256(_canonical(manifest)).hexdigest()
     if expected != actual:
@@ -331,6 +333,26 @@ def load_document(data, source, fmt, version, what, error):
             % (source, found, " and ".join("%d" % v for v in versions))
         )
     return document
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_encryption(enc, parts, source, error, digests=("sha256", "size_bytes")):
+    """An ``encryption`` section (a set's, or a history object's) as this collection writes it;
+    ``error`` says what is wrong otherwise: nothing read from storage is used unchecked."""
+    recipients = enc.get("recipients") if isinstance(enc, dict) else None
+    if not isinstance(enc, dict) or enc.get("format") != "age" or not isinstance(recipients, list) or not recipients:
+        raise error("%s: its encryption section is not age encryption to a list of recipients" % source)
+    if not all(isinstance(r, str) and _age.RECIPIENT_RE.match(r) for r in recipients):
+        raise error("%s: its encryption section names something else than age recipients" % source)
+    for part in parts:
+        entry = enc.get(part) if part else enc
+        if entry is None and part == "globals":
+            continue
+        sha, size = (entry or {}).get(digests[0]), (entry or {}).get(digests[1])
+        if not (isinstance(sha, str) and _SHA256.match(sha) and isinstance(size, int) and size >= 0):
+            raise error("%s: its encryption section lacks the sha256 and size of %s" % (source, part or "the object"))
 
 
 def require_keys(document, keys, source, error):

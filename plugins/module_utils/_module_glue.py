@@ -23,14 +23,6 @@ def require_lib(module, available, requirement, import_error, reason=None):
         module.fail_json(msg=missing_required_lib(requirement, reason=reason), exception=import_error)
 
 
-def hide_identities(module, option="encryption_recipients"):
-    """A private age key given where public ones belong is refused (_age.recipients); this keeps
-    it out of the module's output (invocation included) as if the option were no_log."""
-    for value in module.params.get(option) or ():
-        if "AGE-SECRET-KEY" in ("%s" % value).upper():
-            module.no_log_values.add(value)
-
-
 def require_psycopg2(module):
     require_lib(
         module,

@@ -161,6 +161,18 @@ def verify_checksum(backup_dir, database, backup_id, checks, signing=None):
     if os.path.exists(bset.archive):
         archive = manifest["archive"]
         _check_file(checks, "archive", bset.archive, {"sha256": archive["sha256"], "size": archive["size_bytes"]})
+        if "archive" in stored and os.path.exists(stored["archive"][2]):
+            # Not yet uploaded: its size at least (a truncated encrypted form could never be sent).
+            size, want = os.path.getsize(stored["archive"][2]), stored["archive"][4]["size"]
+            checks.add(
+                "encrypted archive size",
+                size == want,
+                "encrypted archive size matches"
+                if size == want
+                else "the encrypted archive is %d bytes, the manifest says %d" % (size, want),
+                expected=want,
+                found=size,
+            )
     elif "archive" in stored and os.path.exists(stored["archive"][2]):
         _check_file(checks, "encrypted archive", stored["archive"][2], stored["archive"][4])
     else:

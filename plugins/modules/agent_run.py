@@ -271,7 +271,6 @@ def main():
     argument_spec.update(_signing.signing_argument_spec())
     argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    _module_glue.hide_identities(module)
     _module_glue.require_psycopg2(module)
     job = module.params["job"]
     if module.params["upload"] and job == "backup":

@@ -230,7 +230,6 @@ def main():
     argument_spec.update(_signing.signing_argument_spec())
     argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    _module_glue.hide_identities(module)
     _module_glue.require_psycopg2(module)
     _module_glue.require_azure_storage(module)
     _module_glue.require_pyarrow(module, "to write the Parquet archive")

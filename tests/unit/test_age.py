@@ -176,3 +176,58 @@ def test_the_stored_form_goes_with_the_set(tmp_path, alice):
     assert bset.archive + ".age" in bset.all_paths() and bset.globals_sql + ".age" in bset.all_paths()
     assert _encryption.remove_stored(bset, manifest) == [bset.archive + ".age", bset.globals_sql + ".age"]
     assert os.path.exists(bset.archive) and os.path.exists(bset.globals_sql)
+
+
+def test_a_fed_encryptor_stopped_early_neither_raises_nor_leaves_a_file(tmp_path, alice):
+    enc = _age.Encryptor([alice[1]], str(tmp_path / "x.age.partial"))
+    enc.cancel()
+    enc.feed(b"after the dump failed")  # the copy loop may still hold a block
+    assert enc.finish(21) is None and "stopped before its input was complete" in str(enc.error)
+    assert not (tmp_path / "x.age.partial").exists()
+
+
+def signed_manifest(bset, manifest):
+    doc = dict(manifest, format=mf.MANIFEST_FORMAT, format_version=mf.MANIFEST_VERSION)
+    doc.update(host="db01", dump={"format": "custom"}, tables={})
+    return doc
+
+
+def test_a_set_in_clear_is_encrypted_before_it_leaves_or_left_as_it_was(tmp_path, alice):
+    bset, manifest = make_set(tmp_path)
+    doc = signed_manifest(bset, manifest)
+    mf.write_manifest(bset.manifest, doc)
+    new = _encryption.encrypt_existing(bset, mf.read_manifest(bset.manifest), [alice[1]])
+    assert new["format_version"] == 2 and new["encryption"]["recipients"] == [alice[1]]
+    assert new["archive"] == doc["archive"] and os.path.exists(bset.archive + ".age")
+
+    bset, manifest = make_set(tmp_path / "signed")
+    signed = dict(signed_manifest(bset, manifest), signature={"algorithm": "ed25519", "key_id": "x", "value": "y"})
+    with pytest.raises(_encryption.NotEncryptable, match="no signing key to sign it again"):
+        _encryption.encrypt_existing(bset, signed, [alice[1]])
+    bset, manifest = make_set(tmp_path / "broken")
+    with pytest.raises(_encryption.NotEncryptable, match="encrypting it failed") as e:
+        _encryption.encrypt_existing(bset, signed_manifest(bset, manifest), ["age1" + "q" * 58])  # age refuses it
+    assert e.value.kind != "error"
+    assert not [n for n in os.listdir(bset.folder) if ".age" in n]
+
+
+def test_a_manifest_with_a_malformed_encryption_section_is_refused(alice):
+    good = {"sha256": "a" * 64, "size_bytes": 10}
+    for enc in (
+        {"format": "gpg", "recipients": [alice[1]], "archive": good},
+        {"format": "age", "recipients": ["AGE-SECRET-KEY-1X"], "archive": good},
+        {"format": "age", "recipients": [alice[1]], "archive": {"sha256": "nope", "size_bytes": 10}},
+        {"format": "age", "recipients": [alice[1]]},
+    ):
+        doc = {
+            "format": mf.MANIFEST_FORMAT,
+            "format_version": mf.MANIFEST_VERSION_ENCRYPTED,
+            "backup_id": "20261201T020000Z",
+            "database": "iot",
+            "archive": good,
+            "tables": {},
+            "dump": {"format": "custom"},
+            "encryption": enc,
+        }
+        with pytest.raises(mf.ManifestError, match="encryption section"):
+            mf.parse_manifest(mf.dumps(doc))
