@@ -625,3 +625,35 @@ def create_database(conn, dbname, owner=None):
         query = query + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
     with conn.cursor() as cur:
         cur.execute(query)
+
+
+def cluster_control(cluster, action, timeout=3600):
+    """Starts or stops a Debian cluster (``17/main``) with pg_ctlcluster, which hands it to
+    systemd (postgresql@17-main) where systemd runs. ToolError with what it printed."""
+    version, _sep, name = cluster.partition("/")
+    if action not in ("start", "stop") or not version.isdigit() or not name:
+        raise ValueError("cluster %r, action %r" % (cluster, action))
+    argv = ["pg_ctlcluster", version, name, action]
+    if action == "stop":
+        argv += ["--", "-m", "fast"]
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolError("pg_ctlcluster %s %s %s failed: %s" % (version, name, action, e)) from None
+    text = (proc.stderr + proc.stdout).decode("utf-8", "replace")
+    # Stopping a cluster that is not running is what was asked for.
+    if proc.returncode != 0 and not (action == "stop" and "is not running" in text):
+        raise ToolError(
+            "pg_ctlcluster %s %s %s exited with status %d: %s"
+            % (version, name, action, proc.returncode, stderr_tail(text)),
+            stderr=text,
+        )
+
+
+def server_running(params):
+    """True when the server accepts a connection (as pg_isready, through libpq)."""
+    try:
+        connect(params).close()
+        return True
+    except PgError:
+        return False
