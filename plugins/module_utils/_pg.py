@@ -657,3 +657,22 @@ def server_running(params):
         return True
     except PgError:
         return False
+
+
+def scratch_server(action, data_directory, version, timeout=3600):
+    """Starts (waiting until it accepts connections) or stops (fast) a server of major
+    ``version`` on a scratch data directory with pg_ctl: the physical drill's throw-away cluster."""
+    if action not in ("start", "stop"):
+        raise ValueError(action)
+    argv = ["/usr/lib/postgresql/%d/bin/pg_ctl" % int(version), action, "-D", data_directory, "-s"]
+    if action == "start":
+        argv += ["-w", "-t", str(int(timeout)), "-l", os.path.join(data_directory, "drill.log")]
+    else:
+        argv += ["-m", "fast", "-w"]
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolError("pg_ctl %s of %s failed: %s" % (action, data_directory, e)) from None
+    if proc.returncode != 0:
+        text = (proc.stderr + proc.stdout).decode("utf-8", "replace")
+        raise tool_error(argv, proc.returncode, text)

@@ -30,6 +30,7 @@ METRICS_FILE = "tsdb_backup_pitr.prom"
 STATE_FILE = "pitr-state.json"
 STATE_FORMAT = "insa.timescaledb_backup/pitr-state"
 BACKUP_TYPES = ("full", "diff", "incr")
+JOBS = BACKUP_TYPES + ("drill",)
 LABELS = ("host", "stanza")
 JOB_LABELS = ("host", "stanza", "job")
 # A WAL file name: timeline, then the segment as two 8-digit hex numbers (16 MiB segments: 256
@@ -73,12 +74,17 @@ STATUS_METRICS = (
     ("tsdb_backup_pitr_check_timestamp_seconds", "When pgbackrest check last ran.", "check_at"),
 )
 JOB_METRICS = (
-    ("tsdb_backup_pitr_last_run_success", "1 if the last backup run of this job succeeded.", "success"),
-    ("tsdb_backup_pitr_last_run_timestamp_seconds", "When the last backup run of this job ended.", "ended_at"),
     (
-        "tsdb_backup_pitr_last_success_timestamp_seconds",
-        "When a backup run of this job last succeeded.",
-        "last_success",
+        "tsdb_backup_pitr_last_run_success",
+        "1 if the last run of this job (full, diff, incr, drill) succeeded.",
+        "success",
+    ),
+    ("tsdb_backup_pitr_last_run_timestamp_seconds", "When the last run of this job ended.", "ended_at"),
+    ("tsdb_backup_pitr_last_success_timestamp_seconds", "When a run of this job last succeeded.", "last_success"),
+    (
+        "tsdb_backup_pitr_last_run_duration_seconds",
+        "How long the last successful run of this job took (for the drill: this host's physical RTO).",
+        "duration",
     ),
 )
 
@@ -203,12 +209,14 @@ def update_state(state_dir, change):
     return state
 
 
-def record_job(state, job, success, now=None, error=None):
+def record_job(state, job, success, now=None, error=None, duration=None):
     now = time.time() if now is None else now
     entry = state["jobs"].setdefault(job, {})
     entry.update(success=bool(success), ended_at=now, error=error)
     if success:
         entry["last_success"] = now
+        if duration is not None:
+            entry["duration"] = round(duration, 2)
 
 
 def record_check(state, success, now=None, error=None):

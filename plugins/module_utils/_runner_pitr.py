@@ -3,7 +3,7 @@
 """What the physical-backup units (role pitr) run on each database host, as the cluster's
 owner (postgres): ``status`` (every minute: what the repository and the archiver say, into
 tsdb_backup_pitr.prom), ``backup --type full|diff|incr`` (``pgbackrest check``, then the backup,
-then the status) and ``check``.
+then the status), ``check`` and ``drill`` (the physical restore drill, _pitr_drill).
 
 Configuration from the environment (the units' EnvironmentFile, written by the role):
 
@@ -11,6 +11,8 @@ Configuration from the environment (the units' EnvironmentFile, written by the r
     TSDB_BACKUP_HOST_LABEL   host label of the metrics (default: FQDN)
     TSDB_PITR_STATE_DIR      where the last runs are remembered (0700, postgres)
     TSDB_PITR_METRICS_DIR    where tsdb_backup_pitr.prom is written ("" = nowhere)
+    TSDB_PITR_PG_VERSION     the cluster's major version (the drill's pg_ctl; default 17)
+    TSDB_PITR_DRILL_PORT     the drill's scratch server port (its socket only; default 5499)
     PGHOST PGPORT PGUSER     libpq settings of the status query (the socket, peer auth)
 
 Exit status: 0 done; 1 failed; 2 bad configuration; 75 another pgBackRest command holds the
@@ -30,7 +32,7 @@ import socket
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _pitr_drill
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 LOG = logging.getLogger("tsdb-pitr")
@@ -47,6 +49,8 @@ def load_config(environ):
         "host": environ.get("TSDB_BACKUP_HOST_LABEL") or socket.getfqdn(),
         "state_dir": environ.get("TSDB_PITR_STATE_DIR") or "/var/lib/tsdb-backup-pitr",
         "metrics_dir": environ.get("TSDB_PITR_METRICS_DIR", ""),
+        "pg_version": int(environ.get("TSDB_PITR_PG_VERSION") or 17),
+        "drill_port": int(environ.get("TSDB_PITR_DRILL_PORT") or 5499),
         "params": _pg.ConnectionParams(
             login_host=environ.get("PGHOST") or "/var/run/postgresql",
             port=int(environ.get("PGPORT") or 5432),
@@ -116,17 +120,43 @@ def run_backup(config, kind):
         pgbr.run(config["stanza"], "backup", ["--type=%s" % kind], timeout=BACKUP_TIMEOUT)
     except pgbr.PgBackRestError as e:
         error = e
-    _save(config, lambda state: _pitr.record_job(state, kind, error is None, error=str(error) if error else None))
+    duration = time.time() - started
+    _save(
+        config,
+        lambda s: _pitr.record_job(s, kind, error is None, error=str(error) if error else None, duration=duration),
+    )
     run_status(config)
     if error is not None:
         raise error
     LOG.info("%s backup of stanza %s done in %.0f s", kind, config["stanza"], time.time() - started)
 
 
+def run_drill(config):
+    """The physical restore drill into <state_dir>/drill on the drill port; its time is recorded."""
+    scratch = os.path.join(config["state_dir"], "drill")
+    owner = _pg.ConnectionParams(login_host=scratch, port=config["drill_port"], login_user=config["params"].user)
+    started = time.time()
+    error, result = None, None
+    try:
+        result = _pitr_drill.run(
+            config["stanza"], scratch, config["drill_port"], config["pg_version"], config["params"], owner, log=LOG.info
+        )
+    except (_errors.OperatorError, OSError) as e:
+        error = e
+    duration = time.time() - started
+    _save(
+        config,
+        lambda s: _pitr.record_job(s, "drill", error is None, error=str(error) if error else None, duration=duration),
+    )
+    if error is not None:
+        raise error
+    return result
+
+
 def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="tsdb-pitr", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["status", "check", "backup"])
+    parser.add_argument("command", choices=["status", "check", "backup", "drill"])
     parser.add_argument("--type", choices=_pitr.BACKUP_TYPES, default="diff", help="backup: full, diff or incr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
@@ -140,11 +170,13 @@ def main(argv=None, environ=None):
             return _errors.EXIT_OK if run_status(config) else _errors.EXIT_FAILED
         if args.command == "check":
             run_check(config)
+        elif args.command == "drill":
+            run_drill(config)
         else:
             run_backup(config, args.type)
-    except pgbr.PgBackRestError as e:
+    except (_errors.OperatorError, OSError) as e:
         LOG.error("%s", e)
-        if e.kind == "conflict":
+        if getattr(e, "code", None) == 50:  # pgBackRest's lock: another command runs
             return _errors.EXIT_LOCKED
-        return _errors.EXIT_CONFIG if e.kind == "config" else _errors.EXIT_FAILED
+        return _errors.EXIT_CONFIG if getattr(e, "kind", None) == "config" else _errors.EXIT_FAILED
     return _errors.EXIT_OK

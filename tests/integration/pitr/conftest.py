@@ -1,0 +1,9 @@
+"""The point-in-time suite runs on containers and an Azurite of its own (HTTPS, which pgBackRest
+needs): the rig's shared host is never touched."""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "azure"))
