@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import bench_pitr  # noqa: E402
 import bench_rig as rig  # noqa: E402
 
 DB = "bench_iot"
@@ -51,7 +52,8 @@ def parse_args(argv):
     p.add_argument(
         "--only",
         default="",
-        help="comma-separated paths to run: floor,old,backup,timer,restore; scale (with --scale), fleet (with --fleet)",
+        help="comma-separated paths to run: floor,old,backup,timer,restore,physical; scale (with --scale), fleet "
+        "(with --fleet)",
     )
     p.add_argument("--reseed", action="store_true", help="drop and generate the dataset again")
     p.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"), help="report to write")
@@ -258,6 +260,9 @@ def table(f):
         ("pg_restore", "pg_restore"),
         ("restore.yml new", "pg_restore"),
         ("restore.yml over", "pg_restore"),
+        ("pgBackRest full", "floor"),
+        ("restore.yml physical", "pg_restore"),
+        ("restore.yml physical", "restore.yml new"),
     ):
         if not f.runs.get(path):
             continue
@@ -303,6 +308,8 @@ def render(f, args, dataset):
             "- backup.yml encrypted: age ran while pg_dump wrote the archive; read during the dump for: %s; "
             "%s stored" % (f.facts["read_during_dump encrypted"], rig.human(f.facts["stored_bytes encrypted"]))
         )
+    if "pgbackrest_bytes" in f.facts:
+        steps.append("- pgBackRest full: %s in the repository (zstd)" % rig.human(f.facts["pgbackrest_bytes"]))
     for name, value in sorted(f.facts.items()):
         if name.startswith("rss_"):
             steps.append("- peak RSS of %s: %s" % (name[4:], rig.human(value)))
@@ -480,6 +487,23 @@ def render_fleet(f, args, dataset, machine):
     return "\n".join(lines)
 
 
+def physical(f, args):
+    """The physical paths on a host of their own (bench_pitr): a full pgBackRest backup of the
+    same dataset, and restore.yml -e restore_method=physical to the end of the archive."""
+    with bench_pitr.PitrHost(f.db, CONTAINER) as p:
+        rig.ensure_dataset(f.db, args.size, False, host=p.host)
+        p.setup()
+        for repetition in range(args.repeat):
+            print("bench: physical (%d of %d) ..." % (repetition + 1, args.repeat), flush=True)
+            seconds, sizes = timed(p.full_backup)
+            f.add("pgBackRest full", seconds)
+            f.facts["pgbackrest_bytes"] = sizes["repo"]
+            seconds, timings = timed(p.physical_restore)
+            steps = {k: v for k, v in timings.items() if k != "total"}
+            steps["ansible and the rest"] = max(0.0, seconds - timings.get("total", 0.0))
+            f.add("restore.yml physical", seconds, steps)
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -505,6 +529,8 @@ def main(argv=None):
                         f.azurite.setdefault(f.current, []).append(azurite_cpu() - emulator)
             if not only or "backup" in only:
                 f.facts.update(rig.transfer_rss(DB, CONTAINER))
+            if not only or "physical" in only:
+                physical(f, args)
             report = render(f, args, dataset)
         if args.scale and (not only or "scale" in only):
             if not main_paths:

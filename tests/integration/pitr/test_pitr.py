@@ -28,7 +28,7 @@ from azure_helpers import PrivateAzurite, self_signed_certificate
 pytestmark = pytest.mark.rig
 
 HOST = "it-pitr"
-PORT = 15632
+PORT = 15732
 DB = "it_pitr"
 CONTAINER = "it-pitr"
 CA = "/etc/ssl/certs/it-pitr-azurite.pem"
@@ -74,6 +74,9 @@ def inventory(path, azurite, env):
         # The backups themselves are started by the test, not by a calendar.
         "pitr_full_on_calendar": "2099-01-01",
         "pitr_diff_on_calendar": "2099-01-01",
+        "pitr_drill_on_calendar": "2099-01-01",
+        # The status every 15 s (minutely by default): the archived segment shows sooner.
+        "pitr_status_on_calendar": "*:*:0/15",
     }
     with open(path, "w") as f:
         json.dump({"all": {"children": {"tsdb_hosts": {"hosts": {HOST: hostvars}}}}}, f)
