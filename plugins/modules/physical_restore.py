@@ -11,7 +11,7 @@ module: physical_restore
 short_description: Restore a whole cluster from pgBackRest, to a point in time or to the newest archived WAL
 author:
   - INSA platform team (@insa)
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Refuses to run without O(confirm=true).
   - Restores the cluster O(cluster) of this host from pgBackRest's stanza O(stanza) - the newest backup that ended at or
