@@ -22,7 +22,7 @@ description:
     attempt is moved to C(<data>.failed-restore-<UTC time>) and the previous data directory is put back and started.
   - Compares the restored cluster with the logical manifests given in O(compare_with) (tables and their rows) and reports
     what differs - a table missing, fewer rows than the logical set had - as RV(findings); the restore itself stands.
-  - The connection options are those of the restored cluster (its roles and passwords are the backup's): the waits and
+  - The connection options are those of the restored cluster (its roles and passwords are the backup's) - the waits and
     the comparison log in with them once the cluster accepts connections.
   - Runs as root (it stops and starts the cluster); pgBackRest runs as the data directory's owner. The repository's
     settings and credentials are pgBackRest's own (C(/etc/pgbackrest), written by the role P(insa.timescaledb_backup.pitr#role)).
@@ -79,7 +79,7 @@ options:
 notes:
   - The rebuilt host must hold pgBackRest's configuration for the stanza first - run C(setup.yml) with the role
     P(insa.timescaledb_backup.pitr#role) enabled, then this (C(restore.yml -e restore_method=physical)).
-  - The restored cluster keeps archiving into the same stanza on a new timeline: the old host must stay off.
+  - The restored cluster keeps archiving into the same stanza on a new timeline, so the old host must stay off.
 seealso:
   - module: insa.timescaledb_backup.restore
     description: A logical restore of one database, also into another major version.
