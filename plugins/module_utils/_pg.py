@@ -659,14 +659,24 @@ def server_running(params):
         return False
 
 
-def scratch_server(action, data_directory, version, timeout=3600):
+def scratch_server(action, data_directory, version, timeout=3600, settings=None):
     """Starts (waiting until it accepts connections) or stops (fast) a server of major
-    ``version`` on a scratch data directory with pg_ctl: the physical drill's throw-away cluster."""
+    ``version`` on a scratch data directory with pg_ctl: the physical drill's throw-away cluster.
+    ``settings`` go on the server's command line, above every configuration file (so that a
+    restored postgresql.auto.conf cannot turn archiving or TCP back on)."""
     if action not in ("start", "stop"):
         raise ValueError(action)
     argv = ["/usr/lib/postgresql/%d/bin/pg_ctl" % int(version), action, "-D", data_directory, "-s"]
     if action == "start":
         argv += ["-w", "-t", str(int(timeout)), "-l", os.path.join(data_directory, "drill.log")]
+        options = []
+        for name, value in sorted((settings or {}).items()):
+            # pg_ctl hands -o to a shell: only plain values.
+            if not re.match(r"^[A-Za-z0-9_./-]*$", str(value)) or not re.match(r"^[a-z_.]+$", name):
+                raise ValueError("setting %s=%r cannot go on the command line" % (name, value))
+            options.append("-c %s=%s" % (name, value if value != "" else "''"))
+        if options:
+            argv += ["-o", " ".join(options)]
     else:
         argv += ["-m", "fast", "-w"]
     try:
@@ -676,3 +686,45 @@ def scratch_server(action, data_directory, version, timeout=3600):
     if proc.returncode != 0:
         text = (proc.stderr + proc.stdout).decode("utf-8", "replace")
         raise tool_error(argv, proc.returncode, text)
+
+
+def as_user_kwargs(owner):
+    """subprocess arguments that run a command as the OS user ``owner`` (from root), with its
+    groups; none when this process already runs as that user."""
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(owner)
+    if os.geteuid() == entry.pw_uid:
+        return {}
+    groups = sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} | {entry.pw_gid})
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups, "cwd": entry.pw_dir or "/"}
+
+
+def local_query(sql, owner, port, version, socket_dir="/var/run/postgresql", timeout=60):
+    """One value of a query on this host's cluster over its Unix socket, as the OS user ``owner``
+    (peer authentication): what a restore waits with, whatever logins the restored cluster has."""
+    argv = ["/usr/lib/postgresql/%d/bin/psql" % int(version), "-XAtq", "-h", socket_dir, "-p", str(int(port))]
+    argv += ["-d", "postgres", "-c", sql]
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PGCONNECT_TIMEOUT": "5", "PGAPPNAME": "insa.timescaledb_backup"}
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, check=False, **as_user_kwargs(owner))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolError("psql as %s failed: %s" % (owner, e)) from None
+    if proc.returncode != 0:
+        raise tool_error(argv, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+def cluster_log_tail(cluster, limit=6):
+    """What the server of a Debian cluster last logged of note (FATAL, PANIC, ERROR lines first)."""
+    version, _sep, name = cluster.partition("/")
+    path = "/var/log/postgresql/postgresql-%s-%s.log" % (version, name)
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 65536))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError as e:
+        return "its log %s cannot be read (%s)" % (path, e.strerror)
+    noted = [ln for ln in lines if any(w in ln for w in ("FATAL", "PANIC", "ERROR"))]
+    return "; ".join((noted or lines)[-limit:]) + " (%s)" % path

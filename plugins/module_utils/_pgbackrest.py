@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
 
 INSTALL_HINT = "install the pgbackrest package on the database host (the role insa.timescaledb_backup.pitr does)"
 STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -85,18 +85,7 @@ def argv(stanza, command, options=(), binary=None):
 
 def _user_kwargs(as_user):
     """subprocess arguments that run the command as ``as_user`` (from root), with its groups."""
-    if not as_user:
-        return {}
-    import pwd
-
-    entry = pwd.getpwnam(as_user)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": _groups_of(entry), "cwd": entry.pw_dir or "/"}
-
-
-def _groups_of(entry):
-    import grp
-
-    return sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} | {entry.pw_gid})
+    return _pg.as_user_kwargs(as_user) if as_user else {}
 
 
 def error_lines(text, limit=8):

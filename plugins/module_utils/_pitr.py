@@ -115,6 +115,17 @@ def segment_number(wal_name):
     return int(found.group(2), 16) * 0x100 + int(found.group(3), 16)
 
 
+def status_text(stanza_info):
+    """The stanza's status with what each repository said (pgBackRest's own words)."""
+    status = stanza_info.get("status") or {}
+    repos = [
+        (r.get("status") or {}).get("message")
+        for r in stanza_info.get("repo") or []
+        if (r.get("status") or {}).get("code") not in (None, 0)
+    ]
+    return "; ".join([str(status.get("message") or "status %s" % status.get("code"))] + [m for m in repos if m])
+
+
 def valid_backups(stanza_info):
     """The stanza's backups that completed, oldest first."""
     found = [b for b in stanza_info.get("backup") or [] if isinstance(b, dict) and not b.get("error")]

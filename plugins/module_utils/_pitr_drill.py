@@ -22,19 +22,29 @@ import time
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _pitr_restore
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
-SCRATCH_CONF = """# The physical drill's throw-away cluster (insa.timescaledb_backup): no TCP, no archiving.
-port = {port}
-listen_addresses = ''
-unix_socket_directories = '{data}'
+SCRATCH_CONF = """# The physical drill's throw-away cluster (insa.timescaledb_backup): no TCP, no archiving
+# (those settings are on the server's command line too, above postgresql.auto.conf).
 hba_file = '{data}/drill_hba.conf'
 ident_file = '{data}/drill_ident.conf'
 shared_preload_libraries = 'timescaledb'
 timescaledb.telemetry_level = off
-archive_mode = off
-max_connections = 20
 shared_buffers = 128MB
-max_wal_senders = 0
 """
+
+
+def scratch_settings(scratch, port):
+    """What the scratch server must never differ in: no TCP, its socket in the scratch directory,
+    no archiving, and no hot standby (it accepts connections only once recovered and promoted,
+    and needs no max_connections and worker settings as high as the live cluster's)."""
+    return {
+        "port": int(port),
+        "listen_addresses": "",
+        "unix_socket_directories": scratch,
+        "archive_mode": "off",
+        "hot_standby": "off",
+    }
+
+
 TABLES_SQL = (
     "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN %s "
@@ -98,20 +108,20 @@ def run(stanza, scratch, port, version, live_params, owner_params, recovery_time
     result = {"backup_label": backup["label"], "backup_ended": _pitr.isoformat(backup["timestamp"]["stop"])}
     try:
         t0 = time.monotonic()
-        pgbr.run(
-            stanza,
-            "restore",
-            ["--pg1-path=%s" % scratch, "--set=%s" % backup["label"], "--archive-mode=off"],
-            timeout=24 * 3600,
-        )
+        options = ["--pg1-path=%s" % scratch, "--set=%s" % backup["label"], "--archive-mode=off"]
+        # Tablespaces into the scratch directory too, never onto the live cluster's paths.
+        options.append("--tablespace-map-all=%s" % os.path.join(scratch, "tablespaces"))
+        pgbr.run(stanza, "restore", options, timeout=24 * 3600)
         result["restore_seconds"] = round(time.monotonic() - t0, 2)
         with open(os.path.join(scratch, "postgresql.conf"), "w") as f:
-            f.write(SCRATCH_CONF.format(port=int(port), data=scratch))
+            f.write(SCRATCH_CONF.format(data=scratch))
         with open(os.path.join(scratch, "drill_hba.conf"), "w") as f:
             f.write("local all all peer\n")
         open(os.path.join(scratch, "drill_ident.conf"), "w").close()
         t0 = time.monotonic()
-        _pg.scratch_server("start", scratch, version, timeout=recovery_timeout)
+        _pg.scratch_server(
+            "start", scratch, version, timeout=recovery_timeout, settings=scratch_settings(scratch, port)
+        )
         try:
             _wait_promoted(owner_params, recovery_timeout)
             result["recovery_seconds"] = round(time.monotonic() - t0, 2)

@@ -26,7 +26,7 @@ import datetime
 import os
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _signals
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 ASIDE_MARK = ".before-restore-"
@@ -62,7 +62,7 @@ def choose_backup(stanza_info, target):
                 _pitr.isoformat(target) if target is not None else "now",
                 "the oldest ends at %s" % _pitr.isoformat(held[0]["timestamp"]["stop"])
                 if held
-                else "the repository holds none (status: %s)" % (stanza_info.get("status") or {}).get("message"),
+                else "the repository holds none (status: %s)" % _pitr.status_text(stanza_info),
             )
         )
     return backups[-1]
@@ -107,11 +107,13 @@ class Restore:
         params=None,
         recovery_timeout=3600,
         log=None,
+        port=5432,
     ):
         self.stanza, self.cluster, self.data = stanza, cluster, data_directory.rstrip("/")
         self.target, self.owner, self.process_max = target, owner, process_max
         self.params = params
         self.recovery_timeout = recovery_timeout
+        self.port, self.version = int(port), int(cluster.partition("/")[0])
         self.log = log or (lambda msg: None)
         self.result = {"stanza": stanza, "cluster": cluster, "data_directory": self.data, "timings": {}}
 
@@ -119,13 +121,34 @@ class Restore:
         self.result["timings"][name] = round(time.monotonic() - started, 2)
 
     def plan(self):
-        """Checks what can be checked before anything stops: the stanza, a backup for the target."""
+        """Checks what can be checked before anything stops: the target, the data directory, the
+        stanza, a backup for the target, the room for it beside the previous data directory."""
+        if self.target is not None and self.target > time.time() + 1:
+            raise _errors.ConfigError(
+                "target %s is in the future: give a time that has passed, or latest" % _pitr.isoformat(self.target)
+            )
         if not os.path.isdir(self.data):
             raise _errors.ConfigError(
                 "data directory %s does not exist: is cluster %s installed here?" % (self.data, self.cluster)
             )
+        tablespaces = (
+            os.listdir(os.path.join(self.data, "pg_tblspc")) if os.path.isdir(self.data + "/pg_tblspc") else []
+        )
+        if tablespaces:
+            raise _errors.ConfigError(
+                "cluster %s has tablespaces (%s): physical_restore moves only the data directory aside, so it does "
+                "not restore a cluster with tablespaces; restore with pgbackrest by hand (docs/RESTORE.md)"
+                % (self.cluster, ", ".join(sorted(tablespaces)))
+            )
         info = pgbr.info(self.stanza, as_user=self.owner)
         backup = choose_backup(info, self.target)
+        need = int(((backup.get("info") or {}).get("size") or 0) * 1.1)
+        free = _free_bytes(os.path.dirname(self.data))
+        if need > free:
+            raise _errors.ConflictError(
+                "restoring needs about %d MiB beside the data directory %s (kept until you remove it) and %d MiB are "
+                "free on its file system; nothing was changed" % (need // 2**20, self.data, free // 2**20)
+            )
         self.result.update(
             backup_label=backup["label"],
             backup_type=backup.get("type"),
@@ -137,85 +160,144 @@ class Restore:
     def run(self):
         backup = self.plan()
         started = time.monotonic()
-        self.log("stopping cluster %s" % self.cluster)
-        _pg.cluster_control(self.cluster, "stop")
-        aside = self.data + ASIDE_MARK + stamp()
-        os.rename(self.data, aside)
-        self.result["previous_data_directory"] = aside
-        self.log("data directory moved aside to %s" % aside)
-        try:
-            _empty_directory_like(self.data, aside)
-            t0 = time.monotonic()
-            pgbr.run(
-                self.stanza,
-                "restore",
-                restore_options(self.data, backup, self.target, self.process_max),
-                as_user=self.owner,
-                timeout=24 * 3600,
-            )
-            self._timed("restore", t0)
-            t0 = time.monotonic()
-            _pg.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
-            self.result.update(self._wait_promoted())
-            self._timed("recovery", t0)
-        except (_errors.OperatorError, OSError) as e:
-            self._put_back(aside, e)
+        # A stop (systemctl, a lost session) during the restore puts the previous cluster back.
+        with _signals.terminate_raises():
+            self._archive_current_wal()
+            self.log("stopping cluster %s" % self.cluster)
+            _pg.cluster_control(self.cluster, "stop")
+            self._require_stopped("nothing was changed; stop it and run again")
+            aside = self.data + ASIDE_MARK + stamp()
+            try:
+                os.rename(self.data, aside)
+            except OSError as e:
+                _pg.cluster_control(self.cluster, "start")
+                raise PhysicalRestoreError(
+                    "cannot move %s aside (%s): nothing was changed, the cluster is started again" % (self.data, e),
+                    kind="config",
+                ) from None
+            self.result["previous_data_directory"] = aside
+            self.log("data directory moved aside to %s" % aside)
+            try:
+                self._restore_into_empty(backup, aside)
+            except BaseException as e:  # noqa: BLE001 - every failure, an interrupt too, puts the cluster back
+                self._put_back(aside, e)
         self._timed("total", started)
         return self.result
 
+    def _archive_current_wal(self):
+        """Before a restore to the end of the archive over a running cluster: its current WAL
+        segment is archived first (pgbackrest check switches and waits), or nothing is lost that
+        could be kept."""
+        if self.target is not None or self._postmaster_pid() is None:
+            return
+        try:
+            pgbr.run(self.stanza, "check", as_user=self.owner, timeout=600)
+            self.result["archived_before_stop"] = True
+        except pgbr.PgBackRestError as e:
+            self.result["archived_before_stop"] = False
+            self.log("pgbackrest check before the restore failed (the newest WAL may not be in the archive): %s" % e)
+
+    def _restore_into_empty(self, backup, aside):
+        _empty_directory_like(self.data, aside)
+        t0 = time.monotonic()
+        pgbr.run(
+            self.stanza,
+            "restore",
+            restore_options(self.data, backup, self.target, self.process_max),
+            as_user=self.owner,
+            timeout=24 * 3600,
+        )
+        self._timed("restore", t0)
+        t0 = time.monotonic()
+        _pg.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
+        self.result.update(self._wait_promoted())
+        self._timed("recovery", t0)
+
+    def _postmaster_pid(self):
+        """The PID of the postmaster running on the data directory, or None."""
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                pid = int(f.readline().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _require_stopped(self, what):
+        pid = self._postmaster_pid()
+        if pid is not None:
+            raise PhysicalRestoreError(
+                "cluster %s still runs (postmaster %d) after it was stopped: %s" % (self.cluster, pid, what),
+                kind="conflict",
+            )
+
+    def _local(self, sql):
+        return _pg.local_query(sql, self.owner, self.port, self.version)
+
     def _wait_promoted(self):
-        """Waits until the server accepts connections and has left recovery; its facts."""
+        """Waits, over the local socket as the owner (not the restored cluster's logins), until
+        the server has left recovery; fails at once when it stopped (a FATAL in its log)."""
         deadline = time.monotonic() + self.recovery_timeout
-        last = None
         while time.monotonic() < deadline:
+            if self._postmaster_pid() is None:
+                raise PhysicalRestoreError(
+                    "the restored cluster stopped during recovery: %s" % _pg.cluster_log_tail(self.cluster),
+                    kind="service",
+                )
             try:
-                conn = _pg.connect(self.params)
-            except _pg.PgError as e:
-                last = e
-                time.sleep(1)
-                continue
-            try:
-                if not _pg.scalar(conn, "SELECT pg_is_in_recovery()"):
+                if self._local("SELECT pg_is_in_recovery()") == "f":
                     return {
-                        "timeline": _pg.scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"),
-                        "system_identifier": str(_pg.scalar(conn, "SELECT system_identifier FROM pg_control_system()")),
+                        "timeline": int(self._local("SELECT timeline_id FROM pg_control_checkpoint()")),
+                        "system_identifier": self._local("SELECT system_identifier FROM pg_control_system()"),
                     }
-            finally:
-                conn.close()
+            except _pg.ToolError:
+                pass  # not accepting connections yet
             time.sleep(1)
         raise PhysicalRestoreError(
-            "the restored cluster did not finish recovery within %d s%s"
-            % (self.recovery_timeout, ": %s" % last if last else ""),
-            kind="service",
+            "the restored cluster did not finish recovery within %d s" % self.recovery_timeout, kind="service"
         )
 
     def _put_back(self, aside, error):
         """Puts the previous data directory back after a failed attempt; raises the explanation."""
         failed = self.data + FAILED_MARK + stamp()
-        notes = []
         try:
             _pg.cluster_control(self.cluster, "stop")
-        except _errors.OperatorError as e:
-            notes.append("stopping the failed attempt: %s" % e)
+        except _errors.OperatorError:
+            pass  # checked below: the directories are never swapped under a running server
         try:
+            self._require_stopped(
+                "the directories were left as they are: the attempt in %s, the previous one in %s" % (self.data, aside)
+            )
             if os.path.isdir(self.data):
                 os.rename(self.data, failed)
             os.rename(aside, self.data)
             _pg.cluster_control(self.cluster, "start")
-            state = (
-                "the previous data directory is back in place and started; the failed attempt is kept as %s" % failed
-            )
+            state = "the previous data directory is back in place (%s) and the cluster is started; " % self.data
+            if self._postmaster_pid() is None:
+                state = "the previous data directory is back in place (%s) but the cluster did not start: %s; " % (
+                    self.data,
+                    _pg.cluster_log_tail(self.cluster),
+                )
+            state += "the failed attempt is kept as %s" % failed
         except (_errors.OperatorError, OSError) as e:
             state = "putting the previous data directory back failed (%s): it is %s, the attempt %s" % (
                 e,
                 aside,
                 failed,
             )
+        if isinstance(error, _signals.Terminated):
+            reason = "it was interrupted (%s)" % error
+        else:
+            reason = str(error) or type(error).__name__
         raise PhysicalRestoreError(
-            "physical restore of stanza %s failed: %s. %s%s"
-            % (self.stanza, error, state, "; " + "; ".join(notes) if notes else ""),
-            kind=getattr(error, "kind", "service") if isinstance(error, _errors.OperatorError) else "service",
+            "physical restore of stanza %s failed: %s. %s" % (self.stanza, reason, state),
+            kind=error.kind if isinstance(error, _errors.OperatorError) else "service",
         ) from None
+
+
+def _free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def compare(params, manifests):

@@ -63,7 +63,12 @@ def collect_status(config):
     """The repository's and the archiver's facts; ``up`` says whether both answered."""
     facts, up = {"collected_at": time.time()}, 1
     try:
-        facts.update(_pitr.backup_facts(pgbr.info(config["stanza"])))
+        stanza_info = pgbr.info(config["stanza"])
+        facts.update(_pitr.backup_facts(stanza_info))
+        # info exits 0 when it cannot read the repository: its status says so.
+        if facts.get("status_code") not in (pgbr.STATUS_OK, pgbr.STATUS_NO_BACKUP):
+            LOG.error("pgbackrest info, stanza %s: %s", config["stanza"], _pitr.status_text(stanza_info))
+            up = 0
     except _errors.OperatorError as e:
         LOG.error("pgbackrest info: %s", e)
         up = 0

@@ -185,6 +185,7 @@ def main():
         params=params,
         recovery_timeout=p["recovery_timeout"],
         log=module.log,
+        port=params.port,
     )
     if module.check_mode:
         _module_glue.run_module(module, None, job.plan)

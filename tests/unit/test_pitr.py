@@ -166,3 +166,134 @@ def test_runner_refuses_a_missing_stanza():
     assert _runner_pitr.main(["status"], environ={}) == _errors.EXIT_CONFIG
     config = _runner_pitr.load_config({"TSDB_PITR_STANZA": "tsdb", "TSDB_BACKUP_HOST_LABEL": "db1"})
     assert config["params"].host == "/var/run/postgresql" and config["host"] == "db1"
+
+
+class FakeCluster:
+    """pg_ctlcluster, pgBackRest and the local psql of a physical restore, on a temporary data
+    directory: start writes postmaster.pid (this process, alive), stop removes it."""
+
+    def __init__(self, monkeypatch, data, restore=None, stop_leaves_running=False, recovery="f"):
+        self.data, self.calls = data, []
+        self.restore, self.stop_leaves_running, self.recovery = restore, stop_leaves_running, recovery
+        monkeypatch.setattr(_pitr_restore._pg, "cluster_control", self.control)
+        monkeypatch.setattr(_pitr_restore._pg, "local_query", self.query)
+        monkeypatch.setattr(_pitr_restore._pg, "cluster_log_tail", lambda cluster: "FATAL: it broke")
+        monkeypatch.setattr(_pitr_restore.pgbr, "info", lambda stanza, as_user=None: INFO[0])
+        monkeypatch.setattr(_pitr_restore.pgbr, "run", self.run)
+        monkeypatch.setattr(_pitr_restore, "_empty_directory_like", lambda path, aside: os.mkdir(path, 0o700))
+
+    def control(self, cluster, action, timeout=None):
+        self.calls.append(action)
+        pid = os.path.join(self.data, "postmaster.pid")
+        if action == "start" and os.path.isdir(self.data):
+            with open(pid, "w") as f:
+                f.write("%d\n" % os.getpid())
+        elif action == "stop" and not self.stop_leaves_running and os.path.exists(pid):
+            os.remove(pid)
+
+    def run(self, stanza, command, options=(), as_user=None, timeout=None):
+        self.calls.append(command)
+        if command == "restore":
+            if self.restore:
+                self.restore()
+            with open(os.path.join(self.data, "PG_VERSION"), "w") as f:
+                f.write("restored\n")
+
+    def query(self, sql, owner, port, version):
+        if "pg_is_in_recovery" in sql:
+            return self.recovery
+        return "2" if "timeline" in sql else "7441"
+
+
+def live_cluster(tmp_path):
+    data = str(tmp_path / "main")
+    os.mkdir(data)
+    with open(os.path.join(data, "PG_VERSION"), "w") as f:
+        f.write("live\n")
+    with open(os.path.join(data, "postmaster.pid"), "w") as f:
+        f.write("%d\n" % os.getpid())
+    return data
+
+
+def content(path):
+    with open(os.path.join(path, "PG_VERSION")) as f:
+        return f.read().strip()
+
+
+def restore_job(data, target=None, timeout=5):
+    return _pitr_restore.Restore("tsdb", "17/main", data, target, recovery_timeout=timeout, port=5432)
+
+
+def test_a_restore_keeps_the_previous_data_directory_aside(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+    fake = FakeCluster(monkeypatch, data)
+    result = restore_job(data).run()
+    assert content(data) == "restored"
+    assert content(result["previous_data_directory"]) == "live"
+    assert result["timeline"] == 2 and result["backup_label"].endswith("D")
+    assert fake.calls == ["check", "stop", "restore", "start"]
+
+
+def test_a_failed_restore_puts_the_previous_cluster_back(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+
+    def broken():
+        raise _pitr_restore.pgbr.PgBackRestError("pgbackrest restore failed with code 40: boom", code=40)
+
+    fake = FakeCluster(monkeypatch, data, restore=broken)
+    with pytest.raises(_pitr_restore.PhysicalRestoreError) as e:
+        restore_job(data).run()
+    assert content(data) == "live"
+    assert "back in place" in str(e.value) and "boom" in str(e.value)
+    failed = [n for n in os.listdir(str(tmp_path)) if _pitr_restore.FAILED_MARK in n]
+    assert len(failed) == 1 and not [n for n in os.listdir(str(tmp_path)) if _pitr_restore.ASIDE_MARK in n]
+    assert fake.calls[-2:] == ["stop", "start"]
+    assert os.path.exists(os.path.join(data, "postmaster.pid")), "the previous cluster runs again"
+
+
+def test_a_recovery_that_stops_is_put_back_at_once(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+    fake = FakeCluster(monkeypatch, data, recovery="t")
+    real_control = fake.control
+
+    def control(cluster, action, timeout=None):
+        real_control(cluster, action, timeout)
+        if action == "start" and content(data) == "restored":
+            os.remove(os.path.join(data, "postmaster.pid"))  # FATAL during recovery: the server exits
+
+    monkeypatch.setattr(_pitr_restore._pg, "cluster_control", control)
+    with pytest.raises(_pitr_restore.PhysicalRestoreError, match="stopped during recovery: FATAL: it broke"):
+        restore_job(data, timeout=3600).run()
+    assert content(data) == "live"
+
+
+def test_an_interrupt_puts_the_previous_cluster_back(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+
+    def interrupted():
+        raise _pitr_restore._signals.Terminated(15)
+
+    FakeCluster(monkeypatch, data, restore=interrupted)
+    with pytest.raises(_pitr_restore.PhysicalRestoreError, match="interrupted"):
+        restore_job(data).run()
+    assert content(data) == "live"
+
+
+def test_nothing_moves_when_the_cluster_does_not_stop(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+    fake = FakeCluster(monkeypatch, data, stop_leaves_running=True)
+    with pytest.raises(_pitr_restore.PhysicalRestoreError, match="still runs"):
+        restore_job(data).run()
+    assert content(data) == "live" and sorted(os.listdir(str(tmp_path))) == ["main"]
+    assert "restore" not in fake.calls
+
+
+def test_a_future_target_and_tablespaces_are_refused_before_anything_stops(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+    fake = FakeCluster(monkeypatch, data)
+    with pytest.raises(_errors.ConfigError, match="in the future"):
+        restore_job(data, target=4102444800.0).run()
+    os.makedirs(os.path.join(data, "pg_tblspc", "16384"))
+    with pytest.raises(_errors.ConfigError, match="tablespaces"):
+        restore_job(data).run()
+    assert fake.calls == []
