@@ -34,7 +34,7 @@ class PitrHost:
         self.tmp, self.azurite, self.port, self.inventory = None, None, None, ()
 
     def _script(self, action, check=True):
-        argv = [rig.EXTRA_HOST, action, CONTAINER_NAME] + ([str(PORT)] if action == "up" else [])
+        argv = [rig.EXTRA_HOST, action, CONTAINER_NAME] + ([str(PORT)] if action in ("up", "fresh") else [])
         proc = subprocess.run(argv, check=False)
         if check and proc.returncode != 0:
             raise RuntimeError("%s %s failed (%d)" % (rig.EXTRA_HOST, action, proc.returncode))
@@ -45,6 +45,8 @@ class PitrHost:
             self._start_azurite()
             self._script("down")
             self._script("up")
+            # A cluster of its own layer: overlayfs cannot rename the image's data directory.
+            self._script("fresh")
             subprocess.run([rig.DOCKER, "cp", self.cert, "%s:%s" % (CONTAINER_NAME, CA)], check=True)
             path = os.path.join(self.tmp, "pitr.json")
             with open(path, "w") as f:

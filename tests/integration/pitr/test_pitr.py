@@ -39,33 +39,9 @@ ARCHIVE_TIMEOUT = 20
 
 def host(action):
     env = dict(os.environ, **rig.load_env())
-    argv = [EXTRA_HOST, action, HOST] + ([str(PORT)] if action == "up" else [])
+    argv = [EXTRA_HOST, action, HOST] + ([str(PORT)] if action in ("up", "fresh") else [])
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
-
-
-def fresh_cluster():
-    """A new cluster on the rebuilt host, as a fresh install has: every container of the rig's
-    image shares the cluster made when the image was built (one system identifier), a rebuilt
-    server does not. The rig's settings (conf.d, pg_hba.conf) and password are kept."""
-    rig.sh(
-        HOST,
-        "set -e; c=/etc/postgresql/17/main; rm -rf /var/tmp/it-conf && mkdir /var/tmp/it-conf; "
-        "cp -a $c/conf.d $c/pg_hba.conf /var/tmp/it-conf/; pg_dropcluster --stop 17 main; "
-        "pg_createcluster 17 main >/dev/null; cp -a /var/tmp/it-conf/conf.d/. $c/conf.d/; "
-        "cp /var/tmp/it-conf/pg_hba.conf $c/; "
-        # The first start right after the drop can find the old server not quite gone: once more.
-        "pg_ctlcluster 17 main start || { sleep 3; pg_ctlcluster 17 main start; }",
-    )
-    # The password on stdin, never in argv.
-    subprocess.run(
-        [rig.DOCKER, "exec", "-i", "-u", "postgres", HOST, "psql", "-q", "-p", str(PORT), "-v", "ON_ERROR_STOP=1"],
-        input="ALTER ROLE postgres PASSWORD '%s';\n" % rig.load_env()["PGPASSWORD"],
-        text=True,
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
 
 
 def system_identifier():
@@ -201,6 +177,7 @@ def site(tmp_path_factory):
     BlobServiceClient.from_connection_string(conn, connection_verify=cert).create_container(CONTAINER)
     host("down")
     host("up")
+    host("fresh")  # the data directory in the container's own layer: overlayfs renames only those
     subprocess.run([rig.DOCKER, "cp", cert, "%s:%s" % (HOST, CA)], check=True, timeout=60)
     try:
         yield {"azurite": azurite, "cert": cert, "inventory": inventory(str(folder / "hosts.json"), azurite, env)}
@@ -295,7 +272,7 @@ def test_a_host_lost_is_restored_to_the_second(site):
 
     # The rebuilt host: a fresh cluster under the same name; setup.yml leaves the stanza alone.
     host("up")
-    fresh_cluster()
+    host("fresh")  # a cluster of its own, as a reinstalled server has (tests/rig/extra-host.sh)
     assert system_identifier() != lost_system_id
     subprocess.run([rig.DOCKER, "cp", site["cert"], "%s:%s" % (HOST, CA)], check=True, timeout=60)
     rc, out = playbook("setup.yml", {}, inv)
