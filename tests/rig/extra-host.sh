@@ -46,7 +46,7 @@ case "$action" in
     "$DOCKER" exec "$name" bash -c '
       set -e; c=/etc/postgresql/17/main; rm -rf /var/tmp/rig-conf && mkdir /var/tmp/rig-conf
       cp -a $c/conf.d $c/pg_hba.conf /var/tmp/rig-conf/
-      pg_dropcluster --stop 17 main && pg_createcluster 17 main >/dev/null
+      pg_dropcluster --stop 17 main && pg_createcluster --locale=C.UTF-8 17 main >/dev/null
       cp -a /var/tmp/rig-conf/conf.d/. $c/conf.d/ && cp /var/tmp/rig-conf/pg_hba.conf $c/
       # Right after the drop the old server can still hold the port: once more.
       pg_ctlcluster 17 main start || { sleep 3; pg_ctlcluster 17 main start; }'
