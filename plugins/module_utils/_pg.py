@@ -694,7 +694,10 @@ def as_user_kwargs(owner):
     import grp
     import pwd
 
-    entry = pwd.getpwnam(owner)
+    try:
+        entry = pwd.getpwnam(owner)
+    except KeyError:
+        raise _errors.ConfigError("there is no OS user %r on this host (the cluster's owner)" % (owner,)) from None
     if os.geteuid() == entry.pw_uid:
         return {}
     groups = sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} | {entry.pw_gid})

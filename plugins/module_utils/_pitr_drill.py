@@ -119,15 +119,17 @@ def run(stanza, scratch, port, version, live_params, owner_params, recovery_time
             f.write("local all all peer\n")
         open(os.path.join(scratch, "drill_ident.conf"), "w").close()
         t0 = time.monotonic()
-        _pg.scratch_server(
-            "start", scratch, version, timeout=recovery_timeout, settings=scratch_settings(scratch, port)
-        )
         try:
+            _pg.scratch_server(
+                "start", scratch, version, timeout=recovery_timeout, settings=scratch_settings(scratch, port)
+            )
             _wait_promoted(owner_params, recovery_timeout)
             result["recovery_seconds"] = round(time.monotonic() - t0, 2)
             restored = databases_and_tables(owner_params)
         finally:
-            _pg.scratch_server("stop", scratch, version)
+            # Also after a start that timed out: never remove the directory under a running server.
+            if os.path.exists(os.path.join(scratch, "postmaster.pid")):
+                _pg.scratch_server("stop", scratch, version)
         live = databases_and_tables(live_params)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,12 +24,19 @@ __metaclass__ = type
 
 import datetime
 import os
+import re
 import time
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _signals
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 ASIDE_MARK = ".before-restore-"
+# What psql says while a server starts or recovers (everything else is not worth waiting for).
+_NOT_READY = re.compile(
+    r"starting up|not yet accepting|No such file or directory|Connection refused|shutting down|"
+    r"consistent recovery state has not been yet reached|in recovery mode",
+    re.I,
+)
 FAILED_MARK = ".failed-restore-"
 
 
@@ -162,27 +169,44 @@ class Restore:
         started = time.monotonic()
         # A stop (systemctl, a lost session) during the restore puts the previous cluster back.
         with _signals.terminate_raises():
-            self._archive_current_wal()
-            self.log("stopping cluster %s" % self.cluster)
-            _pg.cluster_control(self.cluster, "stop")
-            self._require_stopped("nothing was changed; stop it and run again")
-            aside = self.data + ASIDE_MARK + stamp()
-            try:
-                os.rename(self.data, aside)
-            except OSError as e:
-                _pg.cluster_control(self.cluster, "start")
-                raise PhysicalRestoreError(
-                    "cannot move %s aside (%s): nothing was changed, the cluster is started again" % (self.data, e),
-                    kind="config",
-                ) from None
-            self.result["previous_data_directory"] = aside
-            self.log("data directory moved aside to %s" % aside)
+            aside = self._stop_and_move_aside()
             try:
                 self._restore_into_empty(backup, aside)
             except BaseException as e:  # noqa: BLE001 - every failure, an interrupt too, puts the cluster back
                 self._put_back(aside, e)
         self._timed("total", started)
         return self.result
+
+    def _stop_and_move_aside(self):
+        """Stops the cluster and renames its data directory; on any failure before the rename is
+        done the cluster is started again and nothing else has changed."""
+        try:
+            self._archive_current_wal()
+            self.log("stopping cluster %s" % self.cluster)
+            _pg.cluster_control(self.cluster, "stop")
+            self._require_stopped("stop it and run again")
+            aside = self.data + ASIDE_MARK + stamp()
+            os.rename(self.data, aside)
+        except BaseException as e:  # noqa: BLE001 - an interrupt too: the cluster runs again
+            started = ""
+            if self._postmaster_pid() is None:
+                try:
+                    _pg.cluster_control(self.cluster, "start")
+                    started = ", the cluster is started again"
+                except _errors.OperatorError:
+                    started = ", and starting the cluster again failed: %s" % _pg.cluster_log_tail(self.cluster)
+            raise PhysicalRestoreError(
+                "physical restore of stanza %s stopped before anything was restored: %s; nothing was changed%s"
+                % (self.stanza, _reason(e), started),
+                kind=e.kind
+                if isinstance(e, _errors.OperatorError)
+                else "config"
+                if isinstance(e, OSError)
+                else "service",
+            ) from None
+        self.result["previous_data_directory"] = aside
+        self.log("data directory moved aside to %s" % aside)
+        return aside
 
     def _archive_current_wal(self):
         """Before a restore to the end of the archive over a running cluster: its current WAL
@@ -209,7 +233,12 @@ class Restore:
         )
         self._timed("restore", t0)
         t0 = time.monotonic()
-        _pg.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
+        try:
+            _pg.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
+        except _pg.ToolError:
+            # pg_ctl gives up waiting after 60 s (without systemd) while the recovery goes on.
+            if self._postmaster_pid() is None:
+                raise
         self.result.update(self._wait_promoted())
         self._timed("recovery", t0)
 
@@ -250,49 +279,61 @@ class Restore:
                         "timeline": int(self._local("SELECT timeline_id FROM pg_control_checkpoint()")),
                         "system_identifier": self._local("SELECT system_identifier FROM pg_control_system()"),
                     }
-            except _pg.ToolError:
-                pass  # not accepting connections yet
+            except _pg.ToolError as e:
+                if not _NOT_READY.search(str(e)):
+                    raise PhysicalRestoreError(
+                        "the restored cluster runs but cannot be queried as %s over its socket: %s" % (self.owner, e),
+                        kind="config",
+                    ) from None
             time.sleep(1)
         raise PhysicalRestoreError(
             "the restored cluster did not finish recovery within %d s" % self.recovery_timeout, kind="service"
         )
 
     def _put_back(self, aside, error):
-        """Puts the previous data directory back after a failed attempt; raises the explanation."""
+        """Puts the previous data directory back after a failed attempt; raises the explanation,
+        which says where each directory is now."""
         failed = self.data + FAILED_MARK + stamp()
         try:
             _pg.cluster_control(self.cluster, "stop")
         except _errors.OperatorError:
             pass  # checked below: the directories are never swapped under a running server
+        attempt_at, previous_at = (self.data if os.path.isdir(self.data) else None), aside
         try:
-            self._require_stopped(
-                "the directories were left as they are: the attempt in %s, the previous one in %s" % (self.data, aside)
-            )
-            if os.path.isdir(self.data):
+            self._require_stopped("the directories were left as they are")
+            if attempt_at:
                 os.rename(self.data, failed)
+                attempt_at = failed
             os.rename(aside, self.data)
+            previous_at = self.data
             _pg.cluster_control(self.cluster, "start")
-            state = "the previous data directory is back in place (%s) and the cluster is started; " % self.data
-            if self._postmaster_pid() is None:
-                state = "the previous data directory is back in place (%s) but the cluster did not start: %s; " % (
-                    self.data,
-                    _pg.cluster_log_tail(self.cluster),
-                )
-            state += "the failed attempt is kept as %s" % failed
         except (_errors.OperatorError, OSError) as e:
-            state = "putting the previous data directory back failed (%s): it is %s, the attempt %s" % (
-                e,
-                aside,
-                failed,
-            )
-        if isinstance(error, _signals.Terminated):
-            reason = "it was interrupted (%s)" % error
+            problem = "putting the previous cluster back failed (%s)" % e
         else:
-            reason = str(error) or type(error).__name__
+            problem = None
+        if previous_at == self.data and self._postmaster_pid() is not None:
+            state = "the previous data directory is back in place (%s) and the cluster is started" % self.data
+        elif previous_at == self.data:
+            state = "the previous data directory is back in place (%s) but the cluster did not start: %s" % (
+                self.data,
+                _pg.cluster_log_tail(self.cluster),
+            )
+        else:
+            state = "the previous data directory is %s" % previous_at
+        if problem:
+            state = problem + "; " + state
+        if attempt_at:
+            state += "; the failed attempt is %s" % attempt_at
         raise PhysicalRestoreError(
-            "physical restore of stanza %s failed: %s. %s" % (self.stanza, reason, state),
+            "physical restore of stanza %s failed: %s. %s" % (self.stanza, _reason(error), state),
             kind=error.kind if isinstance(error, _errors.OperatorError) else "service",
         ) from None
+
+
+def _reason(error):
+    if isinstance(error, _signals.Terminated):
+        return "it was interrupted (%s)" % error
+    return str(error) or type(error).__name__
 
 
 def _free_bytes(path):
@@ -327,7 +368,11 @@ def compare(params, manifests):
                     findings.append("%s: table %s of logical set %s is missing" % (database, table, entry["backup_id"]))
                     continue
                 ident = _pg.sql.Identifier(schema, name)
-                restored = int(_pg.scalar(conn, _pg.sql.SQL("SELECT count(*) FROM {}").format(ident)))
+                try:
+                    restored = int(_pg.scalar(conn, _pg.sql.SQL("SELECT count(*) FROM {}").format(ident)))
+                except Exception as e:  # noqa: BLE001 - a table that cannot be counted is a finding, not a failure
+                    findings.append("%s: counting %s failed: %s" % (database, table, str(e).strip()))
+                    continue
                 entry["tables"][table] = {"logical": logical, "restored": restored}
                 if logical is not None and restored < logical:
                     findings.append(

@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _pitr_drill
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _pitr_drill, _signals
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 LOG = logging.getLogger("tsdb-pitr")
@@ -143,10 +143,18 @@ def run_drill(config):
     started = time.time()
     error, result = None, None
     try:
-        result = _pitr_drill.run(
-            config["stanza"], scratch, config["drill_port"], config["pg_version"], config["params"], owner, log=LOG.info
-        )
-    except (_errors.OperatorError, OSError) as e:
+        # systemctl stop or the unit's timeout: the scratch server is stopped and its copy removed.
+        with _signals.terminate_raises():
+            result = _pitr_drill.run(
+                config["stanza"],
+                scratch,
+                config["drill_port"],
+                config["pg_version"],
+                config["params"],
+                owner,
+                log=LOG.info,
+            )
+    except BaseException as e:  # noqa: BLE001 - recorded as a failed drill, then raised again
         error = e
     duration = time.time() - started
     _save(
@@ -184,4 +192,10 @@ def main(argv=None, environ=None):
         if getattr(e, "code", None) == 50:  # pgBackRest's lock: another command runs
             return _errors.EXIT_LOCKED
         return _errors.EXIT_CONFIG if getattr(e, "kind", None) == "config" else _errors.EXIT_FAILED
+    except _signals.Terminated as e:
+        LOG.error("%s %s; what it was writing was removed", args.command, e)
+        return _signals.exit_status(e)
+    except Exception as e:  # noqa: BLE001 - recorded (the drill), said in the journal, never a silent traceback
+        LOG.exception("%s failed: %s", args.command, e)
+        return _errors.EXIT_FAILED
     return _errors.EXIT_OK

@@ -297,3 +297,20 @@ def test_a_future_target_and_tablespaces_are_refused_before_anything_stops(tmp_p
     with pytest.raises(_errors.ConfigError, match="tablespaces"):
         restore_job(data).run()
     assert fake.calls == []
+
+
+def test_a_data_directory_that_cannot_be_renamed_leaves_the_cluster_running(tmp_path, monkeypatch):
+    data = live_cluster(tmp_path)
+    fake = FakeCluster(monkeypatch, data)
+    real_rename = os.rename
+
+    def no_rename(src, dst):
+        if src == data:
+            raise OSError(18, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(_pitr_restore.os, "rename", no_rename)
+    with pytest.raises(_pitr_restore.PhysicalRestoreError, match="nothing was changed, the cluster is started again"):
+        restore_job(data).run()
+    assert content(data) == "live" and fake.calls == ["check", "stop", "start"]
+    assert os.path.exists(os.path.join(data, "postmaster.pid"))
