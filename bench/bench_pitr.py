@@ -195,6 +195,6 @@ class PitrHost:
             restore_confirm=True,
         )
         out = rig.playbook("restore.yml", extra, json_output=True, inventory=self.inventory)
-        result = rig._task_results(out, "Restore cluster")[NAME]
+        result = rig._task_results(out, "Restore the whole cluster from pgBackRest")[NAME]
         rig._exec("rm -rf /var/lib/postgresql/17/main.before-restore-*", host=self.host)
         return result["timings"]

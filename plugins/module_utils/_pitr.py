@@ -89,6 +89,10 @@ JOB_METRICS = (
 )
 
 
+def metric_names():
+    return [m[0] for m in STATUS_METRICS + JOB_METRICS]
+
+
 def parse_time(value):
     """Epoch seconds of an ISO 8601 time (a trailing Z or offset; without, UTC) or of a number."""
     if isinstance(value, (int, float)):

@@ -168,7 +168,7 @@ def run_drill(config):
 
 def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="tsdb-pitr", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tsdb-pitr", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("command", choices=["status", "check", "backup", "drill"])
     parser.add_argument("--type", choices=_pitr.BACKUP_TYPES, default="diff", help="backup: full, diff or incr")
     args = parser.parse_args(argv)

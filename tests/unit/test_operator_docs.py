@@ -14,7 +14,7 @@ import pytest
 import yaml
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_layout as hl
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_retention as hr
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _metrics
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _metrics, _pitr
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _runner_config as rc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -170,7 +170,9 @@ def monitoring_variables():
 
 def test_observability_names_only_real_variables():
     body = text("docs/OBSERVABILITY.md")
-    known = set(options("backup_agent")) | set(options("tsdb")) | set(_metrics.metric_names())
+    known = (
+        set(options("backup_agent")) | set(options("tsdb")) | set(_metrics.metric_names()) | set(_pitr.metric_names())
+    )
     known |= monitoring_variables() | NOT_VARIABLES | {"backup_agent_prometheus_rules_dir"}  # named as removed
     named = set(re.findall(r"\b((?:backup_agent|tsdb|prometheus)_[a-z_]*[a-z])\b" + NOT_A_NAME, body))
     assert sorted(named - known) == []
@@ -245,6 +247,7 @@ def test_every_role_has_a_short_readme():
 @pytest.mark.parametrize("role", ROLES)
 def test_a_role_readme_names_only_variables_that_exist(role):
     known = {name for r in ROLES for name in options(r)} | NOT_VARIABLES | set(_metrics.metric_names())
+    known |= set(_pitr.metric_names())
     if role == "tsdb":
         known |= old_names()  # the README explains that old names stop the play
     assert sorted(set(ROLE_TOKEN.findall(readme(role))) - known) == []

@@ -3,14 +3,22 @@
 import threading
 
 import pytest
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pitr
 from obs_helpers import Receiver, parse_prom, write_all_run_types
 
 
 @pytest.fixture(scope="session")
 def written_metric_names(tmp_path_factory):
-    """Metric names found in real output of write_run_metrics for every run type."""
+    """Metric names found in real output of write_run_metrics for every run type, and of the
+    physical-backup status (tsdb_backup_pitr.prom) with every value and job set."""
     base = tmp_path_factory.mktemp("metrics-names")
     write_all_run_types(str(base / "textfile"), str(base / "state"))
+    state = _pitr.load_state(str(base / "pitr"))
+    state["status"] = {key: 1 for _name, _doc, key in _pitr.STATUS_METRICS}
+    _pitr.record_check(state, True)
+    for job in _pitr.JOBS:
+        _pitr.record_job(state, job, True, duration=1.0)
+    _pitr.write_metrics(str(base / "textfile"), state, "db1", "tsdb")
     names = set()
     for path in (base / "textfile").glob("*.prom"):
         names.update(name for name, _labels in parse_prom(str(path))[0])
