@@ -7,3 +7,5 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "azure"))
+# The runbook's steps (test_runbook.step_of): the physical blocks of docs/RESTORE.md run here.
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "playbooks"))

@@ -4,7 +4,9 @@ order of the document, against the rig; after each, the real state is checked (r
 restored database, the databases on the server), not only the exit status.
 
 Section 5 (restore without the collection) is run by tests/integration/fidelity, which fills in
-its three placeholder lines; this test only checks that it is covered."""
+its three placeholder lines, and the physical restore's two blocks by tests/integration/pitr
+(on a host with pgBackRest, the target time replaced by its own); this test only checks that
+they are covered."""
 
 import os
 import re
@@ -92,10 +94,16 @@ def test_every_block_of_the_runbook_is_tested():
     with open(os.path.join(rig.REPO, "tests", "integration", "fidelity", "test_fidelity.py")) as f:
         assert "## 5. Restore without the collection" in f.read()
     # Every other block is one of the steps below: a new block needs a step here.
-    assert [step_of(b) for b in found[:-1]] == ["list", "restore", "rebuild", "rehydrate"], found[:-1]
+    steps = ["list", "restore", "rebuild", "rehydrate", "physical", "physical-rebuild"]
+    assert [step_of(b) for b in found[:-1]] == steps, found[:-1]
+    with open(os.path.join(rig.REPO, "tests", "integration", "pitr", "test_pitr.py")) as f:
+        pitr = f.read()
+    assert 'runbook_block("physical")' in pitr and 'runbook_block("physical-rebuild")' in pitr
 
 
 def step_of(block):
+    if "restore_method=physical" in block:
+        return "physical-rebuild" if "playbooks/setup.yml" in block else "physical"
     if "playbooks/backups.yml" in block:
         return "list"
     if "restore_rehydrate=true" in block:
