@@ -98,7 +98,7 @@ def test_every_block_of_the_runbook_is_tested():
     assert [step_of(b) for b in found[:-1]] == steps, found[:-1]
     with open(os.path.join(rig.REPO, "tests", "integration", "pitr", "test_pitr.py")) as f:
         pitr = f.read()
-    assert 'runbook_block("physical")' in pitr and 'runbook_block("physical-rebuild")' in pitr
+    assert 'run_runbook("physical", ' in pitr and 'run_runbook("physical-rebuild", ' in pitr
 
 
 def step_of(block):
