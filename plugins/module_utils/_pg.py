@@ -650,15 +650,6 @@ def cluster_control(cluster, action, timeout=3600):
         )
 
 
-def server_running(params):
-    """True when the server accepts a connection (as pg_isready, through libpq)."""
-    try:
-        connect(params).close()
-        return True
-    except PgError:
-        return False
-
-
 def scratch_server(action, data_directory, version, timeout=3600, settings=None):
     """Starts (waiting until it accepts connections) or stops (fast) a server of major
     ``version`` on a scratch data directory with pg_ctl: the physical drill's throw-away cluster.

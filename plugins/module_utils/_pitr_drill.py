@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _pitr_restore
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _pitr, _pitr_restore
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 SCRATCH_CONF = """# The physical drill's throw-away cluster (insa.timescaledb_backup): no TCP, no archiving
@@ -83,11 +83,6 @@ def databases_and_tables(params):
     return found
 
 
-def free_bytes(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def run(stanza, scratch, port, version, live_params, owner_params, recovery_timeout=3600, log=None):
     """One drill; returns its result (or raises DrillError). ``scratch``: a directory the drill
     owns (removed at the start and the end); ``owner_params``: how to reach the scratch server."""
@@ -97,10 +92,11 @@ def run(stanza, scratch, port, version, live_params, owner_params, recovery_time
     backup = _pitr_restore.choose_backup(info, None)
     need = int((backup.get("info") or {}).get("size") or 0)
     parent = os.path.dirname(scratch.rstrip("/"))
-    if need and free_bytes(parent) < need * 1.1:
+    free = _dump.free_bytes(parent)
+    if need and free < need * 1.1:
         raise DrillError(
             "the drill needs about %d MiB in %s for a copy of the cluster and %d MiB are free"
-            % (need * 1.1 // 2**20, parent, free_bytes(parent) // 2**20),
+            % (need * 1.1 // 2**20, parent, free // 2**20),
             kind="conflict",
         )
     shutil.rmtree(scratch, ignore_errors=True)

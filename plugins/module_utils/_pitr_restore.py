@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg, _pitr, _signals
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _pitr, _signals
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 ASIDE_MARK = ".before-restore-"
@@ -150,7 +150,7 @@ class Restore:
         info = pgbr.info(self.stanza, as_user=self.owner)
         backup = choose_backup(info, self.target)
         need = int(((backup.get("info") or {}).get("size") or 0) * 1.1)
-        free = _free_bytes(os.path.dirname(self.data))
+        free = _dump.free_bytes(os.path.dirname(self.data))
         if need > free:
             raise _errors.ConflictError(
                 "restoring needs about %d MiB beside the data directory %s (kept until you remove it) and %d MiB are "
@@ -334,11 +334,6 @@ def _reason(error):
     if isinstance(error, _signals.Terminated):
         return "it was interrupted (%s)" % error
     return str(error) or type(error).__name__
-
-
-def _free_bytes(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def compare(params, manifests):
