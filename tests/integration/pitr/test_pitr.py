@@ -55,7 +55,13 @@ def run_runbook(step, inv, target=None):
     env["ANSIBLE_CONFIG"] = os.path.join(rig.REPO, "ansible.cfg")
     env["PATH"] = os.path.join(rig.REPO, ".venv", "bin") + os.pathsep + env["PATH"]
     proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block], cwd=rig.REPO, env=env, capture_output=True, text=True, timeout=1200
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=rig.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
