@@ -151,3 +151,82 @@ notes:
     Manager calls against a local HTTP test double (C(tests/integration/azure/arm_double.py)) that records the
     requests and checks their bodies against Azure's documented rules; a real account remains the final test.
 """
+
+    # Replica targets (second copies, _replica.replicas_argument_spec()).
+    REPLICAS = r"""
+options:
+  replicas:
+    description:
+      - Replica targets that hold a second copy of every backup set and history object of the primary target
+        (the options above), each in another storage account, region or container, with its own credentials.
+      - A replica has the primary's blob layout and O(prefix): a blob has the same name in every target.
+      - Copies are streamed through this host (read from the primary, hashed, staged, committed only when the
+        sha256 is the manifest's); a replica that is down fails its own copies only.
+      - Connection options of a replica are never read from the environment (C(AZURE_STORAGE_*) are the primary's).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The target's name in results, metrics and reports (a path segment, not V(primary)).
+        type: str
+        required: true
+      auth_mode:
+        description: As O(auth_mode), for this replica.
+        type: str
+        required: true
+        choices: [connection_string, account_key, sas, entra]
+      connection_string:
+        description: As O(connection_string).
+        type: str
+      account_name:
+        description: As O(account_name).
+        type: str
+      account_url:
+        description: As O(account_url).
+        type: str
+      account_key:
+        description: As O(account_key).
+        type: str
+      sas_token:
+        description: As O(sas_token).
+        type: str
+      tenant_id:
+        description: As O(tenant_id).
+        type: str
+      client_id:
+        description: As O(client_id).
+        type: str
+      client_secret:
+        description: As O(client_secret).
+        type: str
+      authority_host:
+        description: As O(authority_host).
+        type: str
+      container:
+        description: The replica's container.
+        type: str
+        required: true
+      create_container:
+        description: As O(create_container).
+        type: bool
+        default: false
+      max_retries:
+        description: As O(max_retries).
+        type: int
+        default: 5
+      retry_backoff:
+        description: As O(retry_backoff).
+        type: int
+        default: 4
+      timeout:
+        description: As O(timeout).
+        type: int
+        default: 60
+      access_tier:
+        description:
+          - Access tier of the data blobs copied there (manifests keep the account's default). Unset, the account's
+            default. V(Archive) is for lifecycle rules, not for copies.
+        type: str
+        choices: [Hot, Cool, Cold]
+"""

@@ -485,6 +485,52 @@ class BlobStore(_azure_catalog.Catalog, _azure_transfers.Transfers):
             )
         return self.blob_info(props)
 
+    def copy_from(self, source, name, sha256, size, tier=None, concurrency=DEFAULT_CONCURRENCY):
+        """Copies blob ``name`` of another store (another account) to the same name here, streamed:
+        read in order, hashed, staged as blocks - memory stays at a few blocks whatever the size -,
+        committed only when the content has the expected sha256 and size, never over an existing
+        blob (If-None-Match: *), then read back. Content type and metadata travel with it. No
+        server-side copy: across accounts that needs a SAS of the source, which no target holds.
+        Errors reading the source are the source's (source.explain); returns the blob's info."""
+        validate_blob_name(name)
+        blob = self.container_client.get_blob_client(name)
+        try:
+            props = source.container_client.get_blob_client(name).get_blob_properties()
+        except AzureError as e:
+            raise source.explain(e, "read %s" % name) from None
+        if getattr(props.blob_tier, "value", props.blob_tier) == "Archive":
+            raise ArchivedError("%s is in the Archive tier; rehydrate it before it can be copied" % source.url(name))
+        block_size, _warning = block_size_for(name, props.size, DEFAULT_BLOCK_SIZE_MB)
+        with self._transfer("copy", name, props.size) as reporter:
+            try:
+                block_ids, digest, sent = _stage_blocks(
+                    blob, _source_blocks(source, name, block_size), concurrency, reporter
+                )
+            except AzureError as e:
+                raise self.explain(e, "copy %s" % name) from None
+        if digest != sha256 or (size is not None and sent != size):
+            raise IntegrityError(
+                "%s reads as %d bytes with sha256 %s, its manifest says %s bytes with sha256 %s: not copied"
+                % (source.url(name), sent, digest, size, sha256)
+            )
+        kwargs = {
+            "content_settings": ContentSettings(content_type=props.content_settings.content_type),
+            "metadata": dict(props.metadata or {}),
+            "match_condition": MatchConditions.IfMissing,
+        }
+        if tier:
+            kwargs["standard_blob_tier"] = StandardBlobTier(tier)
+        same = self._commit(blob, name, block_ids, digest, kwargs)
+        if same is not None:
+            return dict(same, status="skipped")
+        remote = self.properties(name)
+        if remote is None or remote["size"] != sent:
+            raise IntegrityError(
+                "%s reads back as %s bytes after the copy; expected %d"
+                % (self.url(name), remote and remote["size"], sent)
+            )
+        return dict(remote, status="copied")
+
     def _start_rehydration(self, name, tier, priority):
         """Copies an archived blob back to an online tier (Azure takes hours; see _rehydrate)."""
         try:
@@ -579,6 +625,22 @@ def _stage_blocks(blob, blocks, concurrency, reporter, hashed=False):
                 future.cancel()
             raise
     return block_ids, digest.hexdigest() if digest is not None else None, offset
+
+
+def _source_blocks(source, name, block_size):
+    """The blob's content in blocks of ``block_size`` bytes (the last one shorter), read in order
+    from the source store; its errors are the source's."""
+    pending = bytearray()
+    try:
+        for chunk in source.container_client.get_blob_client(name).download_blob().chunks():
+            pending += chunk
+            while len(pending) >= block_size:
+                yield bytes(pending[:block_size])
+                del pending[:block_size]
+    except AzureError as e:
+        raise source.explain(e, "read %s" % name) from None
+    if pending:
+        yield bytes(pending)
 
 
 class FollowingUpload(_follow.Follower):

@@ -91,12 +91,12 @@ class Catalog:
                 entry["url"] = info["url"].rsplit("/", 1)[0]
         return sorted(sets.values(), key=lambda e: (e["backup_id"], e["host"], e["database"]))
 
-    def read_manifest(self, entry, allow_unsigned=False):
+    def read_manifest(self, entry, allow_unsigned=False, data=None):
         """The parsed manifest of a complete remote entry (the blob must not be archived), checked
         against the store's signing policy for the host it lies under: the entry gets its
         'signature' status; a refused one raises _signing.SignatureError (``allow_unsigned``:
-        not for being unsigned)."""
-        data = self.read_blob(entry["manifest_name"])
+        not for being unsigned; ``data``: its bytes, read already)."""
+        data = self.read_blob(entry["manifest_name"]) if data is None else data
         url = self.url(entry["manifest_name"])
         manifest = mf.parse_manifest(data, source=url)
         if (manifest["backup_id"], manifest["database"]) != (entry["backup_id"], entry["database"]):

@@ -180,6 +180,49 @@ HYPERTABLE_METRICS = (
     ),
 )
 
+# Per host, database and target (primary or a replica), the latest observation whatever the run type.
+TARGET_LABELS = ("host", "database", "target")
+TARGET_METRICS = (
+    (
+        "tsdb_backup_target_copy_success",
+        "1 if the last run copied every set of the database the primary holds to this replica, 0 if not.",
+        "copy_success",
+        bool,
+    ),
+    (
+        "tsdb_backup_target_pending_sets",
+        "Backup sets of the database the primary holds and this replica lacks, after the last run's copies.",
+        "pending_sets",
+        int,
+    ),
+    (
+        "tsdb_backup_target_last_copy_success_timestamp_seconds",
+        "Unix time the database's sets were last all copied to this replica (0: never). Survives failed runs.",
+        "last_copy_success_timestamp",
+        float,
+    ),
+    (
+        "tsdb_backup_target_history_copy_success",
+        "1 if the last history archive run copied every verified history object of the host to this replica.",
+        "history_copy_success",
+        bool,
+    ),
+    (
+        "tsdb_backup_target_pending_history_objects",
+        "Verified history objects of the host the primary holds and this replica lacks, after the last copies.",
+        "pending_history_objects",
+        int,
+    ),
+    (
+        "tsdb_backup_coverage_uncovered_days",
+        "Days of the coverage window (TSDB_BACKUP_COVERAGE_DAYS) for which this target holds neither a verified "
+        "set of the database nor a verified history archive of every hypertable (today excepted).",
+        "uncovered_days",
+        int,
+    ),
+)
+TARGET_KEYS = frozenset(m[2] for m in TARGET_METRICS)
+
 HYPERTABLE_KEYS = frozenset(["hypertable"] + [m[2] for m in HYPERTABLE_METRICS])
 
 
@@ -189,7 +232,7 @@ class MetricsError(_errors.OperatorError):
 
 def metric_names():
     """Every metric name this module can write."""
-    return [m[0] for m in RUN_METRICS + HOST_METRICS + STATUS_METRICS + HYPERTABLE_METRICS]
+    return [m[0] for m in RUN_METRICS + HOST_METRICS + STATUS_METRICS + HYPERTABLE_METRICS + TARGET_METRICS]
 
 
 def require_prometheus_client():
@@ -227,6 +270,7 @@ def _value(key, value, kind, where):
 
 
 _KINDS = dict((m[2], m[3]) for m in RUN_METRICS + STATUS_METRICS + HYPERTABLE_METRICS)
+_TARGET_KINDS = dict((m[2], m[3]) for m in TARGET_METRICS)
 
 
 def _check_result(result, index):
@@ -259,7 +303,34 @@ def _check_result(result, index):
                 for k, v in t.items()
                 if k in HYPERTABLE_KEYS and k != "hypertable" and v is not None
             )
+    targets = result.get("targets")
+    if targets is not None:
+        if not isinstance(targets, dict) or not all(isinstance(k, str) and k for k in targets):
+            raise ValueError("%s: targets must be a dict of target name -> values" % where)
+        clean["targets"] = dict(
+            (
+                name,
+                dict(
+                    (k, _value(k, v, _TARGET_KINDS[k], where))
+                    for k, v in values.items()
+                    if k in _TARGET_KINDS and v is not None
+                ),
+            )
+            for name, values in targets.items()
+        )
     return clean
+
+
+def _update_targets(seen, targets, epoch):
+    """Merges a result's targets into the status of its database: a copy that succeeded sets the
+    last success time, one that failed keeps the previous one."""
+    for name, values in targets.items():
+        entry = seen.setdefault("targets", {}).setdefault(name, {})
+        entry.update(values)
+        if values.get("copy_success"):
+            entry["last_copy_success_timestamp"] = epoch
+        elif "copy_success" in values:
+            entry.setdefault("last_copy_success_timestamp", 0.0)
 
 
 def atomic_write(path, data, mode=FILE_MODE):
@@ -317,6 +388,8 @@ def _update(state, run_type, host, results, epoch, run_error, forget):
                 seen[key] = r[key]
         if "hypertables" in r:
             seen["hypertables"] = r["hypertables"]
+        if "targets" in r:
+            _update_targets(seen, r["targets"], epoch)
     state["hosts"].setdefault(run_type, {})[host] = {
         "success": run_error is None and all(r["success"] for r in results),
         "last_run_timestamp": epoch,
@@ -365,10 +438,11 @@ def render_run(state, run_type):
 
 def render_status(state):
     """The exposition text (bytes) of ``tsdb_backup_status.prom``."""
-    rows, table_rows = [], []
+    rows, table_rows, target_rows = [], [], []
     for host, databases in sorted(state["status"].items()):
         for database, seen in sorted(databases.items()):
             rows.append(((host, database), seen))
+            target_rows.extend(((host, database, t), v) for t, v in sorted(seen.get("targets", {}).items()))
             # The per-database values carry an empty hypertable label, which Prometheus drops.
             table_rows.append(((host, database, ""), seen))
             for table, values in sorted(seen.get("hypertables", {}).items()):
@@ -376,6 +450,7 @@ def render_status(state):
     return _render(
         [_family(spec, DATABASE_LABELS, rows) for spec in STATUS_METRICS]
         + [_family(spec, HYPERTABLE_LABELS, table_rows) for spec in HYPERTABLE_METRICS]
+        + [_family(spec, TARGET_LABELS, target_rows) for spec in TARGET_METRICS]
     )
 
 

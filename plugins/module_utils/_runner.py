@@ -30,6 +30,7 @@ credentials.env written by the role), read by _runner_config::
     TSDB_BACKUP_SIGNING_KEY_FILE      this host's Ed25519 key: signs every manifest (docs/SIGNING.md)
     TSDB_BACKUP_TRUSTED_SIGNERS_FILE  the trust store: which keys may sign which host's sets
     TSDB_BACKUP_REQUIRE_SIGNATURES    refuse unsigned manifests (default: true with a trust store)
+    TSDB_BACKUP_REPLICAS        replica targets, a JSON list (credentials.env): second copies (_replica)
 
 Exit status: 0 all databases backed up; 1 any failed; 2 bad configuration; 75 another run
 holds the lock (runs never overlap).
@@ -54,6 +55,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _prune,
     _runner_guard,
     _runner_history,
+    _runner_replica,
     _signals,
     _signing,
     _verify,
@@ -189,9 +191,9 @@ class _Steps:
             self._t = None
 
 
-def backup_database(config, database, logger, store=None, azure=None):
-    """dump -> verify -> upload (catch-up) -> prune for one database. Returns a result dict
-    (also for failures: 'error' says which step failed and why)."""
+def backup_database(config, database, logger, store=None, azure=None, replicas=()):
+    """dump -> verify -> upload (catch-up) -> prune -> copies to the replicas for one database.
+    Returns a result dict (also for failures: 'error' says which step failed and why)."""
     r = {"database": database, "success": False, "error": None}
     steps = _Steps(r)
     t0 = time.monotonic()
@@ -226,6 +228,11 @@ def backup_database(config, database, logger, store=None, azure=None):
         r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
         if pr.get("busy"):
             logger.warning("prune %s: %s", database, pr["busy"])
+        if replicas:
+            # What the primary holds, also when this run's upload failed: a replica never waits for it.
+            steps.start("replicate")
+            _runner_replica.replicate_database(config, database, store, replicas, logger, r)
+            steps.stop()
         if upload_error is not None:
             steps.name = "upload"
             raise upload_error
@@ -349,14 +356,15 @@ def _upload_step(config, database, logger, store, r):
 
 def run_backup(config, logger):
     store = azure = None
-    results = []
+    results, replicas = [], []
     if config["upload"]:
         try:
             azure, store = open_store(config, logger)
+            replicas = _runner_replica.open_replicas(config, store, logger)
         except Exception as e:  # noqa: BLE001 - a wrong Azure setting must not cost the local backup
             store = UploadUnavailable(e)
     for database in config["databases"]:
-        results.append(backup_database(config, database, logger, store, azure))
+        results.append(backup_database(config, database, logger, store, azure, replicas))
     return results
 
 
@@ -429,6 +437,7 @@ def summary_lines(results):
             )
         else:
             lines.append("%s: FAILED, %s" % (r["database"], r["error"]))
+        lines[-1] += _runner_replica.summary_suffix(r)
     return "\n".join(lines)
 
 
@@ -448,6 +457,10 @@ def run_history(config, logger, kind):
         for w in res.get("warnings", []):
             logger.warning("history %s: %s", database, w)
         result = _runner_history.history_result(config, database, res, kind)
+        if kind == "archive":
+            # Every verified object of the host, this run's and any a replica still lacks.
+            replicas = _runner_replica.open_replicas(config, store, logger)
+            _runner_replica.replicate_history(config, store, replicas, logger, result)
     except Exception as e:  # noqa: BLE001 - reported as the run's result
         result = {"database": database, "success": False, "error": "history %s failed: %s" % (kind, e)}
         result["error_kind"] = _errors.kind_of(e)

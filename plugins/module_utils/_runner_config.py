@@ -16,7 +16,14 @@ import os
 import re
 import socket
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _age, _dump, _errors, _pg, _verify
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _age,
+    _dump,
+    _errors,
+    _pg,
+    _replica,
+    _verify,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
 
 DEFAULT_LOCK_WAIT_MINUTES = 30  # the nightly backup waits this long for a history run to finish
@@ -80,6 +87,21 @@ def _recipient_list(text):
     return [r for r in re.split(r"[\s,]+", (text or "").strip()) if r]
 
 
+def _replica_list(text):
+    """TSDB_BACKUP_REPLICAS: a JSON list of replica targets (mappings), or nothing."""
+    if not text or not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError(
+            "TSDB_BACKUP_REPLICAS is not JSON: a list of mappings with name, auth_mode, container, credentials"
+        ) from None
+    if not isinstance(value, list):
+        raise ConfigError("TSDB_BACKUP_REPLICAS must be a JSON list of replica targets")
+    return value
+
+
 def _retention_list(text):
     """'[{"hypertable": "public.esp_telemetry", "retention_days": 30}]', or the older
     'public.esp_telemetry=30,public.diagnostic_results=90' -> [{hypertable, retention_days}]."""
@@ -126,6 +148,10 @@ def load_config(environ=None):
             "lock_wait_minutes": _number(env, "TSDB_BACKUP_LOCK_WAIT_MINUTES", DEFAULT_LOCK_WAIT_MINUTES),
             # age recipients (public keys): what leaves the host is encrypted to them (docs/SECURITY.md).
             "encryption_recipients": _recipient_list(env.get("TSDB_BACKUP_ENCRYPTION_RECIPIENTS")),
+            # Second copies in other accounts (credentials.env: they carry secrets), docs/REPLICAS.md.
+            "replicas": _replica_list(env.get("TSDB_BACKUP_REPLICAS")),
+            # Days back each run checks that every day is covered in every target (a metric, an alert).
+            "coverage_days": int(env.get("TSDB_BACKUP_COVERAGE_DAYS") or 30),
             "azure": {
                 "auth_mode": env.get("TSDB_BACKUP_AZURE_AUTH_MODE") or None,
                 # Set but empty is no prefix, as backup.yml passes it; only a missing key takes the default.
@@ -191,6 +217,10 @@ def check_config(config):
     config["encryption_recipients"] = _age.recipients(
         config.get("encryption_recipients"), "encryption recipients (TSDB_BACKUP_ENCRYPTION_RECIPIENTS)"
     )
+    try:
+        config["replicas"] = _replica.check_replicas(config.get("replicas"))
+    except _errors.ConfigError as e:
+        raise ConfigError("replicas (TSDB_BACKUP_REPLICAS): %s" % e) from None
     if config["encryption_recipients"]:
         if config.get("dump_jobs", 1) != 1:
             raise ConfigError(

@@ -31,7 +31,7 @@ description:
     store a local set is pruned only when Azure holds a proven copy of it - a remote manifest equal to the local one.
   - Refuses to run as a user who does not own O(state_dir) - the lock and metrics state it would create there would
     lock the timer out.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.REPLICAS,
   insa.timescaledb_backup.signing, insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.encryption,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.no_diff]
 attributes:
@@ -118,6 +118,13 @@ options:
     description: Fail the task when any database failed. V(false) returns every result and lets the play decide.
     type: bool
     default: true
+  coverage_days:
+    description:
+      - Days back the run checks, per database and target, that a verified set or history archive covers each day;
+        the count of days not covered is the metric C(tsdb_backup_coverage_uncovered_days) (alert
+        C(TsdbBackupDayUncovered)). V(0) skips the check. The timer reads C(TSDB_BACKUP_COVERAGE_DAYS).
+    type: int
+    default: 30
 notes:
   - Run it on the database host with the interpreter of the agent's virtual environment
     (C(ansible_python_interpreter=/opt/tsdb-backup/venv/bin/python)) as the backup user.
@@ -188,6 +195,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _metrics,
     _module_glue,
     _notify,
+    _replica,
     _runner,
     _signing,
 )
@@ -230,6 +238,8 @@ def build_config(module):
         "pg": _module_glue.connection_params(module),
         "signing": {k: p[k] for k in _signing.signing_argument_spec()},
         "encryption_recipients": p["encryption_recipients"],
+        "replicas": p["replicas"],
+        "coverage_days": p["coverage_days"],
         "signing_policy": _module_glue.signing_policy(module),
     }
     config.update(paths)
@@ -267,7 +277,9 @@ def main():
         jobs=dict(type="int", default=1),
         lock_wait_minutes=dict(type="int", default=0),
         fail_on_error=dict(type="bool", default=True),
+        coverage_days=dict(type="int", default=30),
     )
+    argument_spec.update(_replica.replicas_argument_spec())
     argument_spec.update(_signing.signing_argument_spec())
     argument_spec.update(_encryption.recipients_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -32,7 +32,7 @@ description:
     manifest's sha256 of what is stored. With O(identity) it is decrypted at once (each plaintext checked against the
     manifest, the encrypted form removed); without, it stays encrypted - M(insa.timescaledb_backup.verify) checks it at
     level C(checksum), and M(insa.timescaledb_backup.restore) decrypts it with its own O(identity).
-extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.signing.TRUST,
+extends_documentation_fragment: [insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.REPLICAS, insa.timescaledb_backup.signing.TRUST,
   insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
@@ -76,6 +76,18 @@ options:
     type: str
     choices: [Hot, Cool, Cold]
     default: Hot
+  read_from:
+    description:
+      - The target to read first - V(primary) (the Azure options above), the name of one of O(replicas), or
+        V(secondary) for the first replica.
+      - With O(fallback), a set that is missing, damaged (another sha256), refused (signature), in the Archive tier
+        (without O(rehydrate)) or unreachable there is read from the next target; the result says where it came from.
+    type: str
+    default: primary
+  fallback:
+    description: Read from the other targets when O(read_from) cannot provide a sound set.
+    type: bool
+    default: true
 notes:
   - Tested against Azurite, which rehydrates at once; Azure takes hours.
 seealso:
@@ -109,6 +121,22 @@ EXAMPLES = r"""
     container: tsdb-backups
   register: fetched
 
+- name: Fetch from the replica in the other region first, falling back to the primary
+  insa.timescaledb_backup.blob_download:
+    dest: /var/restore
+    database: iot
+    host_label: db01.example.com
+    auth_mode: entra
+    account_name: insabackups
+    container: tsdb-backups
+    replicas:
+      - name: dr-northeurope
+        auth_mode: entra
+        account_name: insabackupsdr
+        container: tsdb-backups
+    read_from: secondary
+  register: fetched
+
 - name: Say when rehydration is still running
   ansible.builtin.debug:
     msg: "{{ fetched.msg }}"
@@ -116,6 +144,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The target the set was read from (V(primary) or a replica's name).
+  returned: success
+  type: str
+  sample: dr-westeurope
+fallbacks:
+  description: The targets tried before O(read_from)'s set was found sound elsewhere, each with the reason.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"target": "primary", "error": "https://.../x.dump downloaded with sha256 ab12... but its manifest says 9f3c...; not kept"}]
 signature:
   description: The set's signature status (C(status), C(key_id), C(signer_host)); see M(insa.timescaledb_backup.verify).
   returned: when the manifest was read
@@ -184,6 +223,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _azure,
     _encryption,
     _module_glue,
+    _replica,
     _signing,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -200,7 +240,10 @@ def main():
         rehydrate=dict(type="bool", default=False),
         rehydrate_priority=dict(type="str", choices=["Standard", "High"], default="Standard"),
         rehydrate_tier=dict(type="str", choices=["Hot", "Cool", "Cold"], default="Hot"),
+        read_from=dict(type="str", default="primary"),
+        fallback=dict(type="bool", default=True),
     )
+    argument_spec.update(_replica.replicas_argument_spec())
     argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
     argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(
@@ -211,17 +254,22 @@ def main():
     _module_glue.require_azure_storage(module)
     p = module.params
     store = _module_glue.open_store(module, progress=True)
-    result = _module_glue.run_module(
-        module,
-        store.redact,
-        store.download_backup,
-        p["dest"],
-        p["database"],
-        check_mode=module.check_mode,
-        **_module_glue.options(
-            p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier", host="host_label"
-        ),
+    targets = _module_glue.run_module(module, store.redact, _replica.open_targets, store, p["replicas"], store.progress)
+    order = _module_glue.run_module(module, store.redact, _replica.read_order, targets, p["read_from"], p["fallback"])
+    options = _module_glue.options(
+        p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier", host="host_label"
     )
+
+    def download(target_store):
+        return target_store.download_backup(p["dest"], p["database"], check_mode=module.check_mode, **options)
+
+    result, result["target"], result["fallbacks"] = _module_glue.run_module(
+        module, store.redact, _replica.read_with_fallback, order, download
+    )
+    for failed in result["fallbacks"]:
+        module.warn(
+            "target %s could not provide the set (%s); read from the next target" % (failed["target"], failed["error"])
+        )
     result["decrypted"] = []
     if p["identity"] and result.get("encrypted") and not module.check_mode and result.get("rehydration") is None:
         manifest = _module_glue.run_module(module, None, mf.read_manifest, result["manifest_path"])

@@ -27,7 +27,7 @@ description:
     signed by a key trusted for that host (unsigned ones only with O(allow_unsigned=true)).
   - A range's history is the newest version of each generation (see M(insa.timescaledb_backup.chunk_archive));
     O(version) loads one exact version instead.
-extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.history,
+extends_documentation_fragment: [insa.timescaledb_backup.postgres, insa.timescaledb_backup.azure, insa.timescaledb_backup.azure.REPLICAS, insa.timescaledb_backup.history,
   insa.timescaledb_backup.signing.TRUST, insa.timescaledb_backup.signing.ALLOW_UNSIGNED, insa.timescaledb_backup.encryption.IDENTITY,
   insa.timescaledb_backup.attributes, insa.timescaledb_backup.attributes.check_mode, insa.timescaledb_backup.attributes.no_diff,
   insa.timescaledb_backup.attributes.idempotent]
@@ -77,6 +77,18 @@ options:
   work_dir:
     description: Directory for downloaded objects (removed afterwards). Default is the system's temporary directory.
     type: path
+  read_from:
+    description:
+      - The target whose history listing and manifests are read - V(primary) (the Azure options above), a replica's
+        name from O(replicas), or V(secondary) for the first replica.
+      - With O(fallback), an object that is missing, damaged (another sha256) or unreachable there is downloaded from
+        the next target; its sha256 is checked against the manifest wherever it comes from.
+    type: str
+    default: primary
+  fallback:
+    description: Download objects O(read_from) cannot provide soundly from the other targets.
+    type: bool
+    default: true
 requirements:
   - pyarrow (pinned in the collection's C(requirements/runtime.txt))
 notes:
@@ -113,6 +125,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The target whose listing and manifests were read.
+  returned: success
+  type: str
+  sample: primary
+fallbacks:
+  description: Objects read from another target than O(read_from), each with the reason (C(blob), C(target), C(error), C(read_from)).
+  returned: success
+  type: list
+  elements: dict
+  sample: []
 ranges:
   description:
     - One entry per archived range overlapping the window - range_start, range_end, versions (version, generation,
@@ -154,6 +177,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _encryption,
     _history,
     _module_glue,
+    _replica,
     _signing,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
@@ -172,8 +196,11 @@ def main():
         end=dict(type="str", required=True),
         version=dict(type="int"),
         work_dir=dict(type="path"),
+        read_from=dict(type="str", default="primary"),
+        fallback=dict(type="bool", default=True),
         **_history.HOST_OPTIONS,
     )
+    argument_spec.update(_replica.replicas_argument_spec())
     argument_spec.update(_signing.signing_argument_spec(sign=False, allow_unsigned=True))
     argument_spec.update(_encryption.identity_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -181,9 +208,17 @@ def main():
     _module_glue.require_azure_storage(module)
     _module_glue.require_pyarrow(module, "to read the Parquet archive")
     p = module.params
-    result = _module_glue.run_history(
+    store = _module_glue.open_store(module)
+    targets = _module_glue.run_module(module, store.redact, _replica.open_targets, store, p["replicas"])
+    order = _module_glue.run_module(module, store.redact, _replica.read_order, targets, p["read_from"], p["fallback"])
+    reader = _module_glue.run_module(module, store.redact, _replica.FallbackReader, order)
+    result = _module_glue.run_module(
         module,
+        reader.redact,
         _history.restore_range,
+        _module_glue.connection_params(module),
+        p["database"],
+        reader,
         p["hypertable"],
         p["start"],
         p["end"],
@@ -191,6 +226,12 @@ def main():
         **_module_glue.options(p, "source_database", "target_table", "version", "create_table", "work_dir"),
         **_module_glue.options(p, "host_label", "legacy_owner", "identity"),
     )
+    result["target"], result["fallbacks"] = order[0].name, reader.fallbacks
+    for failed in reader.fallbacks:
+        module.warn(
+            "%s could not be read from %s (%s); read from %s"
+            % (failed["blob"], failed["target"], failed["error"], failed["read_from"])
+        )
     module.exit_json(**result)
 
 

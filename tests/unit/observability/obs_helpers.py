@@ -35,6 +35,16 @@ FULL_RESULT = {
             "retention_horizon_seconds": 30 * 86400.0,
         }
     ],
+    "targets": {
+        "primary": {"uncovered_days": 0},
+        "dr": {
+            "copy_success": True,
+            "pending_sets": 0,
+            "history_copy_success": True,
+            "pending_history_objects": 0,
+            "uncovered_days": 0,
+        },
+    },
     "error": None,
 }
 

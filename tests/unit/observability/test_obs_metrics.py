@@ -68,6 +68,10 @@ def test_metric_names_units_labels_and_values(dirs):
         )
         == 30 * 86400
     )
+    replica = {"host": HOST, "database": "iot", "target": "dr"}
+    assert series(status, "tsdb_backup_target_copy_success", **replica) == 1
+    assert series(status, "tsdb_backup_target_last_copy_success_timestamp_seconds", **replica) == NOW
+    assert series(status, "tsdb_backup_coverage_uncovered_days", host=HOST, database="iot", target="primary") == 0
     assert set(_metrics.metric_names()) == {key[0] for key in samples} | {key[0] for key in status}
 
 
@@ -93,6 +97,28 @@ def test_last_success_survives_failed_runs_and_restarts(dirs):
     assert series(samples, "tsdb_backup_last_success_timestamp_seconds", **labels) == when.timestamp()
     drill = parse_prom(os.path.join(textfile, "tsdb_backup_drill.prom"))[0]
     assert series(drill, "tsdb_backup_last_success_timestamp_seconds", run_type="drill", host=HOST, database="iot") == 0
+
+
+def test_a_replica_copy_that_fails_keeps_its_last_success(dirs):
+    textfile, state = dirs
+    status = os.path.join(textfile, "tsdb_backup_status.prom")
+    ok = {"database": "iot", "success": True, "targets": {"dr": {"copy_success": True, "pending_sets": 0}}}
+    down = {"database": "iot", "success": True, "targets": {"dr": {"copy_success": False, "pending_sets": 3}}}
+    _metrics.write_run_metrics(textfile, state, HOST, "backup", [ok], now=NOW)
+    _metrics.write_run_metrics(textfile, state, HOST, "backup", [down], now=NOW + 86400)
+    samples = parse_prom(status)[0]
+    replica = {"host": HOST, "database": "iot", "target": "dr"}
+    assert series(samples, "tsdb_backup_target_copy_success", **replica) == 0
+    assert series(samples, "tsdb_backup_target_pending_sets", **replica) == 3
+    assert series(samples, "tsdb_backup_target_last_copy_success_timestamp_seconds", **replica) == NOW
+    # The primary run of another type (history) with no copy of sets leaves the sets' values alone.
+    history = {"database": "iot", "success": True, "targets": {"dr": {"history_copy_success": True}}}
+    _metrics.write_run_metrics(textfile, state, HOST, "history", [history], now=NOW + 86400 + 60)
+    samples = parse_prom(status)[0]
+    assert series(samples, "tsdb_backup_target_pending_sets", **replica) == 3
+    assert series(samples, "tsdb_backup_target_history_copy_success", **replica) == 1
+    with pytest.raises(ValueError, match="targets must be a dict"):
+        _metrics.write_run_metrics(textfile, state, HOST, "backup", [dict(ok, targets=[1])], now=NOW)
 
 
 def test_databases_not_in_a_run_keep_their_series_until_forgotten(dirs):
