@@ -224,6 +224,7 @@ def replicate_sets(primary, target, host, database):
         result["error"] = target.error
         return result
     try:
+        target.store.ensure_container()  # created when its create_container says so
         source = [e for e in primary.list_remote(host, database) if e["complete"]]
         there = {e["backup_id"]: e for e in target.store.list_remote(host, database)}
     except AzureTierError as e:
@@ -293,6 +294,7 @@ def replicate_history(primary, target, host):
         return result
     folder = join_name(primary.prefix, hl.HISTORY_DIR, validate_segment(host, "host")) + "/"
     try:
+        target.store.ensure_container()
         source = primary._listing(folder)
         there = target.store._listing(folder)
     except AzureTierError as e:
