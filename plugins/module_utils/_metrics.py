@@ -214,7 +214,7 @@ TARGET_METRICS = (
         int,
     ),
     (
-        "tsdb_backup_coverage_uncovered_days",
+        "tsdb_backup_coverage_gaps",
         "Days of the coverage window (TSDB_BACKUP_COVERAGE_DAYS) for which this target holds neither a verified "
         "set of the database nor a verified history archive of every hypertable (today excepted).",
         "uncovered_days",

@@ -121,7 +121,7 @@ options:
   coverage_days:
     description:
       - Days back the run checks, per database and target, that a verified set or history archive covers each day;
-        the count of days not covered is the metric C(tsdb_backup_coverage_uncovered_days) (alert
+        the count of days not covered is the metric C(tsdb_backup_coverage_gaps) (alert
         C(TsdbBackupDayUncovered)). V(0) skips the check. The timer reads C(TSDB_BACKUP_COVERAGE_DAYS).
     type: int
     default: 30

@@ -30,7 +30,10 @@ import pytest
 from history_helpers import _azure, _history
 
 sys.path.insert(0, os.path.join(hh.REPO, "tests", "rig"))
+sys.path.insert(0, os.path.join(hh.REPO, "tests", "integration", "azure"))
 import seed_iot  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica  # noqa: E402
+from azure_helpers import PrivateAzurite  # noqa: E402
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
@@ -259,6 +262,42 @@ def test_400_days_no_row_missing_or_duplicated(env, params, container, world):
     assert [m for m in all_esp if m["generation"] == 2 and m["reason"] == "new_generation"]
     assert corrupted[0] in hh.blobs(store)
     assert corrupted[0].replace(".parquet", ".manifest.json") not in hh.blobs(store)
+    check_second_copy(env, store, damaged_range)
+
+
+def check_second_copy(env, store, damaged_range):
+    """The 400 days copied to a replica (another Azurite: another account): every verified object
+    but the one damaged in the primary, which is never copied and is named; a second run copies
+    nothing; the copies are the primary's bytes."""
+    azurite = PrivateAzurite(tempfile.mkdtemp(prefix="it-history-replica.")).start()
+    try:
+        replica = {
+            "name": "dr",
+            "auth_mode": "connection_string",
+            "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"
+            "BlobEndpoint=%s;" % (env["AZURE_STORAGE_KEY"], azurite.endpoint),
+            "container": "dr-history",
+            "create_container": True,
+            "max_retries": 0,
+            "retry_backoff": 0,
+        }
+        dr = _replica.open_targets(store, [replica])[1]
+        first = _replica.replicate_history(store, dr, hh.HOST_LABEL)
+        primary_manifests = [n for n in hh.blobs(store) if n.endswith(".manifest.json")]
+        assert first["error"] is None, first["error"]
+        (failure,) = first["failures"]
+        assert damaged_range in failure["name"] and "not copied" in failure["error"], failure
+        assert len(first["copied"]) == len(primary_manifests) - 1 and first["pending"] == 1
+        again = _replica.replicate_history(store, dr, hh.HOST_LABEL)
+        assert again["copied"] == [] and again["bytes"] == 0 and len(again["failures"]) == 1, again
+        copies = hh.blobs(dr.store)
+        assert set(primary_manifests) - set(copies) == {failure["name"]}
+        some = sorted(n for n in copies if n.endswith(".parquet"))[::50]
+        for name in some:
+            read = [s.container_client.get_blob_client(name).download_blob().readall() for s in (store, dr.store)]
+            assert read[0] == read[1], name
+    finally:
+        azurite.stop()
 
 
 def check_table(store, world, table, key_columns, folder):

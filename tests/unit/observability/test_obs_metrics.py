@@ -71,7 +71,7 @@ def test_metric_names_units_labels_and_values(dirs):
     replica = {"host": HOST, "database": "iot", "target": "dr"}
     assert series(status, "tsdb_backup_target_copy_success", **replica) == 1
     assert series(status, "tsdb_backup_target_last_copy_success_timestamp_seconds", **replica) == NOW
-    assert series(status, "tsdb_backup_coverage_uncovered_days", host=HOST, database="iot", target="primary") == 0
+    assert series(status, "tsdb_backup_coverage_gaps", host=HOST, database="iot", target="primary") == 0
     assert set(_metrics.metric_names()) == {key[0] for key in samples} | {key[0] for key in status}
 
 
