@@ -159,7 +159,7 @@ options:
     description:
       - Replica targets that hold a second copy of every backup set and history object of the primary target
         (the options above), each in another storage account, region or container, with its own credentials.
-      - A replica has the primary's blob layout and O(prefix): a blob has the same name in every target.
+      - A replica has the primary's blob layout and O(prefix) - a blob has the same name in every target.
       - Copies are streamed through this host (read from the primary, hashed, staged, committed only when the
         sha256 is the manifest's); a replica that is down fails its own copies only.
       - Connection options of a replica are never read from the environment (C(AZURE_STORAGE_*) are the primary's).

@@ -215,8 +215,8 @@ TARGET_METRICS = (
     ),
     (
         "tsdb_backup_coverage_gaps",
-        "Days of the coverage window (TSDB_BACKUP_COVERAGE_DAYS) for which this target holds neither a verified "
-        "set of the database nor a verified history archive of every hypertable (today excepted).",
+        "Days of the coverage window (TSDB_BACKUP_COVERAGE_DAYS), from the first one any target covers, for which "
+        "this target holds neither a verified set of the database nor a verified history archive (today excepted).",
         "uncovered_days",
         int,
     ),

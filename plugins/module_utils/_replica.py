@@ -48,7 +48,15 @@ PRIMARY = "primary"
 REPLICA_TIERS = ("Hot", "Cool", "Cold")
 # A problem with one set or object: it is reported and the copy goes on with the next one.
 # Anything else (the service down, credentials refused) stops the copies to that target.
-_SET_ERRORS = (ConflictError, IntegrityError, NotFoundError, ArchivedError, mf.ManifestError, _signing.SignatureError)
+_SET_ERRORS = (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    ArchivedError,
+    mf.ManifestError,
+    _signing.SignatureError,
+    hl.HistoryError,
+)
 
 
 def replica_options():
@@ -309,7 +317,7 @@ def replicate_history(primary, target, host):
                 raise NotFoundError("%s lacks the object %s its manifest names" % (primary.account_url, obj_name))
             sent = _copy(target, primary, obj_name, obj_sha, obj_size, there.get(obj_name), target.access_tier)
             sent += _copy(target, primary, name, hashlib.sha256(data).hexdigest(), len(data), there.get(name), None)
-        except _SET_ERRORS + (hl.HistoryError,) as e:
+        except _SET_ERRORS as e:
             result["failures"].append({"name": name, "error": "%s" % e})
             continue
         except AzureTierError as e:

@@ -365,6 +365,7 @@ def run_backup(config, logger):
             store = UploadUnavailable(e)
     for database in config["databases"]:
         results.append(backup_database(config, database, logger, store, azure, replicas))
+    _runner_replica.coverage_gaps(config, store, replicas, results, logger)
     return results
 
 

@@ -13,7 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _coverage, _coverage_collect, _replica
 
 
 def open_replicas(config, primary, logger):
@@ -92,3 +92,44 @@ def summary_suffix(r):
         else:
             parts.append("replica %s: %d copied" % (name, len((r.get("replicated") or {}).get(name, ()))))
     return "".join("; " + p for p in parts)
+
+
+def coverage_gaps(config, primary, replicas, results, logger):
+    """After a backup run: per database and target (the primary and each replica), the days of
+    the last ``coverage_days`` that nothing verified covers there, into each result's ``targets``
+    (the metric tsdb_backup_coverage_gaps). Today is no gap yet. A failure is a warning: the
+    backups stand, and the metric keeps its last value."""
+    days = config.get("coverage_days") or 0
+    if days < 1 or primary is None or not hasattr(primary, "list_remote"):
+        return
+    targets = [_replica.Target(_replica.PRIMARY, primary)] + list(replicas)
+    databases = [r["database"] for r in results]
+    try:
+        window = _coverage.window(days)
+        catalogs, history, _databases, _errors = _coverage_collect.collect(
+            targets, config["backup_dir"], config["host_label"], databases, window
+        )
+        report = _coverage.coverage(catalogs, databases, window, history=history)
+    except Exception as e:  # noqa: BLE001 - a report that cannot be made must not fail the backups
+        logger.warning("coverage: not checked (%s)", primary.redact(e) if hasattr(primary, "redact") else e)
+        return
+    by_database = {r["database"]: r for r in results}
+    for (database, target), gaps in sorted(gaps_since_history_began(report).items()):
+        by_database[database].setdefault("targets", {}).setdefault(target, {})["uncovered_days"] = gaps
+        if gaps:
+            logger.warning("coverage %s: %d day(s) of the last %d not covered in %s", database, gaps, days, target)
+
+
+def gaps_since_history_began(report):
+    """_coverage.uncovered_days, counting for each database only the days from the first one a
+    target covers: the days before a host's first backup are no gap to alert on (report.yml
+    still lists them)."""
+    first = {
+        db: next((r["day"] for r in rows if r.get("covered_in")), None) for db, rows in report["databases"].items()
+    }
+    counts = dict.fromkeys(_coverage.uncovered_days(report), 0)
+    for gap in report["gaps"]:
+        began = first.get(gap["database"])
+        if began is not None and gap["day"] >= began:
+            counts[(gap["database"], gap["target"])] += 1
+    return counts

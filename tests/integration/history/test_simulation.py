@@ -32,7 +32,11 @@ from history_helpers import _azure, _history
 sys.path.insert(0, os.path.join(hh.REPO, "tests", "rig"))
 sys.path.insert(0, os.path.join(hh.REPO, "tests", "integration", "azure"))
 import seed_iot  # noqa: E402
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica  # noqa: E402
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (  # noqa: E402
+    _coverage,
+    _coverage_history,
+    _replica,
+)
 from azure_helpers import PrivateAzurite  # noqa: E402
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
@@ -296,8 +300,26 @@ def check_second_copy(env, store, damaged_range):
         for name in some:
             read = [s.container_client.get_blob_client(name).download_blob().readall() for s in (store, dr.store)]
             assert read[0] == read[1], name
+        check_coverage(store, dr)
     finally:
         azurite.stop()
+
+
+def check_coverage(store, dr):
+    """The coverage report over the simulated days (no logical set: history only): every day of
+    both hypertables covered in both targets by a verified archive, no gap."""
+    days = [(START + datetime.timedelta(days=d)).date() for d in range(DAYS - 1)]
+    history = {
+        t: _coverage_history.history_ranges(s, hh.HOST_LABEL, [DB]) for t, s in (("primary", store), ("dr", dr.store))
+    }
+    report = _coverage.coverage(
+        [("primary", []), ("dr", [])], [DB], days, today=days[-1] + datetime.timedelta(days=2), history=history
+    )
+    assert report["gaps"] == [], report["gaps"][:5]
+    assert {r["status"] for r in report["databases"][DB]} == {_coverage.HISTORY}
+    for target in ("primary", "dr"):
+        assert report["summary"]["per_target"][target]["by_history"] == len(days), report["summary"]
+    assert sorted(history["dr"][DB]) == [DIAG, ESP]
 
 
 def check_table(store, world, table, key_columns, folder):
