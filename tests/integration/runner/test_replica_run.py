@@ -103,6 +103,9 @@ def test_both_targets_filled_replica_down_then_caught_up_and_restore_falls_back(
         assert len([n for n in both if n.endswith(".manifest.json")]) == 1, both
         assert contents(replica_service, "dr-backups", prefix) == both
         assert target_metric(c, "tsdb_backup_target_copy_success", "dr") == 1
+        # Coverage, per target: nothing uncovered (today is no gap; the days before the first backup neither).
+        assert target_metric(c, "tsdb_backup_coverage_gaps", "primary") == 0
+        assert target_metric(c, "tsdb_backup_coverage_gaps", "dr") == 0
 
         # 2. backup.yml, the same pipeline: both targets again.
         rc, out = rig.playbook("backup.yml", site)
@@ -149,6 +152,15 @@ def test_both_targets_filled_replica_down_then_caught_up_and_restore_falls_back(
         assert rc == 0, out[-3000:]
         assert "Source: Azure target dr (" in out and "after primary could not provide it" in out, out[-3000:]
         assert rig.table_digest(TARGET) == source
+        assert replica["connection_string"] not in out
+
+        # 6. report.yml over both targets: today is covered in each (older sets of today in the primary).
+        rc, out = rig.playbook("report.yml", dict(site, tsdb_report_days=1, tsdb_report_dir=str(tmp_path / "r")))
+        assert rc == 0, out[-3000:]
+        report = json.loads((tmp_path / "r" / "tsdb-local" / "coverage.json").read_text())
+        assert report["targets"] == ["primary", "dr"]
+        (today,) = report["databases"][DB]
+        assert today["covered_in"] == ["primary", "dr"], today
         assert replica["connection_string"] not in out
     finally:
         dr.stop()
