@@ -119,7 +119,7 @@ else:
 # Clients
 
 
-def entra_credential(settings):
+def entra_credential(settings, environment=True):
     """A service principal when client_secret is given, otherwise DefaultAzureCredential
     (environment, workload identity, managed identity - client_id selects a user-assigned one -,
     Azure CLI...). azure-identity is imported here: the other modes do not pay for it."""
@@ -137,6 +137,8 @@ def entra_credential(settings):
         return ClientSecretCredential(settings["tenant_id"], settings["client_id"], settings["client_secret"], **kwargs)
     if settings.get("client_id"):
         kwargs["managed_identity_client_id"] = settings["client_id"]
+    if not environment:  # a replica's identity: AZURE_CLIENT_SECRET & co. are the primary's
+        kwargs["exclude_environment_credential"] = True
     return DefaultAzureCredential(**kwargs)
 
 

@@ -77,7 +77,7 @@ def _by_table(listing, root):
     _history_manifest.list_ranges gives them for one folder."""
     tables = {}
     for name, info in listing.items():
-        segment, _, rest = name[len(root) + 1 :].partition("/")
+        segment, _slash, rest = name[len(root) + 1 :].partition("/")
         parsed = hl.parse_leaf(name) if _MONTH_LEAF.match(rest) else None
         if parsed is None:
             continue

@@ -21,6 +21,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import os
+import shutil
 
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_layout as hl
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _history_manifest as hm
@@ -85,6 +87,7 @@ class Target:
 
     def __init__(self, name, store=None, error=None, access_tier=None):
         self.name, self.store, self.error, self.access_tier = name, store, error, access_tier
+        self.down = None  # why copies to it stopped in this run: the next databases do not wait again
 
     @property
     def primary(self):
@@ -133,18 +136,45 @@ def open_targets(primary, replicas, progress=None, credential=None):
         config["prefix"] = primary.prefix
         target = Target(replica["name"], access_tier=replica.get("access_tier"))
         try:
-            store = _azure.open_store(config, environ={}, credential=credential)
+            store = _azure.open_store(config, environ={}, credential=credential or _entra_without_environment(config))
         except AzureTierError as e:
             target.error = "%s" % e
         else:
             if (store.account_url, store.container) == (primary.account_url, primary.container):
-                raise ConfigError(
+                target.error = (
                     "replica %s is the primary's own container (%s at %s): a second copy needs another "
-                    "account or container" % (replica["name"], store.container, store.account_url)
+                    "account or container; it is not used" % (replica["name"], store.container, store.account_url)
                 )
-            store.progress, store.signing, target.store = progress, primary.signing, store
+            else:
+                store.progress, store.signing, target.store = progress, primary.signing, store
         targets.append(target)
     return targets
+
+
+def _entra_without_environment(config):
+    """For auth_mode=entra without client_secret: DefaultAzureCredential without its environment
+    credential (AZURE_CLIENT_SECRET and friends are the primary's), else None."""
+    from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _azure
+
+    if config.get("auth_mode") != "entra" or config.get("client_secret"):
+        return None
+    return _azure.entra_credential(config, environment=False)
+
+
+def _why(primary, target, e):
+    """A failure's text, redacted with both stores' secrets; the type named when it is not one of
+    the collection's explained errors (a planted blob the parsers did not expect)."""
+    text = (
+        "%s" % e
+        if isinstance(e, (AzureTierError, mf.ManifestError, _signing.SignatureError, hl.HistoryError))
+        else ("unreadable (%s: %s)" % (type(e).__name__, e))
+    )
+    return target.store.redact(primary.redact(text))
+
+
+def _stopped(target, result, e, primary):
+    result["error"] = _why(primary, target, e)
+    target.down = result["error"]  # the rest of the run does not wait for it again
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +249,15 @@ def copy_set(primary, target, entry, there_blobs):
     return sent
 
 
+def _same_set(entry, there):
+    """Whether the target holds the set as the primary does: complete, and every blob of it with
+    the primary's size and recorded sha256 (a copy that lost a blob is copied again)."""
+    if not there or not there.get("complete"):
+        return False
+    theirs = {b["name"]: b for b in there["blobs"]}
+    return all(_same_blob(theirs.get(b["name"]), b) for b in entry["blobs"])
+
+
 def new_result(target, what):
     return {"target": target.name, "what": what, "copied": [], "bytes": 0, "pending": 0, "failures": [], "error": None}
 
@@ -228,29 +267,29 @@ def replicate_sets(primary, target, host, database):
     target lacks, oldest first. Result: copied ids, bytes, pending (still missing there), the
     sets that failed alone (with their reason) and the error that stopped the copies (or None)."""
     result = new_result(target, database)
-    if target.store is None:
-        result["error"] = target.error
+    if target.store is None or target.down:
+        result["error"], result["pending"] = target.error or target.down, None
         return result
     try:
         target.store.ensure_container()  # created when its create_container says so
         source = [e for e in primary.list_remote(host, database) if e["complete"]]
         there = {e["backup_id"]: e for e in target.store.list_remote(host, database)}
     except AzureTierError as e:
-        result["error"] = "%s" % e
+        _stopped(target, result, e, primary)
         result["pending"] = None
         return result
-    todo = [e for e in source if not (there.get(e["backup_id"]) or {}).get("complete")]
+    todo = [e for e in source if not _same_set(e, there.get(e["backup_id"]))]
     result["pending"] = len(todo)
     for entry in todo:
         blobs = {b["name"]: b for b in (there.get(entry["backup_id"]) or {}).get("blobs", ())}
         try:
             result["bytes"] += copy_set(primary, target, entry, blobs)
-        except _SET_ERRORS as e:
-            result["failures"].append({"backup_id": entry["backup_id"], "error": "%s" % e})
-            continue
-        except AzureTierError as e:
-            result["error"] = "%s" % e
+        except ServiceError as e:
+            _stopped(target, result, e, primary)
             break
+        except Exception as e:  # noqa: BLE001 - whatever a blob holds fails its own set only
+            result["failures"].append({"backup_id": entry["backup_id"], "error": _why(primary, target, e)})
+            continue
         result["copied"].append(entry["backup_id"])
         result["pending"] -= 1
     return result
@@ -293,12 +332,20 @@ def _checked_history_manifest(primary, host, name):
     return data, obj_name, obj["sha256"], obj["size_bytes"]
 
 
+def _same_history(source, there, name):
+    """Whether the target holds a manifest and its version's object as the primary does."""
+    data = name[: -len(hl.MANIFEST_EXT)] + hl.DATA_EXT
+    return _same_blob(there.get(name), source[name]) and (
+        data not in source or _same_blob(there.get(data), source[data])
+    )
+
+
 def replicate_history(primary, target, host):
     """Copies every verified history object of ``host`` (its object, then its manifest) that the
     target lacks, oldest range first. The layout without host of earlier releases is not copied."""
     result = new_result(target, "history")
-    if target.store is None:
-        result["error"] = target.error
+    if target.store is None or target.down:
+        result["error"], result["pending"] = target.error or target.down, None
         return result
     folder = join_name(primary.prefix, hl.HISTORY_DIR, validate_segment(host, "host")) + "/"
     try:
@@ -306,9 +353,10 @@ def replicate_history(primary, target, host):
         source = primary._listing(folder)
         there = target.store._listing(folder)
     except AzureTierError as e:
-        result["error"], result["pending"] = "%s" % e, None
+        _stopped(target, result, e, primary)
+        result["pending"] = None
         return result
-    todo = [n for n in _history_manifests(source) if not _same_blob(there.get(n), source[n])]
+    todo = [n for n in _history_manifests(source) if not _same_history(source, there, n)]
     result["pending"] = len(todo)
     for name in todo:
         try:
@@ -317,12 +365,12 @@ def replicate_history(primary, target, host):
                 raise NotFoundError("%s lacks the object %s its manifest names" % (primary.account_url, obj_name))
             sent = _copy(target, primary, obj_name, obj_sha, obj_size, there.get(obj_name), target.access_tier)
             sent += _copy(target, primary, name, hashlib.sha256(data).hexdigest(), len(data), there.get(name), None)
-        except _SET_ERRORS as e:
-            result["failures"].append({"name": name, "error": "%s" % e})
-            continue
-        except AzureTierError as e:
-            result["error"] = "%s" % e
+        except ServiceError as e:
+            _stopped(target, result, e, primary)
             break
+        except Exception as e:  # noqa: BLE001 - whatever a blob holds fails its own object only
+            result["failures"].append({"name": name, "error": _why(primary, target, e)})
+            continue
         result["bytes"] += sent
         result["copied"].append(name)
         result["pending"] -= 1
@@ -396,7 +444,13 @@ class FallbackReader:
         self._order, self._first = usable, usable[0].store
         self.fallbacks = []
 
+    _WRITES = frozenset(
+        ["upload_file", "upload_backup_set", "catch_up", "copy_blob", "copy_from", "following_upload", "_commit"]
+    )
+
     def __getattr__(self, name):
+        if name in self._WRITES:
+            raise AttributeError("a FallbackReader only reads (%s)" % name)
         return getattr(self._first, name)
 
     def download_file(self, name, path, expected_sha256):
@@ -410,3 +464,45 @@ class FallbackReader:
                 continue
             return size
         raise NotFoundError("no target holds %s" % name)  # not reached: the last error is raised above
+
+
+def download_set(order, dest_dir, database, host, backup_id=None, before=None, check_mode=False, **options):
+    """BlobStore.download_backup from the targets of ``order``, falling back to the next one. The
+    set is chosen once, by the first target that can list it (``backup_id``, 'latest', ``before``):
+    a fallback brings that very set, never another. An attempt that fails leaves none of the files
+    it wrote. Returns the download's result with ``target`` and ``fallbacks``."""
+    host = validate_segment(host, "host")
+    mf.validate_database_name(database)
+
+    def select(store):
+        store.ensure_container(create=False)
+        return store._select_remote(host, database, backup_id, before)["backup_id"]
+
+    pinned, _first, _tried = read_with_fallback(order, select)
+    folder = mf.BackupSet(dest_dir, database, pinned).folder
+
+    def attempt(store):
+        had = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        try:
+            return store.download_backup(
+                dest_dir, database, host=host, backup_id=pinned, check_mode=check_mode, **options
+            )
+        except FALLBACK_ERRORS:
+            _remove_new(folder, had, pinned)
+            raise
+
+    result, result_target, tried = read_with_fallback(order, attempt)
+    result.update(target=result_target, fallbacks=tried)
+    return result
+
+
+def _remove_new(folder, had, backup_id):
+    """Removes what a failed download attempt wrote into ``folder`` (names of ``backup_id`` that
+    were not there before it, no manifest among them yet): the next target starts afresh."""
+    for name in sorted(set(os.listdir(folder)) - had) if os.path.isdir(folder) else ():
+        if name.startswith(backup_id):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)

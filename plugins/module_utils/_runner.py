@@ -191,9 +191,9 @@ class _Steps:
             self._t = None
 
 
-def backup_database(config, database, logger, store=None, azure=None, replicas=()):
-    """dump -> verify -> upload (catch-up) -> prune -> copies to the replicas for one database.
-    Returns a result dict (also for failures: 'error' says which step failed and why)."""
+def backup_database(config, database, logger, store=None, azure=None):
+    """dump -> verify -> upload (catch-up) -> prune for one database. Returns a result dict
+    (also for failures: 'error' says which step failed and why)."""
     r = {"database": database, "success": False, "error": None}
     steps = _Steps(r)
     t0 = time.monotonic()
@@ -228,11 +228,6 @@ def backup_database(config, database, logger, store=None, azure=None, replicas=(
         r["pruned"] = [d["backup_id"] for d in pr["deleted"]]
         if pr.get("busy"):
             logger.warning("prune %s: %s", database, pr["busy"])
-        if replicas:
-            # What the primary holds, also when this run's upload failed: a replica never waits for it.
-            steps.start("replicate")
-            _runner_replica.replicate_database(config, database, store, replicas, logger, r)
-            steps.stop()
         if upload_error is not None:
             steps.name = "upload"
             raise upload_error
@@ -360,11 +355,15 @@ def run_backup(config, logger):
     if config["upload"]:
         try:
             azure, store = open_store(config, logger)
-            replicas = _runner_replica.open_replicas(config, store, logger)
         except Exception as e:  # noqa: BLE001 - a wrong Azure setting must not cost the local backup
             store = UploadUnavailable(e)
+        replicas = _runner_replica.open_replicas(config, store, logger)
     for database in config["databases"]:
-        results.append(backup_database(config, database, logger, store, azure, replicas))
+        results.append(backup_database(config, database, logger, store, azure))
+    # After every database's backup (a slow or down replica never delays a dump): each copies what
+    # the primary holds, also when this run's upload failed.
+    for r in results:
+        _runner_replica.replicate_database(config, r["database"], store, replicas, logger, r)
     _runner_replica.coverage_gaps(config, store, replicas, results, logger)
     return results
 

@@ -21,7 +21,10 @@ def open_replicas(config, primary, logger):
     that cannot be opened is a Target with its error (its copies fail with it)."""
     if not config.get("replicas") or primary is None or not hasattr(primary, "list_remote"):
         return []
-    targets = _replica.open_targets(primary, config["replicas"], progress=primary.progress)[1:]
+    try:
+        targets = _replica.open_targets(primary, config["replicas"], progress=primary.progress)[1:]
+    except Exception as e:  # noqa: BLE001 - a replica's setting must never cost the primary
+        targets = [_replica.Target(r["name"], error="%s" % e) for r in config["replicas"]]
     for t in targets:
         if t.error:
             logger.error("replica %s: cannot be used: %s", t.name, t.error)

@@ -218,6 +218,8 @@ msg:
   type: str
 """
 
+import socket
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _azure,
@@ -256,15 +258,17 @@ def main():
     store = _module_glue.open_store(module, progress=True)
     targets = _module_glue.run_module(module, store.redact, _replica.open_targets, store, p["replicas"], store.progress)
     order = _module_glue.run_module(module, store.redact, _replica.read_order, targets, p["read_from"], p["fallback"])
-    options = _module_glue.options(
-        p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier", host="host_label"
-    )
-
-    def download(target_store):
-        return target_store.download_backup(p["dest"], p["database"], check_mode=module.check_mode, **options)
-
-    result, result["target"], result["fallbacks"] = _module_glue.run_module(
-        module, store.redact, _replica.read_with_fallback, order, download
+    options = _module_glue.options(p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier")
+    result = _module_glue.run_module(
+        module,
+        store.redact,
+        _replica.download_set,
+        order,
+        p["dest"],
+        p["database"],
+        p["host_label"] or socket.getfqdn(),
+        check_mode=module.check_mode,
+        **options,
     )
     for failed in result["fallbacks"]:
         module.warn(

@@ -89,6 +89,10 @@ def test_the_read_order_and_secondary():
         _replica.read_order(ts[:1], "secondary")
 
 
+def _down(store):
+    raise ServiceError("down")
+
+
 def test_a_read_falls_back_and_says_why():
     ts = targets(_Store("primary"), _Store("dr"))
 
@@ -101,7 +105,7 @@ def test_a_read_falls_back_and_says_why():
     assert result == {"from": "dr"} and name == "dr"
     assert tried == [{"target": "primary", "error": "damaged, key <redacted>"}]
     with pytest.raises(NotFoundError, match="no target could provide it .primary: .*; dr: down"):
-        _replica.read_with_fallback(ts, lambda s: (_ for _ in ()).throw(ServiceError("down")))
+        _replica.read_with_fallback(ts, _down)
     # One target only: its own error, as it is.
     with pytest.raises(IntegrityError, match="damaged"):
         _replica.read_with_fallback(ts[:1], fn)

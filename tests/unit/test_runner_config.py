@@ -81,7 +81,7 @@ def test_wrong_azure_settings_still_leave_a_local_backup(monkeypatch):
     seen = []
     monkeypatch.setattr(_runner, "open_store", no_store)
     monkeypatch.setattr(
-        _runner, "backup_database", lambda config, db, logger, store, azure, replicas=(): seen.append(store) or {}
+        _runner, "backup_database", lambda config, db, logger, store, azure: seen.append(store) or {"database": db}
     )
     _runner.run_backup({"upload": True, "databases": ["iot", "other"]}, logger=None)
     assert len(seen) == 2

@@ -103,6 +103,7 @@ def test_a_replica_down_fails_alone_then_catches_up_oldest_first(azure_env, cont
     assert primary.catch_up(str(tmp_path / "b"), database=DB, host=h.HOST)["uploaded"] == [day_id(1)]
 
     replica_azurite.start()
+    _p, dr = _replica.open_targets(primary, [replica_config(replica_azurite)])  # the next run's targets
     back = _replica.replicate_sets(primary, dr, h.HOST, DB)
     assert back["error"] is None and back["copied"] == ids + [day_id(1)], back
     manifests = {
@@ -138,8 +139,10 @@ def test_a_replica_that_is_the_primary_is_refused(azure_env, container, tmp_path
         "connection_string": azure_env["AZURE_STORAGE_CONNECTION_STRING"],
         "container": container,
     }
-    with pytest.raises(_replica.ConfigError, match="primary's own container"):
-        _replica.open_targets(primary, [same])
+    _p, refused = _replica.open_targets(primary, [same])
+    assert refused.store is None and "primary's own container" in refused.error and "not used" in refused.error
+    result = _replica.replicate_sets(primary, refused, h.HOST, DB)
+    assert result["error"] == refused.error and result["copied"] == []
     with pytest.raises(_replica.ConfigError, match="used twice or is the primary's"):
         _replica.check_replicas([dict(same, container="x"), dict(same, container="y")])
 
@@ -178,3 +181,30 @@ def test_download_falls_back_to_the_replica(azure_env, container, cs_args, tmp_p
     assert first["target"] == "dr" and first["fallbacks"] == [], first
     unknown = h.run_module("blob_download", dict(args, replicas=[replica], read_from="nowhere"))
     assert unknown.get("failed") and "no such target" in unknown["msg"] and "primary, dr" in unknown["msg"], unknown
+
+
+def test_a_planted_manifest_fails_alone_and_a_lost_copy_is_copied_again(
+    azure_env, container, tmp_path, replica_azurite
+):
+    ids = [day_id(3), day_id(2), day_id(1)]
+    primary = primary_with_sets(azure_env, container, tmp_path / "b", ids)
+    _p, dr = _replica.open_targets(primary, [replica_config(replica_azurite)])
+    assert _replica.replicate_sets(primary, dr, h.HOST, DB)["copied"] == ids
+    # Someone with the primary's credential replaces the oldest manifest by one the parser never
+    # expected (its archive a string), and the replica loses the newest set's archive.
+    oldest = primary.list_remote(h.HOST, DB)[0]
+    client = primary.container_client.get_blob_client(oldest["manifest_name"])
+    planted = b'{"format": "insa.timescaledb_backup/backup-manifest", "archive": "x"}'
+    primary.container_client.delete_blob(oldest["manifest_name"])
+    client.upload_blob(planted)
+    dr.store.container_client.delete_blob(oldest["manifest_name"])
+    newest = dr.store.list_remote(h.HOST, DB)[-1]
+    lost = [b["name"] for b in newest["blobs"] if b["kind"] == "archive"][0]
+    dr.store.container_client.delete_blob(lost)
+
+    result = _replica.replicate_sets(primary, dr, h.HOST, DB)
+    assert result["error"] is None and result["copied"] == [ids[2]], result
+    (failure,) = result["failures"]
+    assert failure["backup_id"] == ids[0], failure
+    assert lost in dr.store._listing(PREFIX + "/")
+    assert oldest["manifest_name"] not in dr.store._listing(PREFIX + "/"), "a planted manifest was copied"
