@@ -70,11 +70,24 @@ integration() {
   fi
   return "$rc"
 }
+# Each scenario's time and outcome goes into the final summary (CI keeps only the tail).
+declare -a scenarios=()
 molecule_all() {
-  local rc=0 s
+  local rc=0 s t0 outcome line
+  mkdir -p .local
   for s in molecule/*/molecule.yml; do
     s=$(basename "$(dirname "$s")")
-    molecule test -s "$s" || rc=1
+    t0=$SECONDS
+    molecule test -s "$s" 2>&1 | tee ".local/molecule-$s.log"
+    if [ "${PIPESTATUS[0]}" -eq 0 ]; then outcome=ok; else outcome=FAILED; rc=1; fi
+    scenarios+=("$(printf '  %-18s %-6s %4ds' "$s" "$outcome" $((SECONDS - t0)))")
+    # testinfra's failed tests, and the task that failed in a play.
+    while IFS= read -r line; do scenarios+=("      $line"); done < <(
+      sed 's/\x1b\[[0-9;]*m//g' ".local/molecule-$s.log" | awk '
+        match($0, /TASK \[[^]]*\]/) { task = substr($0, RSTART, RLENGTH) }
+        match($0, /fatal: \[[^]]*\]/) { print task " " substr($0, RSTART, RLENGTH) }
+        match($0, /(FAILED|ERROR) tests\/[^ ]+/) { print substr($0, RSTART, RLENGTH) }' | cut -c1-200 | head -n 12
+    )
   done
   return "$rc"
 }
@@ -117,6 +130,7 @@ esac
 
 printf '\n=== summary (total %ds) ===\n' $((SECONDS - t_all))
 printf '%s\n' "${summary[@]}"
+[ ${#scenarios[@]} -eq 0 ] || { printf '\nmolecule scenarios:\n'; printf '%s\n' "${scenarios[@]}"; }
 for log in .local/pytest-*.log; do
   [ -f "$log" ] || continue
   if grep -qE '^(FAILED|ERROR) ' "$log"; then
