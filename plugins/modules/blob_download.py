@@ -226,6 +226,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _encryption,
     _module_glue,
     _replica,
+    _replica_read,
     _signing,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _manifest as mf
@@ -257,12 +258,14 @@ def main():
     p = module.params
     store = _module_glue.open_store(module, progress=True)
     targets = _module_glue.run_module(module, store.redact, _replica.open_targets, store, p["replicas"], store.progress)
-    order = _module_glue.run_module(module, store.redact, _replica.read_order, targets, p["read_from"], p["fallback"])
+    order = _module_glue.run_module(
+        module, store.redact, _replica_read.read_order, targets, p["read_from"], p["fallback"]
+    )
     options = _module_glue.options(p, "backup_id", "before", "rehydrate", "rehydrate_priority", "rehydrate_tier")
     result = _module_glue.run_module(
         module,
         store.redact,
-        _replica.download_set,
+        _replica_read.download_set,
         order,
         p["dest"],
         p["database"],

@@ -179,6 +179,7 @@ from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
     _history,
     _module_glue,
     _replica,
+    _replica_read,
     _signing,
 )
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._pg import postgres_common_argument_spec
@@ -211,8 +212,10 @@ def main():
     p = module.params
     store = _module_glue.open_store(module)
     targets = _module_glue.run_module(module, store.redact, _replica.open_targets, store, p["replicas"])
-    order = _module_glue.run_module(module, store.redact, _replica.read_order, targets, p["read_from"], p["fallback"])
-    reader = _module_glue.run_module(module, store.redact, _replica.FallbackReader, order)
+    order = _module_glue.run_module(
+        module, store.redact, _replica_read.read_order, targets, p["read_from"], p["fallback"]
+    )
+    reader = _module_glue.run_module(module, store.redact, _replica_read.FallbackReader, order)
     result = _module_glue.run_module(
         module,
         reader.redact,

@@ -5,7 +5,7 @@ tested against two Azurite instances (tests/integration/azure/test_azure_replica
 import logging
 
 import pytest
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica, _runner_replica
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _replica, _replica_read, _runner_replica
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils._azure_names import (
     ConfigError,
     IntegrityError,
@@ -80,13 +80,13 @@ def targets(*stores):
 
 def test_the_read_order_and_secondary():
     ts = targets(_Store("primary"), _Store("dr"), _Store("dr2"))
-    assert [t.name for t in _replica.read_order(ts)] == ["primary", "dr", "dr2"]
-    assert [t.name for t in _replica.read_order(ts, "secondary")] == ["dr", "primary", "dr2"]
-    assert [t.name for t in _replica.read_order(ts, "dr2", fallback=False)] == ["dr2"]
+    assert [t.name for t in _replica_read.read_order(ts)] == ["primary", "dr", "dr2"]
+    assert [t.name for t in _replica_read.read_order(ts, "secondary")] == ["dr", "primary", "dr2"]
+    assert [t.name for t in _replica_read.read_order(ts, "dr2", fallback=False)] == ["dr2"]
     with pytest.raises(ConfigError, match="no such target; the targets are primary, dr, dr2"):
-        _replica.read_order(ts, "nowhere")
+        _replica_read.read_order(ts, "nowhere")
     with pytest.raises(ConfigError, match="no replica is configured"):
-        _replica.read_order(ts[:1], "secondary")
+        _replica_read.read_order(ts[:1], "secondary")
 
 
 def _down(store):
@@ -101,28 +101,28 @@ def test_a_read_falls_back_and_says_why():
             raise IntegrityError("damaged, key sekret")
         return {"from": store.name}
 
-    result, name, tried = _replica.read_with_fallback(ts, fn)
+    result, name, tried = _replica_read.read_with_fallback(ts, fn)
     assert result == {"from": "dr"} and name == "dr"
     assert tried == [{"target": "primary", "error": "damaged, key <redacted>"}]
     with pytest.raises(NotFoundError, match="no target could provide it .primary: .*; dr: down"):
-        _replica.read_with_fallback(ts, _down)
+        _replica_read.read_with_fallback(ts, _down)
     # One target only: its own error, as it is.
     with pytest.raises(IntegrityError, match="damaged"):
-        _replica.read_with_fallback(ts[:1], fn)
+        _replica_read.read_with_fallback(ts[:1], fn)
     # A bug is not a reason to read elsewhere.
     with pytest.raises(KeyError):
-        _replica.read_with_fallback(ts, lambda s: {}["x"])
+        _replica_read.read_with_fallback(ts, lambda s: {}["x"])
 
 
 def test_the_fallback_reader_downloads_objects_from_the_next_target():
     primary, dr = _Store("primary", NotFoundError("gone")), _Store("dr")
-    reader = _replica.FallbackReader(targets(primary, dr))
+    reader = _replica_read.FallbackReader(targets(primary, dr))
     assert reader.name == "primary"  # everything else is the first target's
     assert reader.download_file("obj", "/x", "s" * 64) == 42
     assert primary.calls == ["obj"] and dr.calls == ["obj"]
     assert reader.fallbacks == [{"target": "primary", "error": "gone", "blob": "obj", "read_from": "dr"}]
     with pytest.raises(NotFoundError, match="cannot be read: refused"):
-        _replica.FallbackReader([_replica.Target("primary", error="refused"), _replica.Target("dr", dr)])
+        _replica_read.FallbackReader([_replica.Target("primary", error="refused"), _replica.Target("dr", dr)])
 
 
 def test_the_summary_says_what_each_replica_got():

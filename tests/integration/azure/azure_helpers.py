@@ -296,6 +296,25 @@ class PrivateAzurite:
                 time.sleep(0.1)
         raise AssertionError("private Azurite did not listen on 127.0.0.1:%d" % self.port)
 
+    def replica(self, container, name="dr", **extra):
+        """A replica setting (the collection's ``replicas`` item) for this Azurite as another
+        account: connection string, its own container, no retries (a test that stops it must
+        not wait)."""
+        key = rig.load_env()["AZURE_STORAGE_KEY"]
+        connection_string = "DefaultEndpointsProtocol=%s;AccountName=devstoreaccount1;AccountKey=%s;BlobEndpoint=%s;"
+        connection_string %= (self.scheme, key, self.endpoint)
+        setting = {
+            "name": name,
+            "auth_mode": "connection_string",
+            "connection_string": connection_string,
+            "container": container,
+            "create_container": True,
+            "max_retries": 0,
+            "retry_backoff": 0,
+        }
+        setting.update(extra)
+        return setting
+
     def stop(self):
         """SIGTERM to our PID (Azurite then saves its metadata; a SIGKILL can lose the container
         created a moment before), SIGKILL if it lingers."""

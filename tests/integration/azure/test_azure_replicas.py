@@ -30,18 +30,7 @@ def replica_azurite(tmp_path):
 
 
 def replica_config(azurite, container="dr-backups"):
-    return {
-        "name": "dr",
-        "auth_mode": "connection_string",
-        "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;BlobEndpoint=%s;"
-        % (h.rig.load_env()["AZURE_STORAGE_KEY"], azurite.endpoint),
-        "container": container,
-        "create_container": True,
-        "max_retries": 0,
-        "retry_backoff": 0,
-        "timeout": 5,
-        "access_tier": "Cool",
-    }
+    return azurite.replica(container, timeout=5, access_tier="Cool")
 
 
 def contents(service_or_store, names):

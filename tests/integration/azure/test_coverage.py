@@ -105,16 +105,7 @@ def test_a_blob_deleted_in_the_replica_is_a_gap_named_by_day_database_and_target
 
     azurite = h.PrivateAzurite(str(tmp_path / "dr-azurite")).start()
     try:
-        replica = {
-            "name": "dr",
-            "auth_mode": "connection_string",
-            "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"
-            "BlobEndpoint=%s;" % (azure_env["AZURE_STORAGE_KEY"], azurite.endpoint),
-            "container": "dr-coverage",
-            "create_container": True,
-            "max_retries": 0,
-            "retry_backoff": 0,
-        }
+        replica = azurite.replica("dr-coverage")
         backups = tmp_path / "backups"
         store = h.store_for(azure_env, container)
         store.ensure_container(create=True)

@@ -275,16 +275,7 @@ def check_second_copy(env, store, damaged_range):
     nothing; the copies are the primary's bytes."""
     azurite = PrivateAzurite(tempfile.mkdtemp(prefix="it-history-replica.")).start()
     try:
-        replica = {
-            "name": "dr",
-            "auth_mode": "connection_string",
-            "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"
-            "BlobEndpoint=%s;" % (env["AZURE_STORAGE_KEY"], azurite.endpoint),
-            "container": "dr-history",
-            "create_container": True,
-            "max_retries": 0,
-            "retry_backoff": 0,
-        }
+        replica = azurite.replica("dr-history")
         dr = _replica.open_targets(store, [replica])[1]
         first = _replica.replicate_history(store, dr, hh.HOST_LABEL)
         primary_manifests = [n for n in hh.blobs(store) if n.endswith(".manifest.json")]

@@ -58,17 +58,7 @@ def test_both_targets_filled_replica_down_then_caught_up_and_restore_falls_back(
     source = rig.table_digest(DB)
     dr = PrivateAzurite(str(tmp_path / "dr-azurite")).start()
     prefix = "it-rep-" + uuid.uuid4().hex[:6]
-    replica = {
-        "name": "dr",
-        "auth_mode": "connection_string",
-        "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;BlobEndpoint=%s;"
-        % (env["AZURE_STORAGE_KEY"], dr.endpoint),
-        "container": "dr-backups",
-        "create_container": True,
-        "max_retries": 0,
-        "retry_backoff": 0,
-        "timeout": 5,
-    }
+    replica = dr.replica("dr-backups", timeout=5)
     settings = [
         "TSDB_BACKUP_DATABASES=%s" % DB,
         "AZURE_STORAGE_CONTAINER=%s" % CONTAINER,
