@@ -131,3 +131,61 @@ def test_deleting_dump_sets_retires_the_shared_rule_and_locks_history(arm, tmp_p
     assert container["immutableStorageWithVersioning"]["enabled"] is True
     assert container["immutabilityPolicy"]["properties"]["state"] == "Locked"
     assert container["immutabilityPolicy"]["properties"]["immutabilityPeriodSinceCreationInDays"] == 400
+
+
+def test_each_replica_account_gets_the_rules_with_its_own_container_credentials_and_days(arm, tmp_path):
+    """A replica target's account (another subscription, resource group, account and token: a
+    second double) gets the dumps and history rules under its own container, the primary's days
+    where its entry gives none, versioning and soft delete - and no immutability, which the
+    primary has but a replica gets only from its own entry. A second run writes nothing."""
+    replica = ArmDouble(
+        token="it-arm-token-dr",
+        subscription="sub-0002",
+        resource_group="rg-backups-dr",
+        account="insabackupsdr",
+        containers=("dr-backups",),
+    ).start()
+    try:
+        entry = {
+            "name": "dr",
+            "account_name": "insabackupsdr",
+            "container": "dr-backups",
+            "subscription_id": "sub-0002",
+            "resource_group": "rg-backups-dr",
+            "arm_endpoint": replica.url,
+            "arm_access_token": replica.token,
+            "cool_after_days": 0,
+            "history_archive_after_days": 730,
+        }
+        extra = {"azure_lifecycle_replicas": [entry], "azure_lifecycle_immutability_days": 400}
+        out = run_role(arm, tmp_path, **extra)
+        assert replica.rejected == [], replica.rejected
+        assert replica.token not in out and arm.token not in out
+        assert replica.writes() == [("PUT", "policy"), ("PUT", "service")], replica.writes()
+        dumps, history = replica.rules()
+        assert dumps["definition"]["filters"]["prefixMatch"] == [
+            "dr-backups/backups/db01/",
+            "dr-backups/backups/db02/",
+            "dr-backups/backups/db03/",
+        ]
+        actions = dumps["definition"]["actions"]["baseBlob"]
+        assert "tierToCool" not in actions, "the replica's own cool_after_days=0"
+        assert actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 365, "the primary's"
+        assert "delete" not in actions
+        history_actions = history["definition"]["actions"]["baseBlob"]
+        assert history["definition"]["filters"]["prefixMatch"] == ["dr-backups/backups/history/"]
+        assert history_actions["tierToArchive"]["daysAfterModificationGreaterThan"] == 730
+        assert history_actions["tierToCool"]["daysAfterModificationGreaterThan"] == 30
+        assert replica.service["isVersioningEnabled"] is True
+        assert replica.service["deleteRetentionPolicy"]["days"] == 30
+        assert replica.container_properties("dr-backups").get("immutableStorageWithVersioning") is None
+        # The primary's account: its own rules and its immutability, under its own container.
+        assert arm.rules()[0]["definition"]["filters"]["prefixMatch"][0] == "tsdb-backups/backups/db01/"
+        assert arm.container_properties("tsdb-backups")["immutableStorageWithVersioning"]["enabled"] is True
+        assert "dr (insabackupsdr/dr-backups)" in out and "primary (insabackups/tsdb-backups)" in out
+
+        primary_writes, replica_writes = len(arm.writes()), len(replica.writes())
+        run_role(arm, tmp_path, **extra)
+        assert (len(arm.writes()), len(replica.writes())) == (primary_writes, replica_writes), "a second run writes"
+    finally:
+        replica.stop()
