@@ -53,21 +53,31 @@ lint() {
 sanity() { tests/sanity.sh; }
 unit() { run_pytest unit -q tests/unit; }
 # --durations: the slowest tests, so growth of the longest stage stays visible.
-# The fault suite (tests/integration/faults) runs on a rig instance of its own
-# (tests/rig/faults-rig.sh: its container, ports and Azurite), so it runs in the background, in
-# parallel with the rest; its output is in .local/pytest-faults.log.
+# Two suites need nothing of the rig's host and run in the background, one after the other, in
+# parallel with the rest: the fault suite (tests/integration/faults: tests/rig/faults-rig.sh gives
+# it a container, ports and Azurite of its own) and point-in-time recovery (tests/integration/pitr:
+# a host container and an HTTPS Azurite of its own). Their output is in .local/pytest-{faults,pitr}.log.
+background_suites() {
+  local rc=0
+  run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null || rc=1
+  run_pytest pitr -q -p no:cacheprovider --durations=5 tests/integration/pitr >/dev/null || rc=1
+  return "$rc"
+}
 integration() {
-  local rc=0 faults_pid
-  run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null &
-  faults_pid=$!
-  run_pytest integration -q -p no:cacheprovider --durations=12 --ignore=tests/integration/faults tests/integration || rc=1
-  if wait "$faults_pid"; then
-    tail -n 1 .local/pytest-faults.log
-  else
-    printf '\nthe fault suite failed (.local/pytest-faults.log):\n' >&2
-    tail -n 40 .local/pytest-faults.log >&2
-    rc=1
-  fi
+  local rc=0 background_pid log
+  background_suites &
+  background_pid=$!
+  run_pytest integration -q -p no:cacheprovider --durations=12 \
+    --ignore=tests/integration/faults --ignore=tests/integration/pitr tests/integration || rc=1
+  wait "$background_pid" || rc=1
+  for log in .local/pytest-faults.log .local/pytest-pitr.log; do
+    if grep -qE '^(FAILED|ERROR) |no tests ran|[0-9]+ (failed|error)' "$log" 2>/dev/null || [ ! -s "$log" ]; then
+      printf '\n%s (failed):\n' "$log" >&2
+      tail -n 40 "$log" >&2
+    else
+      tail -n 1 "$log"
+    fi
+  done
   return "$rc"
 }
 # Each scenario's time and outcome goes into the final summary (CI keeps only the tail).
