@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _errors, _pg_cluster
 
 INSTALL_HINT = "install the pgbackrest package on the database host (the role insa.timescaledb_backup.pitr does)"
 STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -85,7 +85,7 @@ def argv(stanza, command, options=(), binary=None):
 
 def _user_kwargs(as_user):
     """subprocess arguments that run the command as ``as_user`` (from root), with its groups."""
-    return _pg.as_user_kwargs(as_user) if as_user else {}
+    return _pg_cluster.as_user_kwargs(as_user) if as_user else {}
 
 
 def error_lines(text, limit=8):

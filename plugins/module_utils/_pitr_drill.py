@@ -19,7 +19,14 @@ import os
 import shutil
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _pitr, _pitr_restore
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _dump,
+    _errors,
+    _pg,
+    _pg_cluster,
+    _pitr,
+    _pitr_restore,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 SCRATCH_CONF = """# The physical drill's throw-away cluster (insa.timescaledb_backup): no TCP, no archiving
@@ -116,7 +123,7 @@ def run(stanza, scratch, port, version, live_params, owner_params, recovery_time
         open(os.path.join(scratch, "drill_ident.conf"), "w").close()
         t0 = time.monotonic()
         try:
-            _pg.scratch_server(
+            _pg_cluster.scratch_server(
                 "start", scratch, version, timeout=recovery_timeout, settings=scratch_settings(scratch, port)
             )
             _wait_promoted(owner_params, recovery_timeout)
@@ -125,7 +132,7 @@ def run(stanza, scratch, port, version, live_params, owner_params, recovery_time
         finally:
             # Also after a start that timed out: never remove the directory under a running server.
             if os.path.exists(os.path.join(scratch, "postmaster.pid")):
-                _pg.scratch_server("stop", scratch, version)
+                _pg_cluster.scratch_server("stop", scratch, version)
         live = databases_and_tables(live_params)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -27,7 +27,14 @@ import os
 import re
 import time
 
-from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _dump, _errors, _pg, _pitr, _signals
+from ansible_collections.insa.timescaledb_backup.plugins.module_utils import (
+    _dump,
+    _errors,
+    _pg,
+    _pg_cluster,
+    _pitr,
+    _signals,
+)
 from ansible_collections.insa.timescaledb_backup.plugins.module_utils import _pgbackrest as pgbr
 
 ASIDE_MARK = ".before-restore-"
@@ -183,7 +190,7 @@ class Restore:
         try:
             self._archive_current_wal()
             self.log("stopping cluster %s" % self.cluster)
-            _pg.cluster_control(self.cluster, "stop")
+            _pg_cluster.cluster_control(self.cluster, "stop")
             self._require_stopped("stop it and run again")
             aside = self.data + ASIDE_MARK + stamp()
             os.rename(self.data, aside)
@@ -191,10 +198,10 @@ class Restore:
             started = ""
             if self._postmaster_pid() is None:
                 try:
-                    _pg.cluster_control(self.cluster, "start")
+                    _pg_cluster.cluster_control(self.cluster, "start")
                     started = ", the cluster is started again"
                 except _errors.OperatorError:
-                    started = ", and starting the cluster again failed: %s" % _pg.cluster_log_tail(self.cluster)
+                    started = ", and starting the cluster again failed: %s" % _pg_cluster.cluster_log_tail(self.cluster)
             raise PhysicalRestoreError(
                 "physical restore of stanza %s stopped before anything was restored: %s; nothing was changed%s"
                 % (self.stanza, _reason(e), started),
@@ -234,7 +241,7 @@ class Restore:
         self._timed("restore", t0)
         t0 = time.monotonic()
         try:
-            _pg.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
+            _pg_cluster.cluster_control(self.cluster, "start", timeout=self.recovery_timeout)
         except _pg.ToolError:
             # pg_ctl gives up waiting after 60 s (without systemd) while the recovery goes on.
             if self._postmaster_pid() is None:
@@ -261,7 +268,7 @@ class Restore:
             )
 
     def _local(self, sql):
-        return _pg.local_query(sql, self.owner, self.port, self.version)
+        return _pg_cluster.local_query(sql, self.owner, self.port, self.version)
 
     def _wait_promoted(self):
         """Waits, over the local socket as the owner (not the restored cluster's logins), until
@@ -270,7 +277,7 @@ class Restore:
         while time.monotonic() < deadline:
             if self._postmaster_pid() is None:
                 raise PhysicalRestoreError(
-                    "the restored cluster stopped during recovery: %s" % _pg.cluster_log_tail(self.cluster),
+                    "the restored cluster stopped during recovery: %s" % _pg_cluster.cluster_log_tail(self.cluster),
                     kind="service",
                 )
             try:
@@ -295,7 +302,7 @@ class Restore:
         which says where each directory is now."""
         failed = self.data + FAILED_MARK + stamp()
         try:
-            _pg.cluster_control(self.cluster, "stop")
+            _pg_cluster.cluster_control(self.cluster, "stop")
         except _errors.OperatorError:
             pass  # checked below: the directories are never swapped under a running server
         attempt_at, previous_at = (self.data if os.path.isdir(self.data) else None), aside
@@ -306,7 +313,7 @@ class Restore:
                 attempt_at = failed
             os.rename(aside, self.data)
             previous_at = self.data
-            _pg.cluster_control(self.cluster, "start")
+            _pg_cluster.cluster_control(self.cluster, "start")
         except (_errors.OperatorError, OSError) as e:
             problem = "putting the previous cluster back failed (%s)" % e
         else:
@@ -316,7 +323,7 @@ class Restore:
         elif previous_at == self.data:
             state = "the previous data directory is back in place (%s) but the cluster did not start: %s" % (
                 self.data,
-                _pg.cluster_log_tail(self.cluster),
+                _pg_cluster.cluster_log_tail(self.cluster),
             )
         else:
             state = "the previous data directory is %s" % previous_at

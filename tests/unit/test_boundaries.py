@@ -15,6 +15,7 @@ ALLOWED = {
     "psycopg2": {"plugins/module_utils/_pg.py"},
     "subprocess": {
         "plugins/module_utils/_pg.py",
+        "plugins/module_utils/_pg_cluster.py",
         "plugins/module_utils/_notify.py",
         "plugins/module_utils/_age.py",
         "plugins/module_utils/_pgbackrest.py",

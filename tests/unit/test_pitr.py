@@ -175,9 +175,9 @@ class FakeCluster:
     def __init__(self, monkeypatch, data, restore=None, stop_leaves_running=False, recovery="f"):
         self.data, self.calls = data, []
         self.restore, self.stop_leaves_running, self.recovery = restore, stop_leaves_running, recovery
-        monkeypatch.setattr(_pitr_restore._pg, "cluster_control", self.control)
-        monkeypatch.setattr(_pitr_restore._pg, "local_query", self.query)
-        monkeypatch.setattr(_pitr_restore._pg, "cluster_log_tail", lambda cluster: "FATAL: it broke")
+        monkeypatch.setattr(_pitr_restore._pg_cluster, "cluster_control", self.control)
+        monkeypatch.setattr(_pitr_restore._pg_cluster, "local_query", self.query)
+        monkeypatch.setattr(_pitr_restore._pg_cluster, "cluster_log_tail", lambda cluster: "FATAL: it broke")
         monkeypatch.setattr(_pitr_restore.pgbr, "info", lambda stanza, as_user=None: INFO[0])
         monkeypatch.setattr(_pitr_restore.pgbr, "run", self.run)
         monkeypatch.setattr(_pitr_restore, "_empty_directory_like", lambda path, aside: os.mkdir(path, 0o700))
@@ -261,7 +261,7 @@ def test_a_recovery_that_stops_is_put_back_at_once(tmp_path, monkeypatch):
         if action == "start" and content(data) == "restored":
             os.remove(os.path.join(data, "postmaster.pid"))  # FATAL during recovery: the server exits
 
-    monkeypatch.setattr(_pitr_restore._pg, "cluster_control", control)
+    monkeypatch.setattr(_pitr_restore._pg_cluster, "cluster_control", control)
     with pytest.raises(_pitr_restore.PhysicalRestoreError, match="stopped during recovery: FATAL: it broke"):
         restore_job(data, timeout=3600).run()
     assert content(data) == "live"
