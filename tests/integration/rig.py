@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # RIG_ENV_FILE: another rig instance's env.sh (the fault suite runs its own, tests/rig/faults-rig.sh).
@@ -160,6 +161,42 @@ def seed(dbname, devices=4, days=10, interval=300):
 
 def drop_database(dbname):
     query("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname.replace('"', '""'))
+
+
+def copy_database(source, dest, attempts=10):
+    """CREATE DATABASE dest TEMPLATE source. PostgreSQL refuses a template that another session
+    is connected to: a backend of an earlier test that is still closing, or autovacuum. Those
+    sessions are ended, and the copy is tried again for a few seconds."""
+    import psycopg2
+
+    for attempt in range(attempts):
+        query(
+            "postgres",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (source,),
+        )
+        try:
+            query("postgres", 'CREATE DATABASE "%s" TEMPLATE "%s"' % (dest, source))
+            return
+        except psycopg2.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def unit_journal(container, unit, since=None, lines=None):
+    """What a systemd unit logged (``journalctl -o cat``), since ``since`` or its last ``lines``.
+    Besides the unit's own entries (``-u``), those of its main process by PID: in the rig's
+    containers systemd sometimes fails to attach a new process to the unit's cgroup ("Failed to
+    attach ... to compat systemd cgroup"), and journald then files what it prints under no unit."""
+    window = "--since '%s'" % since if since else "-n %d" % (lines or 30)
+    return sh(
+        container,
+        "pid=$(systemctl show -p ExecMainPID --value %(u)s); journalctl %(w)s --no-pager -o cat "
+        'UNIT=%(u)s + _SYSTEMD_UNIT=%(u)s + OBJECT_SYSTEMD_UNIT=%(u)s $([ "${pid:-0}" != 0 ] && echo + _PID=$pid)'
+        % {"u": shlex.quote(unit), "w": window},
+        check=False,
+    )
 
 
 def write_file(container, path, content, mode="0644"):

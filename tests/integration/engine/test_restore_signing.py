@@ -51,7 +51,7 @@ def keys(agent_host):
 def target(engine_db):
     """The database restores would replace, with content to compare: a copy of the engine database."""
     rig.drop_database(TARGET)
-    rig.query("postgres", 'CREATE DATABASE "%s" TEMPLATE "%s"' % (TARGET, engine_db))
+    rig.copy_database(engine_db, TARGET)
     yield TARGET
     for name in rig.databases():
         if name.startswith(TARGET):

@@ -94,7 +94,7 @@ class Unit:
         return self.state()
 
     def journal(self):
-        return rig.sh(self.c, "journalctl -u %s --since '%s' --no-pager -o cat" % (self.name, self.since), check=False)
+        return rig.unit_journal(self.c, self.name, self.since)
 
     def cleanup(self):
         rig.sh(

@@ -23,7 +23,7 @@ DROPINS = ["/etc/systemd/system/tsdb-history-%s.service.d/it.conf" % j for j in 
 def run_unit(c, unit):
     rig.sh(c, "systemctl reset-failed %s; systemctl start %s" % (unit, unit), check=False)
     state = rig.sh(c, "systemctl show -p Result --value %s" % unit).strip()
-    return state, rig.sh(c, "journalctl -u %s -n 30 --no-pager -o cat" % unit)
+    return state, rig.unit_journal(c, unit, lines=30)
 
 
 @pytest.mark.usefixtures("agent")
