@@ -24,7 +24,7 @@ def arm():
     assert double.rejected == [], "the ARM double refused requests: %s" % double.rejected
 
 
-def run_role(arm, tmp_path, **extra):
+def run_role(arm, tmp_path, fails=False, **extra):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -73,7 +73,7 @@ def run_role(arm, tmp_path, **extra):
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert (proc.returncode != 0) == fails, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc.stdout
 
 
@@ -189,3 +189,26 @@ def test_each_replica_account_gets_the_rules_with_its_own_container_credentials_
         assert (len(arm.writes()), len(replica.writes())) == (primary_writes, replica_writes), "a second run writes"
     finally:
         replica.stop()
+
+
+def test_a_replica_entry_that_is_the_primary_or_borrows_its_secret_is_refused_before_any_write(arm, tmp_path):
+    """A replica entry with the primary's account and container would overwrite the primary's
+    rules with its own days; in data_plane mode, one without a connection string of its own would
+    re-tier the primary's blobs (the primary's string names the primary's account). Both are
+    refused before anything is written."""
+    same = {"name": "dr", "account_name": "insabackups", "container": "tsdb-backups", "cool_after_days": 1}
+    out = run_role(arm, tmp_path, fails=True, azure_lifecycle_replicas=[same])
+    assert "needs an account and container of its own" in out and "insabackups/tsdb-backups" in out, out[-3000:]
+    borrowing = {"name": "dr", "account_name": "insabackupsdr", "container": "tsdb-backups"}
+    out = run_role(
+        arm,
+        tmp_path,
+        fails=True,
+        azure_lifecycle_mode="data_plane",
+        azure_lifecycle_auth_mode="connection_string",
+        azure_lifecycle_connection_string="DefaultEndpointsProtocol=http;AccountName=insabackups;AccountKey=a2V5;",
+        azure_lifecycle_replicas=[borrowing],
+    )
+    assert "its own connection_string or sas_token" in out and "(dr)" in out, out[-3000:]
+    assert "a2V5" not in out
+    assert arm.writes() == [], "nothing is written when an entry is refused"
