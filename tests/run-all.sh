@@ -57,25 +57,29 @@ unit() { run_pytest unit -q tests/unit; }
 # parallel with the rest: the fault suite (tests/integration/faults: tests/rig/faults-rig.sh gives
 # it a container, ports and Azurite of its own) and point-in-time recovery (tests/integration/pitr:
 # a host container and an HTTPS Azurite of its own). Their output is in .local/pytest-{faults,pitr}.log.
+# Each suite's exit code goes to .local/pytest-<suite>.rc: a crash prints no FAILED line.
 background_suites() {
-  local rc=0
-  run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null || rc=1
-  run_pytest pitr -q -p no:cacheprovider --durations=5 tests/integration/pitr >/dev/null || rc=1
-  return "$rc"
+  local rc
+  run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null
+  rc=$?; echo "$rc" >.local/pytest-faults.rc
+  run_pytest pitr -q -p no:cacheprovider --durations=5 tests/integration/pitr >/dev/null
+  rc=$?; echo "$rc" >.local/pytest-pitr.rc
 }
 integration() {
-  local rc=0 background_pid log
+  local rc=0 background_pid suite
+  mkdir -p .local && rm -f .local/pytest-faults.rc .local/pytest-pitr.rc
   background_suites &
   background_pid=$!
   run_pytest integration -q -p no:cacheprovider --durations=12 \
     --ignore=tests/integration/faults --ignore=tests/integration/pitr tests/integration || rc=1
-  wait "$background_pid" || rc=1
-  for log in .local/pytest-faults.log .local/pytest-pitr.log; do
-    if grep -qE '^(FAILED|ERROR) |no tests ran|[0-9]+ (failed|error)' "$log" 2>/dev/null || [ ! -s "$log" ]; then
-      printf '\n%s (failed):\n' "$log" >&2
-      tail -n 40 "$log" >&2
+  wait "$background_pid"
+  for suite in faults pitr; do
+    if [ "$(cat ".local/pytest-$suite.rc" 2>/dev/null)" = 0 ]; then
+      tail -n 1 ".local/pytest-$suite.log"
     else
-      tail -n 1 "$log"
+      rc=1
+      printf '\nthe %s suite failed (.local/pytest-%s.log):\n' "$suite" "$suite" >&2
+      tail -n 40 ".local/pytest-$suite.log" >&2
     fi
   done
   return "$rc"
@@ -91,12 +95,15 @@ molecule_all() {
     molecule test -s "$s" 2>&1 | tee ".local/molecule-$s.log"
     if [ "${PIPESTATUS[0]}" -eq 0 ]; then outcome=ok; else outcome=FAILED; rc=1; fi
     scenarios+=("$(printf '  %-18s %-6s %4ds' "$s" "$outcome" $((SECONDS - t0)))")
-    # testinfra's failed tests, and the task that failed in a play.
+    [ "$outcome" = ok ] && continue
+    # What failed: testinfra's tests, a play's failed task (ignored ones say so after it), molecule's own verdict.
     while IFS= read -r line; do scenarios+=("      $line"); done < <(
       sed 's/\x1b\[[0-9;]*m//g' ".local/molecule-$s.log" | awk '
         match($0, /TASK \[[^]]*\]/) { task = substr($0, RSTART, RLENGTH) }
-        match($0, /fatal: \[[^]]*\]/) { print task " " substr($0, RSTART, RLENGTH) }
-        match($0, /(FAILED|ERROR) tests\/[^ ]+/) { print substr($0, RSTART, RLENGTH) }' | cut -c1-200 | head -n 12
+        match($0, /fatal: \[[^]]*\]/) { fatal = task " " substr($0, RSTART, RLENGTH); next }
+        fatal != "" { if ($0 !~ /\.\.\.ignoring/) print fatal; fatal = "" }
+        match($0, /(FAILED|ERROR) tests\/[^ ]+/) { print substr($0, RSTART, RLENGTH) }
+        /CRITICAL/ { sub(/^.*CRITICAL */, "CRITICAL "); print }' | cut -c1-200 | head -n 12
     )
   done
   return "$rc"
