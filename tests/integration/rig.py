@@ -176,7 +176,9 @@ def copy_database(source, dest, attempts=10):
             (source,),
         )
         try:
-            query("postgres", 'CREATE DATABASE "%s" TEMPLATE "%s"' % (dest, source))
+            query(
+                "postgres", 'CREATE DATABASE "%s" TEMPLATE "%s"' % (dest.replace('"', '""'), source.replace('"', '""'))
+            )
             return
         except psycopg2.errors.ObjectInUse:
             if attempt == attempts - 1:
@@ -188,7 +190,8 @@ def unit_journal(container, unit, since=None, lines=None):
     """What a systemd unit logged (``journalctl -o cat``), since ``since`` or its last ``lines``.
     Besides the unit's own entries (``-u``), those of its main process by PID: in the rig's
     containers systemd sometimes fails to attach a new process to the unit's cgroup ("Failed to
-    attach ... to compat systemd cgroup"), and journald then files what it prints under no unit."""
+    attach ... to compat systemd cgroup"), and journald then files what it prints under no unit.
+    ``unit`` is the full name (``tsdb-backup.service``): the matches add no suffix, as -u does."""
     window = "--since '%s'" % since if since else "-n %d" % (lines or 30)
     return sh(
         container,

@@ -61,7 +61,7 @@ def wait_finished(c, timeout=240):
 def test_storage_lost_during_a_scheduled_run(agent, env, tmp_path):
     c = agent
     rig.drop_database(DB)
-    # Enough rows for a dump of a few seconds: the storage goes while it runs, before the upload.
+    # A dump of a few seconds, long enough to be caught running and held.
     rig.seed(DB, devices=10, days=30, interval=60)
     azurite = PrivateAzurite(str(tmp_path / "azurite")).start()
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
@@ -112,12 +112,20 @@ def test_storage_lost_during_a_scheduled_run(agent, env, tmp_path):
     try:
         start_run(c)
         deadline = time.monotonic() + 120
-        while "dump %s: starting" % DB not in journal(c, since):
-            assert time.monotonic() < deadline, journal(c, since)
-            time.sleep(0.05)
-        # The storage goes away while pg_dump runs: the blocks staged behind it are never
-        # committed (that happens after the dump), so the set cannot reach Azure in this run.
-        azurite.stop()
+        # The storage goes away while pg_dump runs, held (SIGSTOP) until it is gone: a set is
+        # committed only after its dump, so nothing of this run's set can reach Azure.
+        pid = ""
+        while not pid:
+            pid = rig.sh(c, "pgrep -n -x pg_dump || true").strip()
+            if not pid:
+                assert time.monotonic() < deadline, journal(c, since)
+                assert "dump %s: finished" % DB not in journal(c, since), "the dump ended before it could be held"
+                time.sleep(0.05)
+        rig.sh(c, "kill -STOP %s" % pid)
+        try:
+            azurite.stop()
+        finally:
+            rig.sh(c, "kill -CONT %s" % pid, check=False)
         assert wait_finished(c) == "failed"
         log = journal(c, since)
         assert "upload %s: 1 set(s) sent" % DB not in log, log
