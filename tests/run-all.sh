@@ -59,11 +59,10 @@ unit() { run_pytest unit -q tests/unit; }
 # a host container and an HTTPS Azurite of its own). Their output is in .local/pytest-{faults,pitr}.log.
 # Each suite's exit code goes to .local/pytest-<suite>.rc: a crash prints no FAILED line.
 background_suites() {
-  local rc
   run_pytest faults -q -p no:cacheprovider --durations=12 tests/integration/faults >/dev/null
-  rc=$?; echo "$rc" >.local/pytest-faults.rc
+  echo $? >.local/pytest-faults.rc
   run_pytest pitr -q -p no:cacheprovider --durations=5 tests/integration/pitr >/dev/null
-  rc=$?; echo "$rc" >.local/pytest-pitr.rc
+  echo $? >.local/pytest-pitr.rc
 }
 integration() {
   local rc=0 background_pid suite
